@@ -1,0 +1,149 @@
+"""The TensorFlow side of the parity harness: weights in and out of ``tf_impl``, and one case's tensors.
+
+Imports nothing from PyTorch. Arrays are NHWC and in the TF layout already; the Keras path of each
+tensor comes from the weight table (``parity.weights``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any, Iterator, Mapping
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import tf_impl  # noqa: E402
+from parity.weights import EMA_SUFFIX, check_tensors, normalize_config, weight_table  # noqa: E402
+
+NAME = "tf"
+
+
+@contextlib.contextmanager
+def parity_mode(device: str) -> Iterator[dict[str, Any]]:
+    """TF32 off and op determinism on (PITFALLS 29, 30); yields the settings for the report."""
+    saved = tf.config.experimental.tensor_float_32_execution_enabled()
+    tf.config.experimental.enable_tensor_float_32_execution(False)
+    try:
+        yield {"tensorflow": tf.__version__, "device": device, "tf32": False, "jit_compile": False}
+    finally:
+        tf.config.experimental.enable_tensor_float_32_execution(saved)
+
+
+def _variables(block: tf_impl.GatedResnet) -> dict[str, Any]:
+    prefix = block.path + "/"
+    return {v.path[len(prefix):]: v for v in block.weights}
+
+
+def build(config: Mapping[str, Any], dtype: str = "float32", device: str = "cpu") -> tf_impl.GatedResnet:
+    with tf.device(_tf_device(device)):
+        block = tf_impl.GatedResnet(**normalize_config(config), dtype=dtype)
+        block.build()
+    return block
+
+
+def _tf_device(device: str) -> str:
+    return "/GPU:0" if device.startswith("cuda") or device.startswith("gpu") else "/CPU:0"
+
+
+def _config(block: tf_impl.GatedResnet) -> dict[str, Any]:
+    return {k: v for k, v in block.get_config().items() if k in normalize_config({"num_filters": 1})}
+
+
+def export_weights(block: tf_impl.GatedResnet) -> dict[str, np.ndarray]:
+    """The block's tensors under their TF1 names (shadows included when it has them)."""
+    variables = _variables(block)
+    return {row.tf1_name: variables[row.keras_path].numpy() for row in weight_table(_config(block))}
+
+
+def import_weights(block: tf_impl.GatedResnet, tensors: Mapping[str, np.ndarray], initialized: bool = True) -> None:
+    """Load canonical tensors; all-or-nothing. Missing shadows (for a block with ``polyak_decay``)
+    restart as copies of the raw weights, as creating the average would."""
+    table = weight_table(_config(block))
+    check_tensors(table, tensors, allow_missing_shadows=True)
+    variables = _variables(block)
+    values = {}
+    for row in table:
+        source = row.tf1_name
+        if source not in tensors and source.endswith(EMA_SUFFIX):
+            source = source[: -len(EMA_SUFFIX)]
+        values[row.keras_path] = np.asarray(tensors[source], dtype=variables[row.keras_path].dtype)
+    for path, value in values.items():
+        variables[path].assign(value)
+    for layer in block.wn_layers:
+        layer.initialized.assign(bool(initialized))
+
+
+def _set_live(block: tf_impl.GatedResnet, tensors: Mapping[str, np.ndarray]) -> None:
+    variables = _variables(block)
+    for row in weight_table(_config(block), shadows=False):
+        var = variables[row.keras_path]
+        var.assign(np.asarray(tensors[row.tf1_name], dtype=var.dtype))
+
+
+def _tensor(a: np.ndarray | None, dtype: str) -> tf.Tensor | None:
+    return None if a is None else tf.constant(a, dtype=dtype)
+
+
+def run_case(case: Any, dtype: str = "float32", device: str = "cpu") -> dict[str, np.ndarray]:
+    """Every compared tensor of one case, NHWC and TF layout, keyed ``<part>/<name>``."""
+    with tf.device(_tf_device(device)):
+        return _run_case(case, dtype, device)
+
+
+def _run_case(case: Any, dtype: str, device: str) -> dict[str, np.ndarray]:
+    arr = case.arrays
+    weights = case.weights()
+    raw_rows = weight_table(case.config, shadows=False)
+    out: dict[str, np.ndarray] = {}
+
+    block = build(case.config, dtype, device)
+    import_weights(block, weights, initialized=True)
+    x, a, h = (_tensor(arr.get(k), dtype) for k in ("x", "a", "h"))
+    variables = _variables(block)
+
+    # Forward stages and gradients.
+    inputs = {k: t for k, t in (("x", x), ("a", a), ("h", h)) if t is not None}
+    params = [variables[r.keras_path] for r in raw_rows]
+    with tf.GradientTape() as tape:
+        tape.watch(list(inputs.values()))
+        stages = block.stages(x, a, h, training=False)
+        loss = tf.reduce_sum(stages["out"] * _tensor(arr["cotangent"], dtype))
+    grads = tape.gradient(loss, list(inputs.values()) + params)
+    out.update({f"forward/{k}": v.numpy() for k, v in stages.items()})
+    for key, g in zip(list(inputs) + [r.tf1_name for r in raw_rows], grads):
+        out[f"grad/{key}"] = tf.convert_to_tensor(g).numpy()
+
+    out["ema_forward/out"] = block(x, a, h, use_ema=True).numpy()
+    if "dropout_mask" in arr:
+        out["dropout/out"] = block(x, a, h, training=True, dropout_mask=_tensor(arr["dropout_mask"], dtype)).numpy()
+
+    fresh = build(case.config, dtype, device)
+    import_weights(fresh, {r.tf1_name: weights[r.tf1_name] for r in raw_rows}, initialized=False)
+    out["init/out"] = fresh.initialize(x, a, h, dropout_mask=_tensor(arr.get("dropout_mask"), dtype)).numpy()
+    exported = export_weights(fresh)
+    out.update({f"init/{r.tf1_name}": exported[r.tf1_name] for r in raw_rows if r.tf1_name[-1] in "gb"})
+
+    _set_live(block, weights)
+    tf_impl.reset_averages(block)
+    for step in range(1, case.ema_steps + 1):
+        _set_live(block, {r.tf1_name: arr[f"ema_step_{step}/{r.tf1_name}"] for r in raw_rows})
+        tf_impl.update_averages(block, num_updates=step if step % 2 else None)
+    exported = export_weights(block)
+    out.update({f"ema/{r.tf1_name}": exported[r.tf1_name + EMA_SUFFIX] for r in raw_rows})
+    out["ema/out"] = block(x, a, h, use_ema=True).numpy()
+    return out
+
+
+def describe(device: str) -> str:
+    return f"tensorflow {tf.__version__} (keras {keras.__version__}) on {'GPU' if 'GPU' in _tf_device(device) else 'CPU'}"
+
+
+def apply(block: tf_impl.GatedResnet, inputs: Mapping[str, np.ndarray], use_ema: bool = False, init: bool = False) -> np.ndarray:
+    """Run the block (inference) or its data-dependent init on NHWC inputs."""
+    x, a, h = (_tensor(inputs.get(k), block.variable_dtype) for k in ("x", "a", "h"))
+    y = block.initialize(x, a, h) if init else block(x, a, h, use_ema=use_ema)
+    return y.numpy()

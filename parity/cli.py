@@ -1,0 +1,183 @@
+"""``gated-resnet-parity`` / ``python -m parity``: check, record, verify, convert, run.
+
+Backends are imported only when a command needs them: ``verify`` and ``run --backend torch`` work
+without TensorFlow, ``run --backend tf`` without PyTorch. Arrays in files are NHWC whatever the backend.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+from parity.harness import DTYPES, Report
+
+EXIT_OK, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
+
+
+def _fmt(x: float) -> str:
+    return "inf" if x == float("inf") else f"{x:.2e}"
+
+
+def format_report(report: Report, verbose: bool = False) -> str:
+    """A table: one row per case and dtype (its worst tensor), every tensor with ``verbose``."""
+    lines = [
+        f"parity: {report.other} against {report.reference}",
+        "settings: " + ", ".join(f"{k}={v}" for k, v in report.settings.items() if k != "reference"),
+        "",
+        f"{'case':<48} {'dtype':<8} {'tensor':<28} {'max abs':>9} {'max rel':>9} {'ulp':>9} {'bound':>9} {'ratio':>6}  result",
+    ]
+    for case in report.cases:
+        for dtype in DTYPES:
+            rows = [c for c in case.comparisons if c.dtype == dtype]
+            if not rows:
+                continue
+            shown = rows if verbose else [next((c for c in rows if not c.passed), max(rows, key=lambda c: c.ratio))]
+            for c in shown:
+                status = "pass" if c.passed else f"FAIL{' (first: ' + c.tensor + ')' if not verbose else ''}"
+                if c.note:
+                    status += f" [{c.note}]"
+                lines.append(
+                    f"{case.case:<48} {dtype:<8} {c.tensor:<28} {_fmt(c.max_abs):>9} {_fmt(c.max_rel):>9} "
+                    f"{c.ulp:>9} {_fmt(c.bound):>9} {c.ratio:>6.2f}  {status}"
+                )
+    n = sum(len(c.comparisons) for c in report.cases)
+    bad = sum(1 for c in report.cases for x in c.comparisons if not x.passed)
+    lines += [
+        "",
+        f"{len(report.cases)} cases, {n} tensor comparisons, {bad} failed, in {report.seconds:.1f} s. "
+        "Bound: K=4 x the reference's float32 noise floor (float64 run of the same computation); "
+        "float64: that x 2^-29; EMA shadows: exact. See parity/tolerance.py.",
+        "PASS" if report.passed else "FAIL",
+    ]
+    return "\n".join(lines)
+
+
+def _emit(report: Report, args: argparse.Namespace) -> int:
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=1))
+    else:
+        print(format_report(report, verbose=args.verbose))
+    return EXIT_OK if report.passed else EXIT_FAIL
+
+
+def _dtypes(value: str) -> tuple[str, ...]:
+    return DTYPES if value == "both" else (value,)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from parity.harness import check
+
+    return _emit(check(reference=args.reference, other=args.other, device=args.device, dtypes=_dtypes(args.dtype)), args)
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    from parity.harness import record
+
+    start = time.perf_counter()
+    record(args.out, backend=args.backend, device=args.device)
+    print(f"recorded {args.backend} on {args.device} to {args.out} in {time.perf_counter() - start:.1f} s")
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from parity.harness import verify
+
+    return _emit(verify(args.record, backend=args.backend, device=args.device, dtypes=_dtypes(args.dtype)), args)
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from parity.convert import convert
+
+    overrides = {k: v for k, v in (("conv", args.conv), ("nonlinearity", args.nonlinearity)) if v is not None}
+    summary = convert(args.src, args.dst, overrides=overrides, scope=args.scope, polyak_decay=args.polyak_decay)
+    print(summary)
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from parity.convert import apply_block
+
+    with np.load(args.inputs, allow_pickle=False) as f:
+        inputs = {k: f[k] for k in f.files}
+    outputs = apply_block(
+        args.weights, inputs, backend=args.backend, use_ema=args.ema, init=args.init,
+        save_weights=args.save_weights, device=args.device,
+    )
+    np.savez(args.out, **outputs)
+    print(f"wrote {', '.join(f'{k} {tuple(v.shape)}' for k, v in outputs.items())} to {args.out}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gated-resnet-parity",
+        description="Parity checks for the PixelCNN++ / PixelSNAIL gated residual block between TensorFlow and PyTorch.",
+    )
+    sub = parser.add_subparsers(dest="command")
+
+    def reporting(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+        p.add_argument("--dtype", default="both", choices=["float32", "float64", "both"])
+        p.add_argument("--json", action="store_true", help="print the report as JSON")
+        p.add_argument("--verbose", "-v", action="store_true", help="one row per tensor")
+
+    p = sub.add_parser("check", help="run both backends on the built-in suite and compare (the default)")
+    p.add_argument("--reference", default="tf", choices=["tf", "torch"])
+    p.add_argument("--other", default="torch", choices=["tf", "torch"])
+    reporting(p)
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("record", help="write one backend's inputs and results to a file")
+    p.add_argument("out")
+    p.add_argument("--backend", default="tf", choices=["tf", "torch"])
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_record)
+
+    p = sub.add_parser("verify", help="check a backend against a recorded file")
+    p.add_argument("record")
+    p.add_argument("--backend", default="torch", choices=["tf", "torch"])
+    reporting(p)
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("convert", help="convert weights between the canonical file, Keras and torch files, TF1 checkpoints")
+    p.add_argument("src")
+    p.add_argument("dst")
+    p.add_argument("--conv", choices=["conv2d", "down_shifted_conv2d", "down_right_shifted_conv2d", "nin"])
+    p.add_argument("--nonlinearity", choices=["concat_elu", "elu", "relu"])
+    p.add_argument("--scope", default="model", help="TF1 checkpoint scope (default: model)")
+    p.add_argument("--polyak-decay", type=float, default=None, help="decay to record when the source has shadows but no config")
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("run", help="apply a block from a weight file to inputs from an .npz")
+    p.add_argument("--weights", required=True)
+    p.add_argument("--inputs", required=True, help=".npz with x and optionally a, h (NHWC)")
+    p.add_argument("--backend", default="torch", choices=["tf", "torch"])
+    p.add_argument("--out", required=True)
+    p.add_argument("--ema", action="store_true", help="use the averaged weights")
+    p.add_argument("--init", action="store_true", help="run the data-dependent init on this batch")
+    p.add_argument("--save-weights", default=None, help="with --init: write the initialised weights here")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+        argv = ["check", *argv]
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, ImportError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

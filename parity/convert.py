@@ -1,0 +1,216 @@
+"""Moving weights between the canonical file, a torch ``state_dict`` file and a Keras weights file,
+and applying a block from a weight file to inputs.
+
+Formats, told apart by name and metadata:
+
+* canonical: ``*.safetensors`` with ``format=gated-resnet-parity/1`` metadata (TF1 names, TF layout);
+* torch ``state_dict``: ``*.safetensors`` with ``torch_impl`` keys (``conv_input.V``, ...) in torch
+  layout; written with the config in its metadata, read with it or with the config inferred from the
+  shapes (``--conv`` / ``--nonlinearity`` where shapes cannot tell);
+* Keras: ``*.weights.h5`` as written by ``GatedResnet.save_weights`` (needs TensorFlow), read with
+  the config of a canonical or torch file beside it or from ``--conv``/``--nonlinearity`` and shapes.
+
+Pickle files (``torch.save``: ``.pt``, ``.pth``, ``.bin``, ``.ckpt``) are refused, never unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Mapping
+
+import numpy as np
+
+from parity.weights import (
+    DEFAULT_FILTER,
+    EMA_SUFFIX,
+    FORMAT,
+    WeightError,
+    check_tensors,
+    load_canonical,
+    normalize_config,
+    read_safetensors,
+    save_canonical,
+    weight_table,
+)
+
+TORCH_FORMAT = "torch_impl-state-dict/1"
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle")
+
+
+def _kind(path: str) -> str:
+    p = path.lower()
+    if p.endswith(PICKLE_SUFFIXES):
+        raise ValueError(f"{path}: pickle files are refused (never unpickled); save a torch state_dict with safetensors instead")
+    if p.endswith(".weights.h5"):
+        return "keras"
+    if p.endswith(".safetensors"):
+        return "safetensors"
+    if os.path.exists(path + ".index") or p.endswith(".index"):
+        return "tf1"
+    raise ValueError(f"{path}: expected a .safetensors, .weights.h5 file or a TF1 checkpoint prefix; received an unknown kind")
+
+
+def infer_config(shapes: Mapping[str, tuple[int, ...]], overrides: Mapping[str, Any] | None = None,
+                 polyak_decay: float | None = None) -> dict[str, Any]:
+    """A block config from torch-keyed tensor shapes (``conv_input.V``, ``nin_skip.V``, ``hw``).
+
+    The conv kind follows from the filter size (3x3 conv2d, 2x3 down-shifted, 2x2 down-right-shifted,
+    2-D nin); ``concat_elu`` from an input twice the filters; ``elu`` vs ``relu`` cannot be told and
+    needs ``nonlinearity`` in ``overrides``.
+    """
+    overrides = dict(overrides or {})
+    if "conv_input.V" not in shapes:
+        raise WeightError(["missing tensor 'conv_input.V' (cannot infer the block config)"], "tensors")
+    v = shapes["conv_input.V"]
+    F_, cin = v[0], v[1]
+    conv = overrides.get("conv")
+    if conv is None:
+        by_filter = {f: k for k, f in DEFAULT_FILTER.items()}
+        conv = "nin" if len(v) == 2 else by_filter.get(tuple(v[2:]))
+        if conv is None:
+            raise ValueError(f"cannot tell the conv kind of filter {tuple(v[2:])}; pass --conv")
+    nl = overrides.get("nonlinearity")
+    if nl is None:
+        if cin == 2 * F_:
+            nl = "concat_elu"
+        else:
+            raise ValueError("cannot tell elu from relu by the shapes; pass --nonlinearity")
+    mult = 2 if nl == "concat_elu" else 1
+    a = shapes["nin_skip.V"][1] // mult if "nin_skip.V" in shapes else None
+    h = shapes["hw"][0] if "hw" in shapes else None
+    has_shadows = any(k.endswith("_ema") for k in shapes)
+    decay = polyak_decay if polyak_decay is not None else (0.9995 if has_shadows else None)
+    return normalize_config({"num_filters": F_, "a_channels": a, "h_channels": h, "conv": conv, "nonlinearity": nl, "polyak_decay": decay})
+
+
+def read_torch_file(path: str, overrides: Mapping[str, Any] | None = None, polyak_decay: float | None = None
+                    ) -> tuple[dict[str, np.ndarray], dict[str, Any], bool]:
+    """(canonical tensors, config, initialized) from a torch ``state_dict`` safetensors file."""
+    tensors, metadata = read_safetensors(path)
+    if "config" in metadata:
+        config = normalize_config({**json.loads(metadata["config"]), **(overrides or {})})
+    else:
+        config = infer_config({k: v.shape for k, v in tensors.items()}, overrides, polyak_decay)
+    shadows = any(k.endswith("_ema") for k in tensors)
+    table = weight_table(config, shadows=shadows)
+    flags = {k: v for k, v in tensors.items() if k.endswith(".initialized")}
+    weights = {k: v for k, v in tensors.items() if not k.endswith(".initialized")}
+    check_tensors(table, weights, key="torch_key", layout="torch", where=path)
+    initialized = bool(flags) and all(bool(np.asarray(v)) for v in flags.values())
+    return {r.tf1_name: r.from_torch_layout(weights[r.torch_key]) for r in table}, config, initialized
+
+
+def write_torch_file(path: str, tensors: Mapping[str, np.ndarray], config: Mapping[str, Any], initialized: bool) -> None:
+    """A torch ``state_dict`` as safetensors (loadable by ``safetensors.torch.load_file`` + ``load_state_dict``)."""
+    from safetensors.numpy import save_file
+
+    config = normalize_config(config)
+    table = weight_table(config, shadows=any(k.endswith(EMA_SUFFIX) for k in tensors))
+    check_tensors(table, tensors, where="tensors to save")
+    state = {r.torch_key: r.to_torch_layout(np.asarray(tensors[r.tf1_name])) for r in table}
+    for attr in ("conv_input", "nin_skip", "conv_output"):
+        if any(k.startswith(attr + ".") for k in state):
+            state[f"{attr}.initialized"] = np.array(bool(initialized))
+    save_file(state, path, metadata={"format": TORCH_FORMAT, "config": json.dumps(config)})
+
+
+def read_any(path: str, overrides: Mapping[str, Any] | None = None, scope: str = "model",
+             polyak_decay: float | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any], bool]:
+    """(canonical tensors, config, initialized) from any supported weight file."""
+    kind = _kind(path)
+    if kind == "tf1":
+        from parity.tf1 import read_checkpoint
+
+        return read_checkpoint(path, overrides or {}, scope=scope, polyak_decay=polyak_decay)
+    if kind == "keras":
+        return read_keras_file(path, overrides or {}, polyak_decay)
+    _, metadata = read_safetensors(path)
+    if metadata.get("format") == FORMAT:
+        return load_canonical(path)
+    return read_torch_file(path, overrides, polyak_decay)
+
+
+def read_keras_file(path: str, overrides: Mapping[str, Any], polyak_decay: float | None = None
+                    ) -> tuple[dict[str, np.ndarray], dict[str, Any], bool]:
+    """Read a ``.weights.h5`` written by ``GatedResnet.save_weights``; the config from its shapes."""
+    import h5py
+
+    shapes: dict[str, tuple[int, ...]] = {}
+    with h5py.File(path, "r") as f:
+        def visit(name: str, obj: Any) -> None:
+            if isinstance(obj, h5py.Dataset):
+                shapes[name] = obj.shape
+        f.visititems(visit)
+    # Keras stores each layer's own variables as vars/0, vars/1, ... in creation order: V, g, b, ...
+    torch_shapes = {}
+    for name, shape in shapes.items():
+        parts = name.split("/")
+        for attr in ("conv_input", "nin_skip", "conv_output"):
+            if attr in parts and parts[-1] == "0" and len(shape) >= 2:
+                tf_shape = tuple(shape)
+                torch_shapes[f"{attr}.V"] = tf_shape[::-1] if len(tf_shape) == 2 else (tf_shape[3], tf_shape[2], *tf_shape[:2])
+        if parts[-2:] == ["vars", "0"] and len(parts) <= 3 and len(shape) == 2 and not any(
+            a in parts for a in ("conv_input", "nin_skip", "conv_output")
+        ):
+            torch_shapes["hw"] = tuple(shape)
+    if any(len(s) for s in shapes.values()) and any(k.endswith("vars/4") for k in shapes):
+        torch_shapes["conv_input.V_ema"] = ()
+    config = infer_config(torch_shapes, overrides, polyak_decay)
+    from parity.backends import get_backend
+
+    tfb = get_backend("tf")
+    block = tfb.build(config)
+    block.load_weights(path)
+    return tfb.export_weights(block), config, block.initialized
+
+
+def write_any(path: str, tensors: Mapping[str, np.ndarray], config: Mapping[str, Any], initialized: bool) -> None:
+    kind = _kind(path)
+    if kind == "keras":
+        from parity.backends import get_backend
+
+        tfb = get_backend("tf")
+        dtype = np.asarray(next(iter(tensors.values()))).dtype.name
+        block = tfb.build(config, dtype)
+        tfb.import_weights(block, tensors, initialized)
+        block.save_weights(path)
+    elif kind == "tf1":
+        raise ValueError(f"{path}: writing TF1 checkpoints is not supported; convert to .safetensors or .weights.h5")
+    elif path.lower().endswith(".torch.safetensors"):
+        write_torch_file(path, tensors, config, initialized)
+    else:
+        save_canonical(path, tensors, config, initialized)
+
+
+def convert(src: str, dst: str, overrides: Mapping[str, Any] | None = None, scope: str = "model",
+            polyak_decay: float | None = None) -> str:
+    """Convert ``src`` to ``dst`` (kinds by name: ``*.torch.safetensors`` is a torch state_dict,
+    other ``*.safetensors`` canonical, ``*.weights.h5`` Keras); returns a one-line summary."""
+    tensors, config, initialized = read_any(src, overrides, scope, polyak_decay)
+    write_any(dst, tensors, config, initialized)
+    n_shadow = sum(k.endswith(EMA_SUFFIX) for k in tensors)
+    return (f"converted {src} -> {dst}: {len(tensors) - n_shadow} weights, {n_shadow} shadows, "
+            f"config {json.dumps(config)}, initialized={initialized}")
+
+
+def apply_block(weights: str, inputs: Mapping[str, np.ndarray], backend: str = "torch", use_ema: bool = False,
+                init: bool = False, save_weights: str | None = None, device: str = "cpu") -> dict[str, np.ndarray]:
+    """Apply the block in ``weights`` to NHWC ``inputs`` (``x``, optional ``a``, ``h``); returns ``{'out': ...}``."""
+    from parity.backends import get_backend
+
+    if "x" not in inputs:
+        raise ValueError(f"expected inputs to contain 'x'; received {sorted(inputs)}")
+    tensors, config, initialized = read_any(weights)
+    if init and initialized:
+        raise ValueError(f"{weights}: the weights are already initialised; --init runs the data-dependent init once")
+    if save_weights and not init:
+        raise ValueError("--save-weights goes with --init")
+    module = get_backend(backend)
+    dtype = np.asarray(next(iter(tensors.values()))).dtype.name
+    block = module.build(config, dtype, device)
+    module.import_weights(block, tensors, initialized)
+    out = module.apply(block, inputs, use_ema=use_ema, init=init)
+    if save_weights:
+        write_any(save_weights, module.export_weights(block), config, True)
+    return {"out": out}

@@ -1,0 +1,183 @@
+"""The parity harness: run both backends on the same case, or one against a recorded file, and compare.
+
+Every tensor of a case (forward stages, gradients, init, EMA, dropout) is computed by each side in
+float32 and float64; :mod:`parity.tolerance` turns those four runs into a bound per tensor. A case's
+report names the first tensor, in computation order, that fails: the stage where a bug shows first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import numpy as np
+
+from parity.backends import get_backend
+from parity.case import Case, default_cases
+from parity.tolerance import Comparison, compare
+
+DTYPES = ("float32", "float64")
+RECORD_FORMAT = "gated-resnet-parity-record/1"
+
+
+def is_exact(tensor: str) -> bool:
+    """Tensors expected bit-identical: the EMA shadows (not the EMA forward)."""
+    return tensor.startswith("ema/") and tensor != "ema/out"
+
+
+@dataclass
+class CaseReport:
+    case: str
+    comparisons: list[Comparison]
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.comparisons)
+
+    @property
+    def first_failure(self) -> Comparison | None:
+        return next((c for c in self.comparisons if not c.passed), None)
+
+
+@dataclass
+class Report:
+    reference: str
+    other: str
+    cases: list[CaseReport] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.cases)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "reference": self.reference,
+            "other": self.other,
+            "passed": self.passed,
+            "seconds": round(self.seconds, 3),
+            "settings": self.settings,
+            "cases": [
+                {
+                    "case": c.case,
+                    "passed": c.passed,
+                    "first_failure": None if c.first_failure is None else c.first_failure.tensor,
+                    "tensors": [x.to_dict() for x in c.comparisons],
+                }
+                for c in self.cases
+            ],
+        }
+
+
+def run_backend(backend: str, case: Case, device: str = "cpu") -> dict[str, dict[str, np.ndarray]]:
+    """``{dtype: {tensor: array}}`` for one backend and case, in parity mode."""
+    module = get_backend(backend)
+    with module.parity_mode(device):
+        return {dt: module.run_case(case, dt, device) for dt in DTYPES}
+
+
+def compare_runs(
+    case_name: str,
+    ref: dict[str, dict[str, np.ndarray]],
+    other: dict[str, dict[str, np.ndarray]],
+    dtypes: Iterable[str] = DTYPES,
+) -> CaseReport:
+    """Compare every tensor of the reference runs with the other side's, in the reference's order."""
+    comparisons = []
+    for dtype in dtypes:
+        for tensor in ref["float32"]:
+            if tensor not in other["float32"]:
+                comparisons.append(Comparison(case_name, tensor, tuple(ref["float32"][tensor].shape), dtype,
+                                              float("inf"), float("inf"), 0, 0.0, 0.0, 0.0, "missing", False,
+                                              "not produced by the backend under test"))
+                continue
+            pair_r = {d: ref[d][tensor] for d in DTYPES}
+            pair_o = {d: other[d][tensor] for d in DTYPES}
+            comparisons.append(compare(case_name, tensor, dtype, pair_r, pair_o, exact=is_exact(tensor)))
+    return CaseReport(case_name, comparisons)
+
+
+def settings(device: str, backends: Iterable[str]) -> dict[str, Any]:
+    info: dict[str, Any] = {"device": device, "python": platform.python_version(), "tf32": False}
+    for b in backends:
+        info[b] = get_backend(b).describe(device)
+    return info
+
+
+def check(
+    cases: list[Case] | None = None,
+    reference: str = "tf",
+    other: str = "torch",
+    device: str = "cpu",
+    dtypes: Iterable[str] = DTYPES,
+) -> Report:
+    """Both backends on every case (the built-in suite by default)."""
+    start = time.perf_counter()
+    cases = default_cases() if cases is None else cases
+    report = Report(reference, other, settings=settings(device, {reference, other}))
+    for case in cases:
+        report.cases.append(
+            compare_runs(case.name, run_backend(reference, case, device), run_backend(other, case, device), tuple(dtypes))
+        )
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+# -- recorded references -----------------------------------------------------------------------
+def record(path: str | os.PathLike, backend: str = "tf", device: str = "cpu", cases: list[Case] | None = None) -> None:
+    """Write the cases' inputs and one backend's float32 and float64 results to a safetensors file."""
+    from safetensors.numpy import save_file
+
+    cases = default_cases() if cases is None else cases
+    tensors: dict[str, np.ndarray] = {}
+    meta_cases = []
+    for i, case in enumerate(cases):
+        results = run_backend(backend, case, device)
+        for k, v in case.arrays.items():
+            tensors[f"{i}/in/{k}"] = np.ascontiguousarray(v)
+        for dt in DTYPES:
+            for k, v in results[dt].items():
+                tensors[f"{i}/out/{dt}/{k}"] = np.ascontiguousarray(v)
+        meta_cases.append({**case.to_dict(), "order": list(results["float32"])})
+    metadata = {
+        "format": RECORD_FORMAT,
+        "backend": backend,
+        "settings": json.dumps(settings(device, [backend])),
+        "cases": json.dumps(meta_cases),
+    }
+    save_file(tensors, str(path), metadata=metadata)
+
+
+def load_record(path: str | os.PathLike) -> tuple[dict[str, Any], list[tuple[Case, dict[str, dict[str, np.ndarray]]]]]:
+    """(metadata, [(case, {dtype: results})]) from a record file."""
+    from parity.weights import read_safetensors
+
+    tensors, metadata = read_safetensors(path)
+    if metadata.get("format") != RECORD_FORMAT:
+        raise ValueError(f"{path}: expected metadata format={RECORD_FORMAT!r}; received {metadata.get('format')!r}")
+    out = []
+    for i, meta in enumerate(json.loads(metadata["cases"])):
+        order = meta.pop("order")
+        prefix = f"{i}/in/"
+        arrays = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        case = Case(arrays=arrays, **meta)
+        results = {dt: {k: tensors[f"{i}/out/{dt}/{k}"] for k in order} for dt in DTYPES}
+        out.append((case, results))
+    return metadata, out
+
+
+def verify(path: str | os.PathLike, backend: str = "torch", device: str = "cpu", dtypes: Iterable[str] = DTYPES) -> Report:
+    """Check ``backend`` on ``device`` against a recorded file (the recorded side is the reference)."""
+    start = time.perf_counter()
+    metadata, recorded = load_record(path)
+    report = Report(f"{metadata['backend']} (recorded)", backend, settings=settings(device, [backend]))
+    report.settings["reference"] = json.loads(metadata["settings"])
+    for case, ref in recorded:
+        report.cases.append(compare_runs(case.name, ref, run_backend(backend, case, device), tuple(dtypes)))
+    report.seconds = time.perf_counter() - start
+    return report

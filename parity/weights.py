@@ -1,0 +1,265 @@
+"""One weight file for both backends, and the table that maps every tensor.
+
+The canonical file is safetensors. Keys are the original TF1 names relative to the block
+(``conv2d_0/V``, ``dense_0/g``, ``conditional_weights_0/hw``), shadows as
+``<name>/ExponentialMovingAverage``; values are in the original TF layout; the metadata holds the
+block config (JSON) and the initialised flag. Reading it never unpickles.
+
+The map is a table, one row per tensor (:func:`weight_table`): TF1 name, Keras path, torch
+``state_dict`` key, and the permutation that takes the TF layout to torch's:
+
+=====================  ======================  ======================  ==============
+tensor                 TF (canonical, Keras)   torch                   permutation
+=====================  ======================  ======================  ==============
+conv ``V``             ``[kh, kw, in, out]``   ``(out, in, kh, kw)``   ``(3, 2, 0, 1)``
+dense / nin ``V``      ``[in, out]``           ``(out, in)``           ``(1, 0)``
+``g``, ``b``, ``hw``   as is                   as is                   none
+=====================  ======================  ======================  ==============
+
+Original names come from :class:`TF1Namer`, which walks layers in the original's call order with
+one counter per layer kind (SPEC.md "Variable names"), so a whole-model port can reuse it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+EMA_SUFFIX = "/ExponentialMovingAverage"
+FORMAT = "gated-resnet-parity/1"
+CONV_KINDS = ("conv2d", "down_shifted_conv2d", "down_right_shifted_conv2d", "nin")
+NONLINEARITIES = ("concat_elu", "elu", "relu")
+DEFAULT_FILTER = {"conv2d": (3, 3), "down_shifted_conv2d": (2, 3), "down_right_shifted_conv2d": (2, 2)}
+CHANNEL_MULTIPLIER = {"concat_elu": 2, "elu": 1, "relu": 1}
+CONFIG_KEYS = ("num_filters", "a_channels", "h_channels", "conv", "nonlinearity", "dropout_p", "polyak_decay")
+CONV_PERM = (3, 2, 0, 1)
+DENSE_PERM = (1, 0)
+
+
+class WeightError(ValueError):
+    """A weight file or mapping that does not fit the block; lists every problem at once."""
+
+    def __init__(self, problems: list[str], where: str = "weights") -> None:
+        self.problems = problems
+        super().__init__(f"{where} do not fit the block ({len(problems)} problem(s)):\n  - " + "\n  - ".join(problems))
+
+
+def normalize_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The block config with every key, defaults filled in, unknown keys refused."""
+    unknown = sorted(set(config) - set(CONFIG_KEYS))
+    if unknown:
+        raise ValueError(f"Expected block config keys {list(CONFIG_KEYS)}. Received unknown keys: {unknown}")
+    if "num_filters" not in config:
+        raise ValueError("Expected block config to contain num_filters. Received: no num_filters")
+    out = {"a_channels": None, "h_channels": None, "conv": "conv2d", "nonlinearity": "concat_elu", "dropout_p": 0.0, "polyak_decay": None}
+    out.update(config)
+    if out["conv"] not in CONV_KINDS:
+        raise ValueError(f"Expected conv to be one of {list(CONV_KINDS)}. Received: conv={out['conv']!r}")
+    if out["nonlinearity"] not in NONLINEARITIES:
+        raise ValueError(
+            f"Expected nonlinearity to be one of {list(NONLINEARITIES)}. Received: nonlinearity={out['nonlinearity']!r}"
+        )
+    return {k: out[k] for k in CONFIG_KEYS}
+
+
+class TF1Namer:
+    """Names layers as the original does: ``<kind>_<k>`` with one counter per kind across the model.
+
+    ``conv2d`` also names the shifted convs, ``dense`` also names ``nin``, ``deconv2d`` the transposed
+    convs and ``conditional_weights`` holds ``hw``. Call :meth:`next` in the original's call order.
+    """
+
+    KIND_OF = {
+        "conv2d": "conv2d",
+        "down_shifted_conv2d": "conv2d",
+        "down_right_shifted_conv2d": "conv2d",
+        "nin": "dense",
+        "dense": "dense",
+        "deconv2d": "deconv2d",
+        "down_shifted_deconv2d": "deconv2d",
+        "down_right_shifted_deconv2d": "deconv2d",
+        "conditional_weights": "conditional_weights",
+    }
+
+    def __init__(self) -> None:
+        self.counters: dict[str, int] = {}
+
+    def next(self, layer_kind: str) -> str:
+        kind = self.KIND_OF[layer_kind]
+        k = self.counters.get(kind, 0)
+        self.counters[kind] = k + 1
+        return f"{kind}_{k}"
+
+
+@dataclass(frozen=True)
+class WeightRow:
+    """One tensor: its original name, Keras path and torch key, TF shape and TF -> torch permutation."""
+
+    tf1_name: str
+    keras_path: str
+    torch_key: str
+    shape: tuple[int, ...]
+    torch_perm: tuple[int, ...] | None
+
+    @property
+    def torch_shape(self) -> tuple[int, ...]:
+        return self.shape if self.torch_perm is None else tuple(self.shape[i] for i in self.torch_perm)
+
+    def to_torch_layout(self, value: np.ndarray) -> np.ndarray:
+        return value if self.torch_perm is None else np.ascontiguousarray(np.transpose(value, self.torch_perm))
+
+    def from_torch_layout(self, value: np.ndarray) -> np.ndarray:
+        return value if self.torch_perm is None else np.ascontiguousarray(np.transpose(value, np.argsort(self.torch_perm)))
+
+
+def block_layers(config: Mapping[str, Any], namer: TF1Namer | None = None) -> list[tuple[str, str, tuple[int, ...], int, int]]:
+    """(attribute, TF1 name, filter size or (), in, out) for each weight-normalised layer, in call order."""
+    c = normalize_config(config)
+    namer = namer or TF1Namer()
+    mult = CHANNEL_MULTIPLIER[c["nonlinearity"]]
+    F_ = c["num_filters"]
+    filt = DEFAULT_FILTER.get(c["conv"], ())
+    layers = [("conv_input", namer.next(c["conv"]), filt, mult * F_, F_)]
+    if c["a_channels"]:
+        layers.append(("nin_skip", namer.next("nin"), (), mult * c["a_channels"], F_))
+    layers.append(("conv_output", namer.next(c["conv"]), filt, mult * F_, 2 * F_))
+    return layers
+
+
+def weight_table(
+    config: Mapping[str, Any], shadows: bool | None = None, namer: TF1Namer | None = None
+) -> list[WeightRow]:
+    """Every tensor of a ``GatedResnet`` with this config, one row each (shadows after the raw weights).
+
+    ``shadows`` defaults to whether the config has a ``polyak_decay``.
+    """
+    c = normalize_config(config)
+    namer = namer or TF1Namer()
+    raw: list[WeightRow] = []
+    for attr, name, filt, cin, cout in block_layers(c, namer):
+        if filt:
+            v_shape, perm = (*filt, cin, cout), CONV_PERM
+        else:
+            v_shape, perm = (cin, cout), DENSE_PERM
+        raw.append(WeightRow(f"{name}/V", f"{attr}/V", f"{attr}.V", v_shape, perm))
+        raw.append(WeightRow(f"{name}/g", f"{attr}/g", f"{attr}.g", (cout,), None))
+        raw.append(WeightRow(f"{name}/b", f"{attr}/b", f"{attr}.b", (cout,), None))
+    if c["h_channels"]:
+        name = namer.next("conditional_weights")
+        raw.append(WeightRow(f"{name}/hw", "hw", "hw", (c["h_channels"], 2 * c["num_filters"]), None))
+    if shadows is None:
+        shadows = c["polyak_decay"] is not None
+    if not shadows:
+        return raw
+    return raw + [
+        WeightRow(r.tf1_name + EMA_SUFFIX, r.keras_path + "_ema", r.torch_key + "_ema", r.shape, r.torch_perm) for r in raw
+    ]
+
+
+def check_tensors(
+    table: Iterable[WeightRow], tensors: Mapping[str, np.ndarray], key: str = "tf1_name", layout: str = "tf",
+    where: str = "weights", allow_missing_shadows: bool = False,
+) -> None:
+    """Raise one :class:`WeightError` listing every missing, unexpected, mis-shaped or non-float tensor."""
+    table = list(table)
+    expected = {getattr(r, key): r for r in table}
+    problems = []
+    missing = [k for k in expected if k not in tensors]
+    if allow_missing_shadows:
+        missing = [k for k in missing if not (k.endswith(EMA_SUFFIX) or k.endswith("_ema"))]
+    problems += [f"missing tensor {k!r} (expected shape {expected[k].shape if layout == 'tf' else expected[k].torch_shape})" for k in missing]
+    problems += [f"unexpected tensor {k!r} with shape {tuple(np.shape(v))}" for k, v in tensors.items() if k not in expected]
+    dtypes = set()
+    for k, v in tensors.items():
+        if k not in expected:
+            continue
+        row = expected[k]
+        want = row.shape if layout == "tf" else row.torch_shape
+        if tuple(np.shape(v)) != tuple(want):
+            problems.append(f"tensor {k!r} has shape {tuple(np.shape(v))}; expected {tuple(want)} ({layout} layout)")
+        dt = np.asarray(v).dtype
+        if dt not in (np.float32, np.float64):
+            problems.append(f"tensor {k!r} has dtype {dt}; expected float32 or float64")
+        else:
+            dtypes.add(dt.name)
+            if not np.all(np.isfinite(v)):
+                problems.append(f"tensor {k!r} holds NaN or Inf values")
+    if len(dtypes) > 1:
+        problems.append(f"tensors mix dtypes {sorted(dtypes)}; expected one")
+    if problems:
+        raise WeightError(problems, where)
+
+
+def save_canonical(
+    path: str | os.PathLike, tensors: Mapping[str, np.ndarray], config: Mapping[str, Any], initialized: bool
+) -> None:
+    """Write the canonical safetensors file (checked against the table first)."""
+    from safetensors.numpy import save_file
+
+    c = normalize_config(config)
+    check_tensors(weight_table(c, shadows=any(k.endswith(EMA_SUFFIX) for k in tensors)), tensors, where="tensors to save")
+    metadata = {"format": FORMAT, "config": json.dumps(c), "initialized": json.dumps(bool(initialized))}
+    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(path), metadata=metadata)
+
+
+def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Tensors and metadata of a safetensors file, with a clear error for anything else (never unpickles)."""
+    from safetensors import safe_open
+
+    path = str(path)
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head[:2] == b"PK" or head[:1] == b"\x80":
+        raise ValueError(f"{path}: expected a safetensors file; received a pickle/zip file (a torch.save file?), refused: it is never unpickled")
+    try:
+        with safe_open(path, framework="np") as f:
+            metadata = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:  # safetensors raises SafetensorError, OSError, ...
+        raise ValueError(f"{path}: expected a safetensors file; could not read it ({type(exc).__name__}: {exc})") from None
+    return tensors, metadata
+
+
+def load_canonical(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any], bool]:
+    """(tensors, config, initialized) from a canonical file; the tensors are checked against the table."""
+    tensors, metadata = read_safetensors(path)
+    if metadata.get("format") != FORMAT:
+        raise ValueError(f"{path}: expected metadata format={FORMAT!r}; received {metadata.get('format')!r}")
+    try:
+        config = normalize_config(json.loads(metadata["config"]))
+        initialized = json.loads(metadata["initialized"])
+    except (KeyError, json.JSONDecodeError, TypeError) as exc:
+        raise ValueError(f"{path}: expected metadata 'config' (JSON) and 'initialized' (true/false); received {metadata}") from exc
+    if not isinstance(initialized, bool):
+        raise ValueError(f"{path}: expected metadata initialized to be true or false; received {initialized!r}")
+    check_tensors(weight_table(config, shadows=any(k.endswith(EMA_SUFFIX) for k in tensors)), tensors, where=str(path))
+    return tensors, config, initialized
+
+
+def random_weights(config: Mapping[str, Any], seed: int, shadows: bool = False, dtype: Any = np.float32) -> dict[str, np.ndarray]:
+    """A set of canonical weights made in NumPy: V ~ N(0, 0.05), g ~ U(0.5, 1.5), b, hw ~ N(0, 0.05)..N(0, 0.1).
+
+    Values are float32-representable whatever ``dtype``, so float32 and float64 runs start equal.
+    Shadows (if asked) are the raw weights plus a small perturbation, so reading them is visible.
+    """
+    rng = np.random.default_rng(seed)
+    table = weight_table(config, shadows=False)
+    out: dict[str, np.ndarray] = {}
+    for row in table:
+        leaf = row.tf1_name.rsplit("/", 1)[1]
+        if leaf == "g":
+            v = rng.uniform(0.5, 1.5, row.shape)
+        elif leaf == "b":
+            v = rng.normal(0.0, 0.1, row.shape)
+        else:
+            v = rng.normal(0.0, 0.05, row.shape)
+        out[row.tf1_name] = v.astype(np.float32).astype(dtype)
+    if shadows:
+        for row in table:
+            base = out[row.tf1_name]
+            out[row.tf1_name + EMA_SUFFIX] = (base + rng.normal(0.0, 0.01, base.shape)).astype(np.float32).astype(dtype)
+    return out

@@ -1,0 +1,212 @@
+"""A hand-written NumPy float64 reference of SPEC.md, NHWC, weights in the original TF layout.
+
+Written from the formulas, not from either implementation: convolutions are sums of shifted
+matrix products over the kernel taps; the transposed conv scatters each input pixel.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def elu(x):
+    return np.where(x > 0, x, np.exp(np.minimum(x, 0)) - 1.0)
+
+
+def concat_elu(x):
+    return elu(np.concatenate([x, -x], axis=-1))
+
+
+NONLIN = {"concat_elu": concat_elu, "elu": elu, "relu": lambda x: np.maximum(x, 0.0), None: lambda x: x}
+
+
+def l2n(v, axes):
+    return v / np.sqrt(np.maximum(np.sum(v * v, axis=axes, keepdims=True), 1e-12))
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def same_pads(size, k, s):
+    out = -(-size // s)
+    total = max((out - 1) * s + k - size, 0)
+    return total // 2, total - total // 2
+
+
+def conv2d_raw(x, W, stride=(1, 1), pad="SAME"):
+    """x [B, H, W, Cin], W [kh, kw, Cin, Cout]."""
+    kh, kw = W.shape[:2]
+    sh, sw = stride
+    if pad == "SAME":
+        (t, b), (l, r) = same_pads(x.shape[1], kh, sh), same_pads(x.shape[2], kw, sw)
+        x = np.pad(x, ((0, 0), (t, b), (l, r), (0, 0)))
+    Ho = (x.shape[1] - kh) // sh + 1
+    Wo = (x.shape[2] - kw) // sw + 1
+    out = np.zeros((x.shape[0], Ho, Wo, W.shape[3]))
+    for i in range(kh):
+        for j in range(kw):
+            patch = x[:, i : i + sh * (Ho - 1) + 1 : sh, j : j + sw * (Wo - 1) + 1 : sw, :]
+            out += patch @ W[i, j]
+    return out
+
+
+def deconv2d_raw(x, W, target, stride=(1, 1), pad="SAME"):
+    """x [B, H, W, Cin], W [kh, kw, Cout, Cin]; TF's conv2d_transpose with output size ``target``."""
+    kh, kw = W.shape[:2]
+    sh, sw = stride
+    B, H, Wd, _ = x.shape
+    full = np.zeros((B, (H - 1) * sh + kh, (Wd - 1) * sw + kw, W.shape[2]))
+    for i in range(kh):
+        for j in range(kw):
+            full[:, i : i + sh * (H - 1) + 1 : sh, j : j + sw * (Wd - 1) + 1 : sw, :] += x @ W[i, j].T
+    Ht, Wt = target
+    top = same_pads(Ht, kh, sh)[0] if pad == "SAME" else 0
+    left = same_pads(Wt, kw, sw)[0] if pad == "SAME" else 0
+    out = np.zeros((B, Ht, Wt, W.shape[2]))
+    src = full[:, top : top + Ht, left : left + Wt, :]
+    out[:, : src.shape[1], : src.shape[2], :] = src
+    return out
+
+
+def deconv_target(H, W, k, s, pad):
+    return (H * s[0], W * s[1]) if pad == "SAME" else (H * s[0] + k[0] - 1, W * s[1] + k[1] - 1)
+
+
+# -- layer forwards: w = {"V", "g", "b"} ---------------------------------------------------------
+def dense(x, w):
+    V = w["V"]
+    return (x @ V) * (w["g"] / np.sqrt(np.sum(V * V, axis=0))) + w["b"]
+
+
+def nin(x, w):
+    s = x.shape
+    return dense(x.reshape(-1, s[-1]), w).reshape(*s[:-1], -1)
+
+
+def conv2d(x, w, stride=(1, 1), pad="SAME"):
+    return conv2d_raw(x, w["g"] * l2n(w["V"], (0, 1, 2)), stride, pad) + w["b"]
+
+
+def deconv2d(x, w, stride=(1, 1), pad="SAME"):
+    W = w["g"][None, None, :, None] * l2n(w["V"], (0, 1, 3))
+    target = deconv_target(x.shape[1], x.shape[2], W.shape[:2], stride, pad)
+    return deconv2d_raw(x, W, target, stride, pad) + w["b"]
+
+
+def down_shifted_pad(x, k):
+    kh, kw = k
+    return np.pad(x, ((0, 0), (kh - 1, 0), ((kw - 1) // 2, (kw - 1) // 2), (0, 0)))
+
+
+def down_right_shifted_pad(x, k):
+    kh, kw = k
+    return np.pad(x, ((0, 0), (kh - 1, 0), (kw - 1, 0), (0, 0)))
+
+
+def down_shifted_conv2d(x, w, stride=(1, 1)):
+    return conv2d(down_shifted_pad(x, w["V"].shape[:2]), w, stride, "VALID")
+
+
+def down_right_shifted_conv2d(x, w, stride=(1, 1)):
+    return conv2d(down_right_shifted_pad(x, w["V"].shape[:2]), w, stride, "VALID")
+
+
+def crop_down_shifted(y, k):
+    kh, kw = k
+    side = (kw - 1) // 2
+    return y[:, : y.shape[1] - kh + 1, side : y.shape[2] - side, :]
+
+
+def crop_down_right_shifted(y, k):
+    kh, kw = k
+    return y[:, : y.shape[1] - kh + 1, : y.shape[2] - kw + 1, :]
+
+
+def down_shifted_deconv2d(x, w, stride=(1, 1)):
+    return crop_down_shifted(deconv2d(x, w, stride, "VALID"), w["V"].shape[:2])
+
+
+def down_right_shifted_deconv2d(x, w, stride=(1, 1)):
+    return crop_down_right_shifted(deconv2d(x, w, stride, "VALID"), w["V"].shape[:2])
+
+
+# -- data-dependent init: returns (output, g, b) ---------------------------------------------------
+def init_normalise(t, init_scale, eps):
+    axes = tuple(range(t.ndim - 1))
+    m = t.mean(axis=axes)
+    v = ((t - m) ** 2).mean(axis=axes)  # biased
+    s = init_scale / np.sqrt(v + eps)
+    return s * (t - m), s, -m * s
+
+
+def dense_init(x, V, init_scale=1.0):
+    return init_normalise(x @ l2n(V, (0,)), init_scale, 1e-10)
+
+
+def nin_init(x, V, init_scale=1.0):
+    s = x.shape
+    out, g, b = dense_init(x.reshape(-1, s[-1]), V, init_scale)
+    return out.reshape(*s[:-1], -1), g, b
+
+
+def conv2d_init(x, V, stride=(1, 1), pad="SAME", init_scale=1.0):
+    return init_normalise(conv2d_raw(x, l2n(V, (0, 1, 2)), stride, pad), init_scale, 1e-8)
+
+
+def deconv2d_init(x, V, stride=(1, 1), pad="SAME", init_scale=1.0):
+    target = deconv_target(x.shape[1], x.shape[2], V.shape[:2], stride, pad)
+    return init_normalise(deconv2d_raw(x, l2n(V, (0, 1, 3)), target, stride, pad), init_scale, 1e-8)
+
+
+# -- the block -------------------------------------------------------------------------------------
+CONV_FORWARD = {
+    "conv2d": conv2d,
+    "down_shifted_conv2d": down_shifted_conv2d,
+    "down_right_shifted_conv2d": down_right_shifted_conv2d,
+    "nin": nin,
+}
+
+
+def _conv_init(kind, x, V, init_scale):
+    if kind == "nin":
+        return nin_init(x, V, init_scale)
+    if kind == "down_shifted_conv2d":
+        return conv2d_init(down_shifted_pad(x, V.shape[:2]), V, pad="VALID", init_scale=init_scale)
+    if kind == "down_right_shifted_conv2d":
+        return conv2d_init(down_right_shifted_pad(x, V.shape[:2]), V, pad="VALID", init_scale=init_scale)
+    return conv2d_init(x, V, init_scale=init_scale)
+
+
+def gated_resnet(x, weights, conv="conv2d", nonlinearity="concat_elu", a=None, h=None, mask=None, p=0.0, init=False):
+    """The block with canonical ``weights`` (TF1 names); with ``init`` returns (out, {name: (g, b)})."""
+    nl = NONLIN[nonlinearity]
+    kind = "dense" if conv == "nin" else "conv2d"
+    names = [f"{kind}_0"]
+    if a is not None:
+        names.append("dense_0" if kind == "conv2d" else "dense_1")
+    names.append(f"{kind}_1" if kind == "conv2d" else f"dense_{len(names)}")
+    w = {n: {leaf: weights.get(f"{n}/{leaf}") for leaf in "Vgb"} for n in names}
+    new = {}
+    if init:
+        c1, *new[names[0]] = _conv_init(conv, nl(x), w[names[0]]["V"], 1.0)
+    else:
+        c1 = CONV_FORWARD[conv](nl(x), w[names[0]])
+    if a is not None:
+        if init:
+            skip, *new[names[1]] = nin_init(nl(a), w[names[1]]["V"])
+        else:
+            skip = nin(nl(a), w[names[1]])
+        c1 = c1 + skip
+    c1 = nl(c1)
+    if mask is not None:
+        c1 = c1 * (1.0 / (1.0 - p)) * mask
+    if init:
+        c2, *new[names[-1]] = _conv_init(conv, c1, w[names[-1]]["V"], 0.1)
+    else:
+        c2 = CONV_FORWARD[conv](c1, w[names[-1]])
+    if h is not None:
+        c2 = c2 + (h @ weights["conditional_weights_0/hw"])[:, None, None, :]
+    F_ = x.shape[-1]
+    out = x + c2[..., :F_] * sigmoid(c2[..., F_:])
+    return (out, new) if init else out

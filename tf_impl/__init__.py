@@ -1,0 +1,43 @@
+"""TensorFlow 2 / Keras 3 port of the PixelCNN++ / PixelSNAIL gated residual block (NHWC). Twin: ``torch_impl``.
+
+Needs TensorFlow and Keras 3 (TensorFlow backend); not PyTorch.
+"""
+
+from tf_impl.block import STAGES, GatedResnet
+from tf_impl.ema import one_minus_decay, reset_averages, update_averages
+from tf_impl.layers import (
+    CONV_KINDS,
+    DownRightShiftedConv2D,
+    DownRightShiftedConv2DTranspose,
+    DownShiftedConv2D,
+    DownShiftedConv2DTranspose,
+    Nin,
+    WeightNormConv2D,
+    WeightNormConv2DTranspose,
+    WeightNormDense,
+)
+from tf_impl.ops import concat_elu, down_shift, elu, l2_normalize, left_shift, relu, right_shift
+
+__all__ = [
+    "CONV_KINDS",
+    "STAGES",
+    "DownRightShiftedConv2D",
+    "DownRightShiftedConv2DTranspose",
+    "DownShiftedConv2D",
+    "DownShiftedConv2DTranspose",
+    "GatedResnet",
+    "Nin",
+    "WeightNormConv2D",
+    "WeightNormConv2DTranspose",
+    "WeightNormDense",
+    "concat_elu",
+    "down_shift",
+    "elu",
+    "l2_normalize",
+    "left_shift",
+    "one_minus_decay",
+    "relu",
+    "reset_averages",
+    "right_shift",
+    "update_averages",
+]

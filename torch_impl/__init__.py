@@ -1,0 +1,43 @@
+"""PyTorch translation of the PixelCNN++ / PixelSNAIL gated residual block (NCHW). Twin: ``tf_impl``.
+
+Importable with only torch and numpy installed.
+"""
+
+from torch_impl.block import STAGES, GatedResnet
+from torch_impl.ema import one_minus_decay, reset_averages, update_averages
+from torch_impl.layers import (
+    CONV_KINDS,
+    DownRightShiftedConv2D,
+    DownRightShiftedConv2DTranspose,
+    DownShiftedConv2D,
+    DownShiftedConv2DTranspose,
+    Nin,
+    WeightNormConv2D,
+    WeightNormConv2DTranspose,
+    WeightNormDense,
+)
+from torch_impl.ops import concat_elu, down_shift, elu, l2_normalize, left_shift, relu, right_shift
+
+__all__ = [
+    "CONV_KINDS",
+    "STAGES",
+    "DownRightShiftedConv2D",
+    "DownRightShiftedConv2DTranspose",
+    "DownShiftedConv2D",
+    "DownShiftedConv2DTranspose",
+    "GatedResnet",
+    "Nin",
+    "WeightNormConv2D",
+    "WeightNormConv2DTranspose",
+    "WeightNormDense",
+    "concat_elu",
+    "down_shift",
+    "elu",
+    "l2_normalize",
+    "left_shift",
+    "one_minus_decay",
+    "relu",
+    "reset_averages",
+    "right_shift",
+    "update_averages",
+]

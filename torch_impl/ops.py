@@ -1,0 +1,93 @@
+"""Element-wise helpers of the original ``nn.py``, in NCHW.
+
+``concat_elu`` concatenates ``[x, -x]`` on the channel axis (axis 1 here, the last axis in the
+original) before the ELU, so the channel count doubles and the first half of the next kernel's input
+channels sees ``x``, the second half ``-x`` (PITFALLS 6). The shifts move rows or columns and fill
+with zeros, keeping the shape.
+
+Where the translation differs: torch's ``elu`` uses ``expm1`` for negative inputs, TensorFlow
+``exp(x) - 1``; for tiny negative inputs the *relative* difference can reach 100 % while the absolute
+difference stays below one float32 ULP of 1 (PITFALLS 16). Twin: ``tf_impl.ops``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from torch_impl._checks import check_rank
+
+LAYOUT = "NCHW"
+CHANNEL_AXIS = 1
+
+
+def concat_elu(x: torch.Tensor) -> torch.Tensor:
+    """``elu(concat([x, -x], channels))``; doubles the channel count. Twin: ``tf_impl.ops.concat_elu``."""
+    return F.elu(torch.cat([x, -x], dim=CHANNEL_AXIS))
+
+
+def elu(x: torch.Tensor) -> torch.Tensor:
+    """Plain ELU (alpha 1). Twin: ``tf_impl.ops.elu``."""
+    return F.elu(x)
+
+
+def relu(x: torch.Tensor) -> torch.Tensor:
+    """Plain ReLU. Twin: ``tf_impl.ops.relu``."""
+    return F.relu(x)
+
+
+NONLINEARITIES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "concat_elu": concat_elu,
+    "elu": elu,
+    "relu": relu,
+}
+
+# How many output channels a nonlinearity makes of one input channel.
+CHANNEL_MULTIPLIER: dict[str, int] = {"concat_elu": 2, "elu": 1, "relu": 1}
+
+
+def get_nonlinearity(name: str | None) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The nonlinearity called ``name`` (``None`` for none); raises ``ValueError`` on unknown names."""
+    if name is None:
+        return None
+    if name not in NONLINEARITIES:
+        raise ValueError(
+            f"Expected nonlinearity to be one of {sorted(NONLINEARITIES)} or None. Received: nonlinearity={name!r}"
+        )
+    return NONLINEARITIES[name]
+
+
+def down_shift(x: torch.Tensor, step: int = 1) -> torch.Tensor:
+    """Rows move down by ``step``; the top ``step`` rows become zeros. (B, C, H, W) -> same.
+
+    Twin: ``tf_impl.ops.down_shift``.
+    """
+    check_rank("down_shift", "x", x, LAYOUT)
+    step = min(step, x.shape[2])
+    return F.pad(x[:, :, : x.shape[2] - step, :], (0, 0, step, 0))
+
+
+def right_shift(x: torch.Tensor, step: int = 1) -> torch.Tensor:
+    """Columns move right by ``step``; the left ``step`` columns become zeros. Twin: ``tf_impl.ops.right_shift``."""
+    check_rank("right_shift", "x", x, LAYOUT)
+    step = min(step, x.shape[3])
+    return F.pad(x[:, :, :, : x.shape[3] - step], (step, 0, 0, 0))
+
+
+def left_shift(x: torch.Tensor, step: int = 1) -> torch.Tensor:
+    """Columns move left by ``step``; the right ``step`` columns become zeros. Twin: ``tf_impl.ops.left_shift``."""
+    check_rank("left_shift", "x", x, LAYOUT)
+    step = min(step, x.shape[3])
+    return F.pad(x[:, :, :, step:], (0, step, 0, 0))
+
+
+def l2_normalize(v: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    """``v * rsqrt(max(sum(v**2, dims), 1e-12))``, as ``tf.nn.l2_normalize``.
+
+    The clamp makes an all-zero filter give zeros where ``torch.nn.utils.weight_norm`` gives NaN
+    (PITFALLS 24). Twin: ``tf_impl.ops.l2_normalize``.
+    """
+    square_sum = torch.sum(v * v, dim=dims, keepdim=True)
+    return v * torch.rsqrt(torch.clamp(square_sum, min=1e-12))
