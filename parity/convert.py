@@ -136,33 +136,36 @@ def read_keras_file(path: str, overrides: Mapping[str, Any], polyak_decay: float
     """Read a ``.weights.h5`` written by ``GatedResnet.save_weights``; the config from its shapes."""
     import h5py
 
-    shapes: dict[str, tuple[int, ...]] = {}
+    # Keras stores each layer's own variables as layers/<block>/<sublayer>/vars/<i>, in creation
+    # order: V, g, b, initialized, then the shadows; the block's own hw (and hw_ema) as layers/<block>/vars/<i>.
+    torch_shapes: dict[str, tuple[int, ...]] = {}
     with h5py.File(path, "r") as f:
-        def visit(name: str, obj: Any) -> None:
-            if isinstance(obj, h5py.Dataset):
-                shapes[name] = obj.shape
-        f.visititems(visit)
-    # Keras stores each layer's own variables as vars/0, vars/1, ... in creation order: V, g, b, ...
-    torch_shapes = {}
-    for name, shape in shapes.items():
-        parts = name.split("/")
+        blocks = list(f.get("layers", {}))
+        if len(blocks) != 1:
+            raise ValueError(f"{path}: expected one GatedResnet under layers/; found {blocks}")
+        root = f["layers"][blocks[0]]
         for attr in ("conv_input", "nin_skip", "conv_output"):
-            if attr in parts and parts[-1] == "0" and len(shape) >= 2:
-                tf_shape = tuple(shape)
-                torch_shapes[f"{attr}.V"] = tf_shape[::-1] if len(tf_shape) == 2 else (tf_shape[3], tf_shape[2], *tf_shape[:2])
-        if parts[-2:] == ["vars", "0"] and len(parts) <= 3 and len(shape) == 2 and not any(
-            a in parts for a in ("conv_input", "nin_skip", "conv_output")
-        ):
-            torch_shapes["hw"] = tuple(shape)
-    if any(len(s) for s in shapes.values()) and any(k.endswith("vars/4") for k in shapes):
-        torch_shapes["conv_input.V_ema"] = ()
+            if attr in root and "0" in root[attr].get("vars", {}):
+                v = tuple(root[attr]["vars"]["0"].shape)
+                torch_shapes[f"{attr}.V"] = v[::-1] if len(v) == 2 else (v[3], v[2], v[0], v[1])
+                if "4" in root[attr]["vars"]:
+                    torch_shapes[f"{attr}.V_ema"] = v
+        if "vars" in root and "0" in root["vars"]:
+            torch_shapes["hw"] = tuple(root["vars"]["0"].shape)
     config = infer_config(torch_shapes, overrides, polyak_decay)
     from parity.backends import get_backend
 
     tfb = get_backend("tf")
     block = tfb.build(config)
-    block.load_weights(path)
+    _keras_model(block).load_weights(path)
     return tfb.export_weights(block), config, block.initialized
+
+
+def _keras_model(block: Any) -> Any:
+    """A one-layer Keras model around the block: Keras 3 saves ``.weights.h5`` from models."""
+    import keras
+
+    return keras.Sequential([keras.Input((None, None, block.num_filters), dtype=block.variable_dtype), block])
 
 
 def write_any(path: str, tensors: Mapping[str, np.ndarray], config: Mapping[str, Any], initialized: bool) -> None:
@@ -174,7 +177,7 @@ def write_any(path: str, tensors: Mapping[str, np.ndarray], config: Mapping[str,
         dtype = np.asarray(next(iter(tensors.values()))).dtype.name
         block = tfb.build(config, dtype)
         tfb.import_weights(block, tensors, initialized)
-        block.save_weights(path)
+        _keras_model(block).save_weights(path)
     elif kind == "tf1":
         raise ValueError(f"{path}: writing TF1 checkpoints is not supported; convert to .safetensors or .weights.h5")
     elif path.lower().endswith(".torch.safetensors"):

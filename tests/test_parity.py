@@ -188,3 +188,20 @@ def test_cli_run_and_convert(tmp_path, backend):
     assert init and cfg["conv"] == "down_right_shifted_conv2d"
     for k in w:
         np.testing.assert_array_equal(back[k], w[k])
+
+
+@pytest.mark.skipif(not HAVE["tf"], reason="tf not installed")
+def test_convert_keras_weights_file_round_trip(tmp_path):
+    from parity.convert import convert
+
+    config = {"num_filters": 3, "a_channels": 2, "h_channels": 2, "conv": "down_shifted_conv2d", "polyak_decay": 0.9}
+    w = random_weights(config, 4, shadows=True)
+    save_canonical(tmp_path / "w.safetensors", w, config, True)
+    convert(str(tmp_path / "w.safetensors"), str(tmp_path / "w.weights.h5"))
+    convert(str(tmp_path / "w.weights.h5"), str(tmp_path / "back.safetensors"), polyak_decay=0.9)
+    back, cfg, init = load_canonical(tmp_path / "back.safetensors")
+    assert init and cfg == {**config, "nonlinearity": "concat_elu", "dropout_p": 0.0}
+    for k in w:
+        np.testing.assert_array_equal(back[k], w[k])
+    with pytest.raises(ValueError, match="pickle files are refused"):
+        convert(str(tmp_path / "w.pt"), str(tmp_path / "x.safetensors"))
