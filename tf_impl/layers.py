@@ -256,14 +256,8 @@ class Nin(WeightNormDense):
         return tf.reshape(y, tf.concat([tf.shape(x)[:-1], [self.units]], axis=0))  # (B, H, W, units)
 
 
-class WeightNormConv2D(_WeightNormLayer):
-    """The original ``conv2d``: ``tf.nn.conv2d(x, g * l2_normalize(V, [0, 1, 2]), stride, pad) + b``.
-
-    Shapes: x (B, H, W, in) -> (B, H', W', num_filters); ``V`` is ``[kh, kw, in, num_filters]``.
-    Twin: ``torch_impl.layers.WeightNormConv2D``.
-    """
-
-    _norm_axes = (0, 1, 2)
+class _Convolution(_WeightNormLayer):
+    """Shared constructor of the conv and transposed conv: ``filter_size``, ``stride``, ``pad``."""
 
     def __init__(
         self,
@@ -282,20 +276,30 @@ class WeightNormConv2D(_WeightNormLayer):
         self.pad = _check_pad(pad)
         super().__init__(in_channels, num_filters, init_scale, nonlinearity, polyak_decay, **kwargs)
 
-    @property
-    def _v_shape(self) -> tuple[int, ...]:
-        return (*self.filter_size, self.in_channels, self.num_filters)
-
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(filter_size=list(self.filter_size), stride=list(self.stride), pad=self.pad)
         return config
 
+
+class WeightNormConv2D(_Convolution):
+    """The original ``conv2d``: ``tf.nn.conv2d(x, g * l2_normalize(V, [0, 1, 2]), stride, pad) + b``.
+
+    Shapes: x (B, H, W, in) -> (B, H', W', num_filters); ``V`` is ``[kh, kw, in, num_filters]``.
+    Twin: ``torch_impl.layers.WeightNormConv2D``.
+    """
+
+    _norm_axes = (0, 1, 2)
+
+    @property
+    def _v_shape(self) -> tuple[int, ...]:
+        return (*self.filter_size, self.in_channels, self.num_filters)
+
     def _op(self, x: tf.Tensor, W: tf.Tensor) -> tf.Tensor:
         return tf.nn.conv2d(x, W, strides=[1, *self.stride, 1], padding=self.pad)
 
 
-class WeightNormConv2DTranspose(_WeightNormLayer):
+class WeightNormConv2DTranspose(_Convolution):
     """The original ``deconv2d``: ``tf.nn.conv2d_transpose(x, g * l2_normalize(V, [0, 1, 3]), target) + b``.
 
     Shapes: x (B, H, W, in) -> (B, H*sh, W*sw, num_filters) for ``'SAME'`` and
@@ -305,31 +309,9 @@ class WeightNormConv2DTranspose(_WeightNormLayer):
 
     _norm_axes = (0, 1, 3)
 
-    def __init__(
-        self,
-        in_channels: int,
-        num_filters: int,
-        filter_size: int | Sequence[int] = (3, 3),
-        stride: int | Sequence[int] = (1, 1),
-        pad: str = "SAME",
-        init_scale: float = 1.0,
-        nonlinearity: str | None = None,
-        polyak_decay: float | None = None,
-        **kwargs: Any,
-    ) -> None:
-        self.filter_size = _pair(filter_size, "filter_size")
-        self.stride = _pair(stride, "stride")
-        self.pad = _check_pad(pad)
-        super().__init__(in_channels, num_filters, init_scale, nonlinearity, polyak_decay, **kwargs)
-
     @property
     def _v_shape(self) -> tuple[int, ...]:
         return (*self.filter_size, self.num_filters, self.in_channels)
-
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        config.update(filter_size=list(self.filter_size), stride=list(self.stride), pad=self.pad)
-        return config
 
     def _scale(self, g: Any) -> tf.Tensor:
         return tf.reshape(g, [1, 1, self.num_filters, 1])  # V is [kh, kw, out, in]

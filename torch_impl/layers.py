@@ -243,14 +243,8 @@ class Nin(WeightNormDense):
         return y.reshape(B, H, W, self.units).movedim(-1, 1)  # (B, units, H, W)
 
 
-class WeightNormConv2D(_WeightNormLayer):
-    """The original ``conv2d``: ``conv2d(x, g * l2_normalize(V, [0, 1, 2]), stride, pad) + b``.
-
-    Shapes: x (B, in, H, W) -> (B, num_filters, H', W'). ``'SAME'`` pads as TensorFlow does, the
-    extra row/column at the bottom/right (PITFALLS 8). Twin: ``tf_impl.layers.WeightNormConv2D``.
-    """
-
-    _norm_dims = (1, 2, 3)
+class _Convolution(_WeightNormLayer):
+    """Shared constructor of the conv and transposed conv: ``filter_size``, ``stride``, ``pad``."""
 
     def __init__(
         self,
@@ -269,11 +263,28 @@ class WeightNormConv2D(_WeightNormLayer):
         self.filter_size = _pair(filter_size, "filter_size")
         self.stride = _pair(stride, "stride")
         self.pad = _check_pad(pad)
-        kh, kw = self.filter_size
-        super().__init__(
-            in_channels, num_filters, (num_filters, in_channels, kh, kw), init_scale, nonlinearity, polyak_decay, device, dtype
-        )
-        self._scale_shape = (num_filters, 1, 1, 1)
+        v_shape = self._v_shape(in_channels, num_filters, *self.filter_size)
+        super().__init__(in_channels, num_filters, v_shape, init_scale, nonlinearity, polyak_decay, device, dtype)
+        self._scale_shape = self._scale_shape_of(num_filters)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, filter_size={self.filter_size}, stride={self.stride}, pad={self.pad!r}"
+
+
+class WeightNormConv2D(_Convolution):
+    """The original ``conv2d``: ``conv2d(x, g * l2_normalize(V, [0, 1, 2]), stride, pad) + b``.
+
+    Shapes: x (B, in, H, W) -> (B, num_filters, H', W'). ``'SAME'`` pads as TensorFlow does, the
+    extra row/column at the bottom/right (PITFALLS 8). Twin: ``tf_impl.layers.WeightNormConv2D``.
+    """
+
+    _norm_dims = (1, 2, 3)
+
+    def _v_shape(self, in_channels: int, num_filters: int, kh: int, kw: int) -> tuple[int, ...]:
+        return (num_filters, in_channels, kh, kw)
+
+    def _scale_shape_of(self, num_filters: int) -> tuple[int, ...]:
+        return (num_filters, 1, 1, 1)
 
     def forward(self, x: torch.Tensor, use_ema: bool = False) -> torch.Tensor:
         self._check(x)
@@ -293,11 +304,8 @@ class WeightNormConv2D(_WeightNormLayer):
             return F.conv2d(x, W, b, self.stride, padding=(top, left))
         return F.conv2d(F.pad(x, (left, right, top, bottom)), W, b, self.stride)
 
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, filter_size={self.filter_size}, stride={self.stride}, pad={self.pad!r}"
 
-
-class WeightNormConv2DTranspose(_WeightNormLayer):
+class WeightNormConv2DTranspose(_Convolution):
     """The original ``deconv2d``: ``conv2d_transpose(x, g * l2_normalize(V, [0, 1, 3]), target) + b``.
 
     Shapes: x (B, in, H, W) -> (B, num_filters, H*sh, W*sw) for ``'SAME'``, and
@@ -309,28 +317,11 @@ class WeightNormConv2DTranspose(_WeightNormLayer):
 
     _norm_dims = (0, 2, 3)
 
-    def __init__(
-        self,
-        in_channels: int,
-        num_filters: int,
-        filter_size: int | Sequence[int] = (3, 3),
-        stride: int | Sequence[int] = (1, 1),
-        pad: str = "SAME",
-        init_scale: float = 1.0,
-        nonlinearity: str | None = None,
-        polyak_decay: float | None = None,
-        *,
-        device: Any = None,
-        dtype: Any = None,
-    ) -> None:
-        self.filter_size = _pair(filter_size, "filter_size")
-        self.stride = _pair(stride, "stride")
-        self.pad = _check_pad(pad)
-        kh, kw = self.filter_size
-        super().__init__(
-            in_channels, num_filters, (in_channels, num_filters, kh, kw), init_scale, nonlinearity, polyak_decay, device, dtype
-        )
-        self._scale_shape = (1, num_filters, 1, 1)
+    def _v_shape(self, in_channels: int, num_filters: int, kh: int, kw: int) -> tuple[int, ...]:
+        return (in_channels, num_filters, kh, kw)
+
+    def _scale_shape_of(self, num_filters: int) -> tuple[int, ...]:
+        return (1, num_filters, 1, 1)
 
     def output_size(self, h: int, w: int) -> tuple[int, int]:
         """The original's target shape (SPEC.md, ``deconv2d``)."""
