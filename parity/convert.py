@@ -120,9 +120,7 @@ def read_any(path: str, overrides: Mapping[str, Any] | None = None, scope: str =
     """(canonical tensors, config, initialized) from any supported weight file."""
     kind = _kind(path)
     if kind == "tf1":
-        from parity.tf1 import read_checkpoint
-
-        return read_checkpoint(path, overrides or {}, scope=scope, polyak_decay=polyak_decay)
+        raise ValueError(f"{path}: reading TF1 checkpoints is not supported yet; convert from .safetensors or .weights.h5")
     if kind == "keras":
         return read_keras_file(path, overrides or {}, polyak_decay)
     _, metadata = read_safetensors(path)
