@@ -94,7 +94,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from parity.convert import convert
 
     overrides = {k: v for k, v in (("conv", args.conv), ("nonlinearity", args.nonlinearity)) if v is not None}
-    summary = convert(args.src, args.dst, overrides=overrides, scope=args.scope, polyak_decay=args.polyak_decay)
+    summary = convert(args.src, args.dst, overrides=overrides, polyak_decay=args.polyak_decay)
     print(summary)
     return EXIT_OK
 
@@ -144,12 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
     reporting(p)
     p.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser("convert", help="convert weights between the canonical file, Keras and torch files, TF1 checkpoints")
+    p = sub.add_parser("convert", help="convert weights between the canonical file, a Keras weights file and a torch state_dict file")
     p.add_argument("src")
     p.add_argument("dst")
     p.add_argument("--conv", choices=["conv2d", "down_shifted_conv2d", "down_right_shifted_conv2d", "nin"])
     p.add_argument("--nonlinearity", choices=["concat_elu", "elu", "relu"])
-    p.add_argument("--scope", default="model", help="TF1 checkpoint scope (default: model)")
     p.add_argument("--polyak-decay", type=float, default=None, help="decay to record when the source has shadows but no config")
     p.set_defaults(func=cmd_convert)
 

@@ -7,8 +7,9 @@ Formats, told apart by name and metadata:
 * torch ``state_dict``: ``*.safetensors`` with ``torch_impl`` keys (``conv_input.V``, ...) in torch
   layout; written with the config in its metadata, read with it or with the config inferred from the
   shapes (``--conv`` / ``--nonlinearity`` where shapes cannot tell);
-* Keras: ``*.weights.h5`` as written by ``GatedResnet.save_weights`` (needs TensorFlow), read with
-  the config of a canonical or torch file beside it or from ``--conv``/``--nonlinearity`` and shapes.
+* Keras: ``*.weights.h5`` as ``save_weights`` writes it for a one-layer Keras model holding the block
+  (needs TensorFlow), read with the config inferred from its shapes (``--conv``/``--nonlinearity``
+  where shapes cannot tell).
 
 Pickle files (``torch.save``: ``.pt``, ``.pth``, ``.bin``, ``.ckpt``) are refused, never unpickled.
 """
@@ -115,8 +116,7 @@ def write_torch_file(path: str, tensors: Mapping[str, np.ndarray], config: Mappi
     save_file(state, path, metadata={"format": TORCH_FORMAT, "config": json.dumps(config)})
 
 
-def read_any(path: str, overrides: Mapping[str, Any] | None = None, scope: str = "model",
-             polyak_decay: float | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any], bool]:
+def read_any(path: str, overrides: Mapping[str, Any] | None = None, polyak_decay: float | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any], bool]:
     """(canonical tensors, config, initialized) from any supported weight file."""
     kind = _kind(path)
     if kind == "tf1":
@@ -131,7 +131,7 @@ def read_any(path: str, overrides: Mapping[str, Any] | None = None, scope: str =
 
 def read_keras_file(path: str, overrides: Mapping[str, Any], polyak_decay: float | None = None
                     ) -> tuple[dict[str, np.ndarray], dict[str, Any], bool]:
-    """Read a ``.weights.h5`` written by ``GatedResnet.save_weights``; the config from its shapes."""
+    """Read a ``.weights.h5`` of a one-layer model holding the block (as :func:`write_any` writes it)."""
     import h5py
 
     # Keras stores each layer's own variables as layers/<block>/<sublayer>/vars/<i>, in creation
@@ -184,11 +184,10 @@ def write_any(path: str, tensors: Mapping[str, np.ndarray], config: Mapping[str,
         save_canonical(path, tensors, config, initialized)
 
 
-def convert(src: str, dst: str, overrides: Mapping[str, Any] | None = None, scope: str = "model",
-            polyak_decay: float | None = None) -> str:
+def convert(src: str, dst: str, overrides: Mapping[str, Any] | None = None, polyak_decay: float | None = None) -> str:
     """Convert ``src`` to ``dst`` (kinds by name: ``*.torch.safetensors`` is a torch state_dict,
     other ``*.safetensors`` canonical, ``*.weights.h5`` Keras); returns a one-line summary."""
-    tensors, config, initialized = read_any(src, overrides, scope, polyak_decay)
+    tensors, config, initialized = read_any(src, overrides, polyak_decay)
     write_any(dst, tensors, config, initialized)
     n_shadow = sum(k.endswith(EMA_SUFFIX) for k in tensors)
     return (f"converted {src} -> {dst}: {len(tensors) - n_shadow} weights, {n_shadow} shadows, "

@@ -194,6 +194,7 @@ class WeightNormDense(_WeightNormLayer):
 
     _init_eps = DENSE_INIT_EPS
     _norm_dims = (1,)
+    _scale_shape = (-1,)
     _rank = 2
     _t_axis = -1
 
@@ -210,7 +211,6 @@ class WeightNormDense(_WeightNormLayer):
     ) -> None:
         check_positive("units", units)
         super().__init__(in_channels, units, (units, in_channels), init_scale, nonlinearity, polyak_decay, device, dtype)
-        self._scale_shape = (units,)
 
     @property
     def units(self) -> int:
@@ -265,7 +265,6 @@ class _Convolution(_WeightNormLayer):
         self.pad = _check_pad(pad)
         v_shape = self._v_shape(in_channels, num_filters, *self.filter_size)
         super().__init__(in_channels, num_filters, v_shape, init_scale, nonlinearity, polyak_decay, device, dtype)
-        self._scale_shape = self._scale_shape_of(num_filters)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, filter_size={self.filter_size}, stride={self.stride}, pad={self.pad!r}"
@@ -279,17 +278,15 @@ class WeightNormConv2D(_Convolution):
     """
 
     _norm_dims = (1, 2, 3)
+    _scale_shape = (-1, 1, 1, 1)  # g and b per output channel, dim 0 of V
 
     def _v_shape(self, in_channels: int, num_filters: int, kh: int, kw: int) -> tuple[int, ...]:
         return (num_filters, in_channels, kh, kw)
 
-    def _scale_shape_of(self, num_filters: int) -> tuple[int, ...]:
-        return (num_filters, 1, 1, 1)
-
     def forward(self, x: torch.Tensor, use_ema: bool = False) -> torch.Tensor:
         self._check(x)
         V, g, b = self._weights(use_ema)
-        W = g.view(-1, 1, 1, 1) * l2_normalize(V, self._norm_dims)
+        W = self._scale(g) * l2_normalize(V, self._norm_dims)
         y = self._op(self._pre(x), W, b)
         return self._activate(self._post(y, x))
 
@@ -316,12 +313,10 @@ class WeightNormConv2DTranspose(_Convolution):
     """
 
     _norm_dims = (0, 2, 3)
+    _scale_shape = (1, -1, 1, 1)  # g and b per output channel, dim 1 of V
 
     def _v_shape(self, in_channels: int, num_filters: int, kh: int, kw: int) -> tuple[int, ...]:
         return (in_channels, num_filters, kh, kw)
-
-    def _scale_shape_of(self, num_filters: int) -> tuple[int, ...]:
-        return (1, num_filters, 1, 1)
 
     def output_size(self, h: int, w: int) -> tuple[int, int]:
         """The original's target shape (SPEC.md, ``deconv2d``)."""

@@ -70,8 +70,7 @@ def import_weights(block: torch_impl.GatedResnet, tensors: Mapping[str, np.ndarr
         if source not in tensors and source.endswith(EMA_SUFFIX):
             source = source[: -len(EMA_SUFFIX)]
         state[row.torch_key] = torch.as_tensor(row.to_torch_layout(np.asarray(tensors[source])), dtype=dtype, device=device)
-    for layer in block.wn_layers:
-        name = next(k for k, m in block.named_children() if m is layer)
+    for name, _ in block.named_children():  # conv_input, nin_skip, conv_output
         state[f"{name}.initialized"] = torch.tensor(bool(initialized), device=device)
     block.load_state_dict(state, strict=True)
 
