@@ -94,7 +94,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from parity.convert import convert
 
     overrides = {k: v for k, v in (("conv", args.conv), ("nonlinearity", args.nonlinearity)) if v is not None}
-    summary = convert(args.src, args.dst, overrides=overrides, polyak_decay=args.polyak_decay)
+    summary = convert(args.src, args.dst, overrides=overrides, polyak_decay=args.polyak_decay,
+                      scope=args.scope, counters=args.counters)
     print(summary)
     return EXIT_OK
 
@@ -144,12 +145,16 @@ def build_parser() -> argparse.ArgumentParser:
     reporting(p)
     p.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser("convert", help="convert weights between the canonical file, a Keras weights file and a torch state_dict file")
-    p.add_argument("src")
+    p = sub.add_parser("convert", help="convert weights between the canonical file, a Keras weights file, a torch "
+                       "state_dict file, and from an original TF1 checkpoint (prefix)")
+    p.add_argument("src", help="weight file, or TF1 checkpoint prefix (PREFIX.index next to it)")
     p.add_argument("dst")
     p.add_argument("--conv", choices=["conv2d", "down_shifted_conv2d", "down_right_shifted_conv2d", "nin"])
     p.add_argument("--nonlinearity", choices=["concat_elu", "elu", "relu"])
     p.add_argument("--polyak-decay", type=float, default=None, help="decay to record when the source has shadows but no config")
+    p.add_argument("--scope", default="model", help="TF1 checkpoint: the template scope holding the block (default: model)")
+    p.add_argument("--counters", default=None,
+                   help="TF1 checkpoint: where the block starts in a whole model, e.g. conv2d=4,dense=2 (default: all 0)")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("run", help="apply a block from a weight file to inputs from an .npz")

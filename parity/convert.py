@@ -9,7 +9,9 @@ Formats, told apart by name and metadata:
   shapes (``--conv`` / ``--nonlinearity`` where shapes cannot tell);
 * Keras: ``*.weights.h5`` as ``save_weights`` writes it for a one-layer Keras model holding the block
   (needs TensorFlow), read with the config inferred from its shapes (``--conv``/``--nonlinearity``
-  where shapes cannot tell).
+  where shapes cannot tell);
+* an original TF1 checkpoint prefix (``PREFIX.index`` + ``PREFIX.data-*``), read only (see
+  :mod:`parity.tf1`): the block under ``--scope`` (``model``), optimiser slots skipped and counted.
 
 Pickle files (``torch.save``: ``.pt``, ``.pth``, ``.bin``, ``.ckpt``) are refused, never unpickled.
 """
@@ -47,7 +49,9 @@ def _kind(path: str) -> str:
         return "keras"
     if p.endswith(".safetensors"):
         return "safetensors"
-    if os.path.exists(path + ".index") or p.endswith(".index"):
+    from parity.tf1 import is_checkpoint
+
+    if is_checkpoint(path):
         return "tf1"
     raise ValueError(f"{path}: expected a .safetensors, .weights.h5 file or a TF1 checkpoint prefix; received an unknown kind")
 
@@ -116,11 +120,15 @@ def write_torch_file(path: str, tensors: Mapping[str, np.ndarray], config: Mappi
     save_file(state, path, metadata={"format": TORCH_FORMAT, "config": json.dumps(config)})
 
 
-def read_any(path: str, overrides: Mapping[str, Any] | None = None, polyak_decay: float | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any], bool]:
+def read_any(path: str, overrides: Mapping[str, Any] | None = None, polyak_decay: float | None = None,
+             scope: str = "model", counters: str | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any], bool]:
     """(canonical tensors, config, initialized) from any supported weight file."""
     kind = _kind(path)
     if kind == "tf1":
-        raise ValueError(f"{path}: reading TF1 checkpoints is not supported yet; convert from .safetensors or .weights.h5")
+        from parity.tf1 import parse_counters, read_tf1
+
+        mapped = read_tf1(path, overrides, scope=scope, namer=parse_counters(counters), polyak_decay=polyak_decay)
+        return mapped.tensors, mapped.config, True
     if kind == "keras":
         return read_keras_file(path, overrides or {}, polyak_decay)
     _, metadata = read_safetensors(path)
@@ -184,9 +192,17 @@ def write_any(path: str, tensors: Mapping[str, np.ndarray], config: Mapping[str,
         save_canonical(path, tensors, config, initialized)
 
 
-def convert(src: str, dst: str, overrides: Mapping[str, Any] | None = None, polyak_decay: float | None = None) -> str:
+def convert(src: str, dst: str, overrides: Mapping[str, Any] | None = None, polyak_decay: float | None = None,
+            scope: str = "model", counters: str | None = None) -> str:
     """Convert ``src`` to ``dst`` (kinds by name: ``*.torch.safetensors`` is a torch state_dict,
-    other ``*.safetensors`` canonical, ``*.weights.h5`` Keras); returns a one-line summary."""
+    other ``*.safetensors`` canonical, ``*.weights.h5`` Keras, a TF1 checkpoint prefix as source);
+    returns a one-line summary."""
+    if _kind(src) == "tf1":
+        from parity.tf1 import parse_counters, read_tf1
+
+        mapped = read_tf1(src, overrides, scope=scope, namer=parse_counters(counters), polyak_decay=polyak_decay)
+        write_any(dst, mapped.tensors, mapped.config, True)
+        return f"converted {src} -> {dst}: {mapped.summary()}, config {json.dumps(mapped.config)}, initialized=True"
     tensors, config, initialized = read_any(src, overrides, polyak_decay)
     write_any(dst, tensors, config, initialized)
     n_shadow = sum(k.endswith(EMA_SUFFIX) for k in tensors)

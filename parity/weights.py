@@ -213,7 +213,9 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], di
     path = str(path)
     with open(path, "rb") as f:
         head = f.read(16)
-    if head[:2] == b"PK" or head[:1] == b"\x80":
+    # safetensors: an 8-byte little-endian header length, then the JSON header ("{"). A torch.save
+    # file is a zip ("PK\x03\x04") or, in the legacy format, a pickle (protocol 2-5: "\x80\x02".."\x80\x05").
+    if head[8:9] != b"{" and (head[:4] == b"PK\x03\x04" or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"))):
         raise ValueError(f"{path}: expected a safetensors file; received a pickle/zip file (a torch.save file?), refused: it is never unpickled")
     try:
         with safe_open(path, framework="np") as f:

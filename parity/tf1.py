@@ -1,0 +1,207 @@
+"""Original TensorFlow 1 checkpoints (``tf.train.Saver``: ``PREFIX.index`` + ``PREFIX.data-*``).
+
+The original trainer saves every variable of the model template (``model/conv2d_0/V``,
+``model/dense_0/g``, ``model/conditional_weights_0/hw``, ...), each Polyak shadow as
+``<name>/ExponentialMovingAverage``, and its own Adam's state: ``tf.Variable(value, p.name + '_adam_mg')``
+passes the name as the ``trainable`` argument, so those slots are saved as ``Variable``,
+``Variable_12``, ... (or ``<var>_adam_mg`` / ``<var>_adam_v`` / ``adam_t`` when named properly).
+
+Reading uses TensorFlow's checkpoint reader (``tf.train.load_checkpoint``): no graph, no session.
+:func:`map_checkpoint` walks the block's layers in the original's call order with a
+:class:`parity.weights.TF1Namer` (one counter per layer kind), so a whole-model port can hand it a
+namer already advanced past the layers before the block, and read block after block.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from parity.convert import infer_config
+from parity.weights import EMA_SUFFIX, TF1Namer, WeightError, normalize_config, weight_table
+
+DEFAULT_SCOPE = "model"
+DEFAULT_DECAY = 0.9995  # the original training scripts' polyak_decay
+
+# Optimiser state: the original's hand-written Adam (unnamed ``Variable_k``, or ``<var>_adam_mg``,
+# ``<var>_adam_v``, ``adam_t``) and TensorFlow's own (``<var>/Adam``, ``<var>/Adam_1``, beta powers).
+_SLOT = re.compile(r"(^|/)(Variable(_\d+)?|adam_t|beta[12]_power(_\d+)?|global_step)$|_adam_(mg|v)$|/Adam(_\d+)?$")
+
+
+def is_optimizer_slot(name: str) -> bool:
+    """Whether a checkpoint name belongs to the optimiser rather than to the model."""
+    return bool(_SLOT.search(name))
+
+
+def is_checkpoint(path: str) -> bool:
+    """A TF1 checkpoint prefix (``PREFIX.index`` exists) or its ``.index`` file."""
+    return path.endswith(".index") or os.path.exists(path + ".index")
+
+
+def read_checkpoint(prefix: str) -> dict[str, np.ndarray]:
+    """Every tensor of a TF1 Saver checkpoint by name, read with TensorFlow's checkpoint reader."""
+    if prefix.endswith(".index"):
+        prefix = prefix[: -len(".index")]
+    if not os.path.exists(prefix + ".index"):
+        raise FileNotFoundError(f"{prefix}: expected a TF1 checkpoint prefix with {prefix}.index next to it; found none")
+    try:
+        import tensorflow as tf
+    except ImportError as exc:
+        raise ImportError("reading a TF1 checkpoint needs TensorFlow (pip install -e '.[tf]')") from exc
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        names = sorted(reader.get_variable_to_shape_map())
+        return {n: np.asarray(reader.get_tensor(n)) for n in names}
+    except Exception as exc:  # DataLossError, NotFoundError, ... from a damaged or partial checkpoint
+        raise ValueError(f"{prefix}: could not read it as a TF1 checkpoint ({type(exc).__name__}: {exc})") from None
+
+
+@dataclass
+class CheckpointMap:
+    """The result of mapping a checkpoint onto one block."""
+
+    tensors: dict[str, np.ndarray]  # canonical names (relative to the block), raw and shadows
+    config: dict[str, Any]
+    skipped_slots: list[str] = field(default_factory=list)
+    other_variables: list[str] = field(default_factory=list)  # model variables outside this block
+
+    def summary(self) -> str:
+        n_shadow = sum(k.endswith(EMA_SUFFIX) for k in self.tensors)
+        text = (f"{len(self.tensors) - n_shadow} weights, {n_shadow} shadows; "
+                f"skipped {len(self.skipped_slots)} optimiser slot(s)")
+        if self.other_variables:
+            text += f" and {len(self.other_variables)} variable(s) outside this block"
+        return text
+
+
+def _split(variables: Mapping[str, np.ndarray], scope: str) -> tuple[dict[str, np.ndarray], list[str], list[str]]:
+    """(model tensors relative to ``scope``, optimiser slots, names outside the scope)."""
+    prefix = scope.rstrip("/") + "/" if scope else ""
+    model, slots, outside = {}, [], []
+    for name, value in variables.items():
+        if is_optimizer_slot(name):
+            slots.append(name)
+        elif name.startswith(prefix):
+            model[name[len(prefix):]] = value
+        else:
+            outside.append(name)
+    return model, slots, outside
+
+
+def _infer(model: Mapping[str, np.ndarray], counters: Mapping[str, int], overrides: Mapping[str, Any],
+           polyak_decay: float | None) -> dict[str, Any]:
+    """The block config from the names and shapes at the namer's position (``--conv`` for a 2x3
+    ``conv2d``, ``--nonlinearity`` for elu vs relu, where names cannot tell)."""
+    conv_k, dense_k, cond_k = (counters.get(k, 0) for k in ("conv2d", "dense", "conditional_weights"))
+    conv = overrides.get("conv")
+    first_conv = f"conv2d_{conv_k}/V"
+    if conv is None:
+        conv = "nin" if first_conv not in model and f"dense_{dense_k}/V" in model else None
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def torch_shape(name: str) -> tuple[int, ...]:
+        v = model[name].shape
+        return (v[1], v[0]) if len(v) == 2 else (v[3], v[2], v[0], v[1])
+
+    if conv == "nin":
+        if f"dense_{dense_k}/V" not in model:
+            raise WeightError([f"missing tensor {f'dense_{dense_k}/V'!r} (the nin conv_input)"], "checkpoint")
+        shapes["conv_input.V"] = torch_shape(f"dense_{dense_k}/V")
+        if f"dense_{dense_k + 2}/V" in model:  # conv_input, nin_skip, conv_output
+            shapes["nin_skip.V"] = torch_shape(f"dense_{dense_k + 1}/V")
+    else:
+        if first_conv not in model:
+            found = sorted({n.split("/")[0] for n in model})
+            raise WeightError([f"missing tensor {first_conv!r}; the scope holds {found}"], "checkpoint")
+        shapes["conv_input.V"] = torch_shape(first_conv)
+        if f"dense_{dense_k}/V" in model:
+            shapes["nin_skip.V"] = torch_shape(f"dense_{dense_k}/V")
+    if f"conditional_weights_{cond_k}/hw" in model:
+        shapes["hw"] = model[f"conditional_weights_{cond_k}/hw"].shape
+    over = dict(overrides)
+    if conv is not None:
+        over["conv"] = conv
+    config = infer_config(shapes, over, None)
+    has_shadows = any(k.endswith(EMA_SUFFIX) for k in model)
+    decay = polyak_decay if polyak_decay is not None else (DEFAULT_DECAY if has_shadows else None)
+    return normalize_config({**config, "polyak_decay": decay})
+
+
+def map_checkpoint(
+    variables: Mapping[str, np.ndarray],
+    overrides: Mapping[str, Any] | None = None,
+    scope: str = DEFAULT_SCOPE,
+    namer: TF1Namer | None = None,
+    polyak_decay: float | None = None,
+) -> CheckpointMap:
+    """Map checkpoint tensors onto one ``GatedResnet``.
+
+    ``namer`` says where the block starts in the model (a fresh one: the model's first layers);
+    it is advanced past the block, ready for the next. Without a namer, every model variable in
+    ``scope`` must belong to the block; with one, the others are counted and left alone.
+    A checkpoint that does not fit the config raises :class:`WeightError` naming the first mismatch
+    in call order, then every other problem.
+    """
+    overrides = dict(overrides or {})
+    whole = namer is None
+    namer = namer or TF1Namer()
+    model, slots, outside = _split(variables, scope)
+    if not model:
+        roots = sorted({n.split("/")[0] for n in variables if not is_optimizer_slot(n)})
+        raise WeightError([f"no variables under scope {scope!r}; the checkpoint's top-level scopes are {roots}"], "checkpoint")
+    config = _infer(model, dict(namer.counters), overrides, polyak_decay)
+    has_shadows = any(k.endswith(EMA_SUFFIX) for k in model)
+    start = dict(namer.counters)
+    table = weight_table(config, shadows=has_shadows, namer=namer)
+    problems = []
+    for row in table:
+        full = f"{scope}/{row.tf1_name}" if scope else row.tf1_name
+        if row.tf1_name not in model:
+            problems.append(f"{full}: missing (expected shape {row.shape})")
+        elif tuple(model[row.tf1_name].shape) != row.shape:
+            problems.append(f"{full}: shape {tuple(model[row.tf1_name].shape)} in the checkpoint; expected {row.shape}")
+        elif model[row.tf1_name].dtype not in (np.float32, np.float64):
+            problems.append(f"{full}: dtype {model[row.tf1_name].dtype}; expected float32")
+        elif not np.all(np.isfinite(model[row.tf1_name])):
+            problems.append(f"{full}: holds NaN or Inf values")
+    names = {r.tf1_name for r in table}
+    rest = sorted(k for k in model if k not in names)
+    if whole and rest:
+        problems += [f"{scope}/{k}: in the checkpoint but not part of the block" for k in rest]
+    if problems:
+        raise WeightError(
+            [f"first mismatch: {problems[0]}", *problems[1:],
+             f"config tried: {config} (counters at the block's start: {start or 'all 0'}); "
+             "--conv / --nonlinearity say what the names cannot"],
+            "checkpoint",
+        )
+    # The canonical file names tensors relative to the block (its first conv is conv2d_0).
+    local = weight_table(config, shadows=has_shadows)
+    tensors = {mine.tf1_name: np.asarray(model[r.tf1_name]) for mine, r in zip(local, table)}
+    other = [f"{scope}/{k}" for k in rest] + outside
+    return CheckpointMap(tensors, config, sorted(slots), other)
+
+
+def read_tf1(prefix: str, overrides: Mapping[str, Any] | None = None, scope: str = DEFAULT_SCOPE,
+             namer: TF1Namer | None = None, polyak_decay: float | None = None) -> CheckpointMap:
+    """Read a TF1 checkpoint and map it onto one block (see :func:`map_checkpoint`)."""
+    return map_checkpoint(read_checkpoint(prefix), overrides, scope, namer, polyak_decay)
+
+
+def parse_counters(text: str | None) -> TF1Namer | None:
+    """``conv2d=4,dense=2`` -> a namer whose counters start there (the block's place in a whole model)."""
+    if not text:
+        return None
+    namer = TF1Namer()
+    for part in text.split(","):
+        kind, _, k = part.partition("=")
+        kind = kind.strip()
+        if kind not in set(TF1Namer.KIND_OF.values()) or not k.strip().isdigit():
+            raise ValueError(f"expected counters like conv2d=4,dense=2 (kinds conv2d, dense, deconv2d, "
+                             f"conditional_weights); received {part!r}")
+        namer.counters[kind] = int(k)
+    return namer
