@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from typing import Any, Sequence
@@ -17,6 +18,7 @@ import numpy as np
 from parity.harness import DTYPES, Report
 
 EXIT_OK, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
+BUILTIN_RECORD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "reference_tf_cpu.safetensors")
 
 
 def _fmt(x: float) -> str:
@@ -72,7 +74,8 @@ def _dtypes(value: str) -> tuple[str, ...]:
 def cmd_check(args: argparse.Namespace) -> int:
     from parity.harness import check
 
-    return _emit(check(reference=args.reference, other=args.other, device=args.device, dtypes=_dtypes(args.dtype)), args)
+    return _emit(check(reference=args.reference, other=args.other, device=args.device, dtypes=_dtypes(args.dtype),
+                       tf32=args.tf32), args)
 
 
 def cmd_record(args: argparse.Namespace) -> int:
@@ -87,7 +90,8 @@ def cmd_record(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from parity.harness import verify
 
-    return _emit(verify(args.record, backend=args.backend, device=args.device, dtypes=_dtypes(args.dtype)), args)
+    return _emit(verify(args.record, backend=args.backend, device=args.device, dtypes=_dtypes(args.dtype),
+                        tf32=args.tf32), args)
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -126,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--dtype", default="both", choices=["float32", "float64", "both"])
         p.add_argument("--json", action="store_true", help="print the report as JSON")
         p.add_argument("--verbose", "-v", action="store_true", help="one row per tensor")
+        p.add_argument("--tf32", action="store_true",
+                       help="turn TF32 on for the backend under test (off by default; shows what it costs, PITFALLS 29)")
 
     p = sub.add_parser("check", help="run both backends on the built-in suite and compare (the default)")
     p.add_argument("--reference", default="tf", choices=["tf", "torch"])
@@ -140,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_record)
 
     p = sub.add_parser("verify", help="check a backend against a recorded file")
-    p.add_argument("record")
+    p.add_argument("record", nargs="?", default=BUILTIN_RECORD,
+                   help="record file (default: the built-in suite recorded with TensorFlow on CPU, shipped with parity)")
     p.add_argument("--backend", default="torch", choices=["tf", "torch"])
     reporting(p)
     p.set_defaults(func=cmd_verify)

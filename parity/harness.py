@@ -74,10 +74,10 @@ class Report:
         }
 
 
-def run_backend(backend: str, case: Case, device: str = "cpu") -> dict[str, dict[str, np.ndarray]]:
-    """``{dtype: {tensor: array}}`` for one backend and case, in parity mode."""
+def run_backend(backend: str, case: Case, device: str = "cpu", tf32: bool = False) -> dict[str, dict[str, np.ndarray]]:
+    """``{dtype: {tensor: array}}`` for one backend and case, in parity mode (``tf32`` turns TF32 on)."""
     module = get_backend(backend)
-    with module.parity_mode(device):
+    with module.parity_mode(device, tf32=tf32):
         return {dt: module.run_case(case, dt, device) for dt in DTYPES}
 
 
@@ -102,8 +102,8 @@ def compare_runs(
     return CaseReport(case_name, comparisons)
 
 
-def settings(device: str, backends: Iterable[str]) -> dict[str, Any]:
-    info: dict[str, Any] = {"device": device, "python": platform.python_version(), "tf32": False}
+def settings(device: str, backends: Iterable[str], tf32: bool = False) -> dict[str, Any]:
+    info: dict[str, Any] = {"device": device, "python": platform.python_version(), "tf32": tf32}
     for b in backends:
         info[b] = get_backend(b).describe(device)
     return info
@@ -115,15 +115,16 @@ def check(
     other: str = "torch",
     device: str = "cpu",
     dtypes: Iterable[str] = DTYPES,
+    tf32: bool = False,
 ) -> Report:
-    """Both backends on every case (the built-in suite by default)."""
+    """Both backends on every case (the built-in suite by default). ``tf32`` turns TF32 on for the
+    backend under test only (the reference stays in parity mode): it shows what TF32 costs."""
     start = time.perf_counter()
     cases = default_cases() if cases is None else cases
-    report = Report(reference, other, settings=settings(device, {reference, other}))
+    report = Report(reference, other, settings=settings(device, [reference, other], tf32))
     for case in cases:
-        report.cases.append(
-            compare_runs(case.name, run_backend(reference, case, device), run_backend(other, case, device), tuple(dtypes))
-        )
+        report.cases.append(compare_runs(case.name, run_backend(reference, case, device),
+                                         run_backend(other, case, device, tf32), tuple(dtypes)))
     report.seconds = time.perf_counter() - start
     return report
 
@@ -171,13 +172,14 @@ def load_record(path: str | os.PathLike) -> tuple[dict[str, Any], list[tuple[Cas
     return metadata, out
 
 
-def verify(path: str | os.PathLike, backend: str = "torch", device: str = "cpu", dtypes: Iterable[str] = DTYPES) -> Report:
+def verify(path: str | os.PathLike, backend: str = "torch", device: str = "cpu", dtypes: Iterable[str] = DTYPES,
+           tf32: bool = False) -> Report:
     """Check ``backend`` on ``device`` against a recorded file (the recorded side is the reference)."""
     start = time.perf_counter()
     metadata, recorded = load_record(path)
-    report = Report(f"{metadata['backend']} (recorded)", backend, settings=settings(device, [backend]))
+    report = Report(f"{metadata['backend']} (recorded)", backend, settings=settings(device, [backend], tf32))
     report.settings["reference"] = json.loads(metadata["settings"])
     for case, ref in recorded:
-        report.cases.append(compare_runs(case.name, ref, run_backend(backend, case, device), tuple(dtypes)))
+        report.cases.append(compare_runs(case.name, ref, run_backend(backend, case, device, tf32), tuple(dtypes)))
     report.seconds = time.perf_counter() - start
     return report

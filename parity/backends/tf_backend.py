@@ -23,12 +23,12 @@ NAME = "tf"
 
 
 @contextlib.contextmanager
-def parity_mode(device: str) -> Iterator[dict[str, Any]]:
-    """TF32 off and op determinism on (PITFALLS 29, 30); yields the settings for the report."""
+def parity_mode(device: str, tf32: bool = False) -> Iterator[dict[str, Any]]:
+    """TF32 off (unless ``tf32``, to show what it costs), no XLA (PITFALLS 29, 31); yields the settings."""
     saved = tf.config.experimental.tensor_float_32_execution_enabled()
-    tf.config.experimental.enable_tensor_float_32_execution(False)
+    tf.config.experimental.enable_tensor_float_32_execution(tf32)
     try:
-        yield {"tensorflow": tf.__version__, "device": device, "tf32": False, "jit_compile": False}
+        yield {"tensorflow": tf.__version__, "device": device, "tf32": tf32, "jit_compile": False}
     finally:
         tf.config.experimental.enable_tensor_float_32_execution(saved)
 

@@ -23,18 +23,19 @@ def _dtype(dtype: str) -> torch.dtype:
 
 
 @contextlib.contextmanager
-def parity_mode(device: str) -> Iterator[dict[str, Any]]:
-    """TF32 off and deterministic algorithms on (PITFALLS 29, 30); yields the settings for the report."""
+def parity_mode(device: str, tf32: bool = False) -> Iterator[dict[str, Any]]:
+    """TF32 off (unless ``tf32``, to show what it costs) and deterministic algorithms on
+    (PITFALLS 29, 30); yields the settings for the report."""
     saved = (
         torch.backends.cuda.matmul.allow_tf32,
         torch.backends.cudnn.allow_tf32,
         torch.are_deterministic_algorithms_enabled(),
     )
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
-        yield {"torch": torch.__version__, "device": device, "tf32": False, "deterministic": True}
+        yield {"torch": torch.__version__, "device": device, "tf32": tf32, "deterministic": True}
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[:2]
         torch.use_deterministic_algorithms(saved[2])

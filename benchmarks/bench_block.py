@@ -1,0 +1,374 @@
+"""Benchmark one GatedResnet (down-shifted conv, concat_elu, as in PixelCNN++) in both twins, side by side.
+
+Every variant runs in its own subprocess (clean peak memory, no thread pools shared between
+TensorFlow and PyTorch), one after the other in this one run, on the same sizes:
+
+* ``tf-eager``, ``tf-function`` (``tf.function``), ``tf-xla`` (``jit_compile=True``: changes rounding);
+* ``torch-eager`` (NCHW), ``torch-channels-last``, ``torch-compile`` (inductor: changes rounding).
+
+Each measures forward (inference), forward+backward (gradients of ``sum(out * cot)`` w.r.t. ``x`` and
+every weight), the data-dependent init (a fresh block's ``initialize``), one Polyak update over a
+30-block stack (eager variants), and the peak extra memory of forward+backward: process RSS high-water
+mark on CPU, ``max_memory_allocated`` on CUDA. The table gives medians and ratios against
+``tf-function`` from the same run (or ``torch-eager`` where TensorFlow is absent).
+
+Modes: ``parity`` (TF32 off: the numerics the parity check uses) and ``fast`` (TF32 on where the
+framework has it). GPU rows also report achieved TFLOP/s against the card's peak (FLOPs of the two
+convolutions; backward = 2x forward).
+
+    python -m benchmarks.bench_block                       # F=160, 32x32, batch 16, and the small size, CPU
+    python -m benchmarks.bench_block --device cuda --batch 64 --mode both
+    python -m benchmarks.bench_block --size tiny --repeats 2   # seconds; what CI runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any, Callable
+
+SIZES = {  # name: (F, batch, H, W)
+    "pixelcnn": (160, 16, 32, 32),
+    "small": (32, 8, 16, 16),
+    "tiny": (8, 2, 8, 8),
+}
+VARIANTS = ("tf-eager", "tf-function", "tf-xla", "torch-eager", "torch-channels-last", "torch-compile")
+ROUNDING_CHANGES = {"tf-xla": "XLA fusion", "torch-compile": "inductor fusion"}
+EMA_BLOCKS = 30
+# float32 peak TFLOP/s (dense, no sparsity) by card name fragment: (FP32 CUDA cores, TF32 tensor cores).
+PEAK_TFLOPS = {"H200": (67.0, 494.7), "H100": (67.0, 494.7), "A100": (19.5, 156.0)}
+
+
+def conv_flops(F_: int, batch: int, H: int, W: int, kh: int = 2, kw: int = 3) -> float:
+    """Multiply-adds x 2 of the block's two convolutions (concat_elu doubles their inputs)."""
+    positions = batch * H * W
+    return 2.0 * positions * kh * kw * (2 * F_ * F_ + 2 * F_ * 2 * F_)
+
+
+def _timeit(fn: Callable[[], Any], sync: Callable[[], None], repeats: int, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _rss_mib() -> float:
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1024.0 if sys.platform != "darwin" else peak / 2**20
+
+
+# -- workers ------------------------------------------------------------------------------------
+def _torch_worker(variant: str, size: tuple[int, int, int, int], device: str, mode: str, repeats: int, warmup: int) -> dict:
+    import torch
+
+    import torch_impl
+
+    fast = mode == "fast"
+    torch.backends.cuda.matmul.allow_tf32 = fast
+    torch.backends.cudnn.allow_tf32 = fast
+    torch.backends.cudnn.benchmark = True
+    F_, B, H, W = size
+    gen = torch.Generator().manual_seed(0)
+    cuda = device.startswith("cuda")
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    fmt = torch.channels_last if variant == "torch-channels-last" else torch.contiguous_format
+
+    def make_block() -> torch_impl.GatedResnet:
+        return torch_impl.GatedResnet(F_, conv="down_shifted_conv2d", polyak_decay=0.9995).to(device, memory_format=fmt)
+
+    def data(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=gen).to(device).contiguous(memory_format=fmt)
+
+    x, cot, xinit = data(B, F_, H, W), data(B, F_, H, W), data(B, F_, H, W)
+    block = make_block()
+    block.initialize(xinit)
+    params = list(block.parameters())
+    result: dict[str, Any] = {}
+    if variant == "torch-compile":
+        fwd_fn = torch.compile(block)
+    else:
+        fwd_fn = block
+
+    def forward() -> None:
+        with torch.no_grad():
+            fwd_fn(x)
+
+    xg = x.clone().requires_grad_(True)
+
+    def forward_backward() -> None:
+        out = fwd_fn(xg)
+        torch.autograd.grad((out * cot).sum(), [xg, *params])
+
+    start = time.perf_counter()
+    forward()
+    forward_backward()
+    sync()
+    result["first_call_s"] = time.perf_counter() - start  # includes compile for torch-compile
+    result["forward_ms"] = _ms(_timeit(forward, sync, repeats, warmup))
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = _rss_mib()
+    result["forward_backward_ms"] = _ms(_timeit(forward_backward, sync, repeats, warmup))
+    result["peak_extra_mib"] = ((torch.cuda.max_memory_allocated() - base) / 2**20) if cuda else (_rss_mib() - base)
+
+    def init() -> None:
+        fresh = make_block()
+        sync()
+        start = time.perf_counter()
+        fresh.initialize(xinit)
+        sync()
+        init_times.append(time.perf_counter() - start)
+
+    init_times: list[float] = []
+    for _ in range(warmup + repeats):
+        init()
+    result["init_ms"] = _ms(init_times[warmup:])
+    if variant == "torch-eager":
+        stack = torch.nn.ModuleList(make_block() for _ in range(EMA_BLOCKS))
+        result["ema30_ms"] = _ms(_timeit(lambda: torch_impl.update_averages(stack), sync, repeats * 5, warmup))
+    result["framework"] = f"torch {torch.__version__}"
+    result["device_name"] = torch.cuda.get_device_name() if cuda else platform.processor() or platform.machine()
+    result["threads"] = torch.get_num_threads()
+    return result
+
+
+def _tf_worker(variant: str, size: tuple[int, int, int, int], device: str, mode: str, repeats: int, warmup: int) -> dict:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    import tf_impl
+
+    cuda = device.startswith("cuda")
+    if cuda:
+        for gpu in tf.config.list_physical_devices("GPU"):
+            tf.config.experimental.set_memory_growth(gpu, True)  # PITFALLS 32
+    tf.config.experimental.enable_tensor_float_32_execution(mode == "fast")
+    F_, B, H, W = size
+    rng = tf.random.Generator.from_seed(0)
+    dev = "/GPU:0" if cuda else "/CPU:0"
+    result: dict[str, Any] = {}
+    with tf.device(dev):
+        x, cot, xinit = (rng.normal((B, H, W, F_)) for _ in range(3))
+
+        def make_block() -> tf_impl.GatedResnet:
+            block = tf_impl.GatedResnet(F_, conv="down_shifted_conv2d", polyak_decay=0.9995)
+            block.build()
+            return block
+
+        block = make_block()
+        block.initialize(xinit)
+        params = block.trainable_variables
+
+        def fwd(x: tf.Tensor) -> tf.Tensor:
+            return block(x, training=False)
+
+        def fwd_bwd(x: tf.Tensor) -> list[tf.Tensor]:
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                loss = tf.reduce_sum(block(x, training=False) * cot)
+            return tape.gradient(loss, [x, *params])
+
+        if variant != "tf-eager":
+            jit = variant == "tf-xla"
+            fwd, fwd_bwd = tf.function(fwd, jit_compile=jit), tf.function(fwd_bwd, jit_compile=jit)
+
+        def sync_value(t: Any) -> None:
+            (t[0] if isinstance(t, list) else t).numpy()  # waits for the device
+
+        last: list[Any] = [None]
+
+        def forward() -> None:
+            last[0] = fwd(x)
+
+        def forward_backward() -> None:
+            last[0] = fwd_bwd(x)
+
+        def sync() -> None:
+            if last[0] is not None:
+                sync_value(last[0])
+
+        start = time.perf_counter()
+        forward()
+        forward_backward()
+        sync()
+        result["first_call_s"] = time.perf_counter() - start
+        result["forward_ms"] = _ms(_timeit(forward, sync, repeats, warmup))
+        if cuda:
+            tf.config.experimental.reset_memory_stats("GPU:0")
+            base = tf.config.experimental.get_memory_info("GPU:0")["current"]
+        else:
+            base = _rss_mib()
+        result["forward_backward_ms"] = _ms(_timeit(forward_backward, sync, repeats, warmup))
+        result["peak_extra_mib"] = ((tf.config.experimental.get_memory_info("GPU:0")["peak"] - base) / 2**20
+                                    if cuda else _rss_mib() - base)
+        init_times = []
+        for _ in range(warmup + repeats):
+            fresh = make_block()
+            start = time.perf_counter()
+            fresh.initialize(xinit).numpy()
+            init_times.append(time.perf_counter() - start)
+        result["init_ms"] = _ms(init_times[warmup:])
+        if variant == "tf-eager":
+            stack = [make_block() for _ in range(EMA_BLOCKS)]
+
+            def ema() -> None:
+                for b in stack:
+                    tf_impl.update_averages(b)
+
+            result["ema30_ms"] = _ms(_timeit(ema, lambda: stack[-1].hw_ema.numpy() if hasattr(stack[-1], "hw_ema") else
+                                             stack[-1].conv_output.V_ema.numpy(), repeats, warmup))
+    result["framework"] = f"tensorflow {tf.__version__}"
+    result["device_name"] = dev
+    return result
+
+
+def _ms(times: list[float]) -> dict[str, float]:
+    return {"median": 1e3 * statistics.median(times), "min": 1e3 * min(times), "n": len(times)}
+
+
+# -- driver -------------------------------------------------------------------------------------
+def _available(variant: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("tensorflow" if variant.startswith("tf") else "torch") is not None
+
+
+def run_variant(variant: str, size_name: str, size: tuple[int, int, int, int], device: str, mode: str,
+                repeats: int, warmup: int, timeout: float) -> dict:
+    """One variant in a fresh interpreter; returns its measurements or an ``error``."""
+    spec = json.dumps({"variant": variant, "size": size, "device": device, "mode": mode, "repeats": repeats, "warmup": warmup})
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    try:
+        proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_block", "--worker", spec], capture_output=True,
+                              text=True, timeout=timeout, env=env, cwd=root)
+    except subprocess.TimeoutExpired:
+        return {"variant": variant, "size": size_name, "mode": mode, "error": f"timed out after {timeout:.0f} s"}
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        return {"variant": variant, "size": size_name, "mode": mode, "error": " | ".join(tail) or f"exit {proc.returncode}"}
+    return {"variant": variant, "size": size_name, "mode": mode, **json.loads(lines[-1])}
+
+
+def _add_ratios(rows: list[dict], device: str) -> None:
+    """Ratios (time / baseline time) against tf-function, or torch-eager without TF; TFLOP/s on GPU."""
+    for row in rows:
+        if "error" in row:
+            continue
+        group = [r for r in rows if r["size"] == row["size"] and r["mode"] == row["mode"] and "error" not in r]
+        base = next((r for r in group if r["variant"] == "tf-function"), None) or next(
+            (r for r in group if r["variant"] == "torch-eager"), None)
+        row["baseline"] = base["variant"]
+        for key in ("forward_ms", "forward_backward_ms", "init_ms"):
+            row[key.replace("_ms", "_ratio")] = row[key]["median"] / base[key]["median"]
+        F_, B, H, W = SIZES_USED[row["size"]]
+        flops = conv_flops(F_, B, H, W)
+        row["forward_tflops"] = flops / (row["forward_ms"]["median"] * 1e-3) / 1e12
+        row["forward_backward_tflops"] = 3 * flops / (row["forward_backward_ms"]["median"] * 1e-3) / 1e12
+        peak = next((p for name, p in PEAK_TFLOPS.items() if name in str(row.get("device_name", ""))), None)
+        if device.startswith("cuda") and peak:
+            row["peak_tflops"] = peak[1] if row["mode"] == "fast" else peak[0]
+        if "ema30_ms" in row:
+            step = EMA_BLOCKS * row["forward_backward_ms"]["median"]
+            row["ema30_fraction_of_step"] = row["ema30_ms"]["median"] / step
+
+
+SIZES_USED: dict[str, tuple[int, int, int, int]] = {}
+
+
+def format_table(rows: list[dict], device: str) -> str:
+    gpu = device.startswith("cuda")
+    head = (f"{'size':<9} {'mode':<7} {'variant':<20} {'fwd ms':>8} {'x':>5} {'fwd+bwd ms':>10} {'x':>5} "
+            f"{'init ms':>8} {'x':>5} {'peak MiB':>9} {'EMA30 ms':>9}")
+    head += f" {'TFLOP/s f':>9} {'f+b':>6} {'peak':>5}" if gpu else ""
+    lines = [head]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"{r['size']:<9} {r['mode']:<7} {r['variant']:<20} error: {r['error'][:120]}")
+            continue
+        ema = f"{r['ema30_ms']['median']:9.3f}" if "ema30_ms" in r else f"{'':>9}"
+        line = (f"{r['size']:<9} {r['mode']:<7} {r['variant'] + ('*' if r['variant'] in ROUNDING_CHANGES else ''):<20} "
+                f"{r['forward_ms']['median']:8.2f} {r['forward_ratio']:5.2f} {r['forward_backward_ms']['median']:10.2f} "
+                f"{r['forward_backward_ratio']:5.2f} {r['init_ms']['median']:8.2f} {r['init_ratio']:5.2f} "
+                f"{r['peak_extra_mib']:9.1f} {ema}")
+        if gpu:
+            line += f" {r['forward_tflops']:9.1f} {r['forward_backward_tflops']:6.1f} {r.get('peak_tflops', float('nan')):5.0f}"
+        lines.append(line)
+    lines.append("x: median time over the baseline's median in the same run (baseline: tf-function, or torch-eager "
+                 "without TensorFlow); * changes rounding (opt-in). EMA30: one Polyak update of a 30-block stack.")
+    for r in rows:
+        if "ema30_fraction_of_step" in r:
+            lines.append(f"EMA30 / (30 x block fwd+bwd), {r['size']} {r['mode']} {r['variant']}: {100 * r['ema30_fraction_of_step']:.2f} %")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--size", action="append", choices=sorted(SIZES), help="repeatable; default: pixelcnn and small")
+    p.add_argument("--batch", type=int, help="override the batch of every size (e.g. 64 on a GPU)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--mode", default="parity", choices=["parity", "fast", "both"])
+    p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of " + ",".join(VARIANTS))
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds per variant")
+    p.add_argument("--json", default="benchmark.json", help="where to write the results")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+
+    if args.worker:
+        spec = json.loads(args.worker)
+        worker = _tf_worker if spec["variant"].startswith("tf") else _torch_worker
+        out = worker(spec["variant"], tuple(spec["size"]), spec["device"], spec["mode"], spec["repeats"], spec["warmup"])
+        print(json.dumps(out))
+        return 0
+
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown:
+        p.error(f"unknown variants {unknown}; expected some of {list(VARIANTS)}")
+    variants = [v for v in variants if _available(v)]
+    modes = ["parity", "fast"] if args.mode == "both" else [args.mode]
+    rows = []
+    for size_name in args.size or ["pixelcnn", "small"]:
+        F_, B, H, W = SIZES[size_name]
+        SIZES_USED[size_name] = (F_, args.batch or B, H, W)
+        for mode in modes:
+            for variant in variants:
+                row = run_variant(variant, size_name, SIZES_USED[size_name], args.device, mode, args.repeats,
+                                  args.warmup, args.timeout)
+                print(f"  {size_name} {mode} {variant}: "
+                      + (row["error"] if "error" in row else f"fwd+bwd {row['forward_backward_ms']['median']:.2f} ms"),
+                      file=sys.stderr, flush=True)
+                rows.append(row)
+    _add_ratios(rows, args.device)
+    machine = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
+               "device": args.device, "sizes": {k: list(v) for k, v in SIZES_USED.items()}}
+    print(f"GatedResnet(down_shifted_conv2d, concat_elu), float32, {machine['cpus']} CPUs, device {args.device}; "
+          + ", ".join(f"{k}: F={v[0]} batch={v[1]} {v[2]}x{v[3]}" for k, v in SIZES_USED.items()))
+    print(format_table(rows, args.device))
+    with open(args.json, "w") as f:
+        json.dump({"machine": machine, "rows": rows}, f, indent=1)
+    print(f"wrote {args.json}")
+    return 0 if all("error" not in r for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
