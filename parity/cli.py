@@ -1,4 +1,4 @@
-"""``gated-resnet-parity`` / ``python -m parity``: check, record, verify, convert, run.
+"""``gated-resnet-parity`` / ``python -m parity``: check, record, verify, convert, pitfalls, run.
 
 Backends are imported only when a command needs them: ``verify`` and ``run --backend torch`` work
 without TensorFlow, ``run --backend tf`` without PyTorch. Arrays in files are NHWC whatever the backend.
@@ -51,7 +51,8 @@ def format_report(report: Report, verbose: bool = False) -> str:
     bad = sum(1 for c in report.cases for x in c.comparisons if not x.passed)
     lines += [
         "",
-        f"{len(report.cases)} cases, {n} tensor comparisons, {bad} failed, in {report.seconds:.1f} s. "
+        f"{len(report.cases)} cases, {n} tensor comparisons, {bad} failed, in {report.seconds:.1f} s "
+        f"(comparisons' peak extra memory {report.peak_compare_mib:.2f} MiB). "
         "Bound: K=4 x the reference's float32 noise floor (float64 run of the same computation); "
         "float64: that x 2^-29; EMA shadows: exact. See parity/tolerance.py.",
         "PASS" if report.passed else "FAIL",
@@ -118,6 +119,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_pitfalls(args: argparse.Namespace) -> int:
+    from parity.pitfalls import format_gallery, format_markdown, gallery, run_pitfall
+
+    entries = [p for p in gallery() if not args.only or p.key in args.only.split(",")]
+    if not entries:
+        raise ValueError(f"--only {args.only!r} names no entry; the entries are {[p.key for p in gallery()]}")
+    results = [run_pitfall(p) for p in entries]
+    print(format_markdown(results) if args.markdown else format_gallery(results))
+    return EXIT_OK if all(r.caught for r in results) else EXIT_FAIL
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gated-resnet-parity",
@@ -163,6 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--counters", default=None,
                    help="TF1 checkpoint: where the block starts in a whole model, e.g. conv2d=4,dense=2 (default: all 0)")
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("pitfalls", help="the pitfall gallery: naive translations, each caught at its stage")
+    p.add_argument("--only", default=None, help="comma-separated entry numbers, e.g. 4,17,seed")
+    p.add_argument("--markdown", action="store_true", help="print the docs page (docs/pitfalls.md)")
+    p.set_defaults(func=cmd_pitfalls)
 
     p = sub.add_parser("run", help="apply a block from a weight file to inputs from an .npz")
     p.add_argument("--weights", required=True)

@@ -38,6 +38,7 @@ from parity.weights import (
 )
 
 TORCH_FORMAT = "torch_impl-state-dict/1"
+TORCH_FORMATS = (TORCH_FORMAT, "pt", "np", None)  # ours; what safetensors' torch/numpy helpers write; none
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle")
 
 
@@ -132,8 +133,12 @@ def read_any(path: str, overrides: Mapping[str, Any] | None = None, polyak_decay
     if kind == "keras":
         return read_keras_file(path, overrides or {}, polyak_decay)
     _, metadata = read_safetensors(path)
-    if metadata.get("format") == FORMAT:
+    fmt = metadata.get("format")
+    if fmt == FORMAT:
         return load_canonical(path)
+    if fmt not in TORCH_FORMATS:
+        raise ValueError(f"{path}: expected metadata format {FORMAT!r} (canonical) or one of {list(TORCH_FORMATS[:-1])} or "
+                         f"none (torch state_dict); received format={fmt!r}")
     return read_torch_file(path, overrides, polyak_decay)
 
 
@@ -230,3 +235,25 @@ def apply_block(weights: str, inputs: Mapping[str, np.ndarray], backend: str = "
     if save_weights:
         write_any(save_weights, module.export_weights(block), config, True)
     return {"out": out}
+
+
+def load_into(block: Any, path: str, overrides: Mapping[str, Any] | None = None, scope: str = "model",
+              counters: str | None = None) -> None:
+    """Load any supported weight file (canonical, torch, Keras, TF1 checkpoint) into an existing
+    ``tf_impl`` or ``torch_impl`` ``GatedResnet``; all or nothing.
+
+    The file's block config must match the block's (``dropout_p`` aside, which no file stores);
+    shadows missing from the file restart as copies of the raw weights. On any error the block is
+    left exactly as it was.
+    """
+    from parity.backends import get_backend
+
+    backend = "torch" if type(block).__module__.startswith("torch_impl") else "tf"
+    module = get_backend(backend)
+    tensors, config, initialized = read_any(path, overrides, scope=scope, counters=counters)
+    own = normalize_config(module._config(block))
+    differ = [k for k in own if k not in ("dropout_p", "polyak_decay") and own[k] != config[k]]
+    if differ:
+        raise ValueError(f"{path}: holds a block with " + ", ".join(f"{k}={config[k]!r}" for k in differ)
+                         + "; the target block has " + ", ".join(f"{k}={own[k]!r}" for k in differ))
+    module.import_weights(block, tensors, initialized)

@@ -7,17 +7,19 @@ report names the first tensor, in computation order, that fails: the stage where
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 import time
+import tracemalloc
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
 from parity.backends import get_backend
-from parity.case import Case, default_cases
+from parity.case import Case, LayerCase, default_cases
 from parity.tolerance import Comparison, compare
 
 DTYPES = ("float32", "float64")
@@ -33,6 +35,7 @@ def is_exact(tensor: str) -> bool:
 class CaseReport:
     case: str
     comparisons: list[Comparison]
+    peak_compare_mib: float = 0.0  # peak extra memory of the comparisons (tracemalloc)
 
     @property
     def passed(self) -> bool:
@@ -55,18 +58,25 @@ class Report:
     def passed(self) -> bool:
         return all(c.passed for c in self.cases)
 
+    @property
+    def peak_compare_mib(self) -> float:
+        """The largest extra memory any case's comparisons needed (chunked: a few MiB whatever the size)."""
+        return max((c.peak_compare_mib for c in self.cases), default=0.0)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "reference": self.reference,
             "other": self.other,
             "passed": self.passed,
             "seconds": round(self.seconds, 3),
+            "peak_compare_mib": round(self.peak_compare_mib, 3),
             "settings": self.settings,
             "cases": [
                 {
                     "case": c.case,
                     "passed": c.passed,
                     "first_failure": None if c.first_failure is None else c.first_failure.tensor,
+                    "peak_compare_mib": round(c.peak_compare_mib, 3),
                     "tensors": [x.to_dict() for x in c.comparisons],
                 }
                 for c in self.cases
@@ -77,8 +87,9 @@ class Report:
 def run_backend(backend: str, case: Case, device: str = "cpu", tf32: bool = False) -> dict[str, dict[str, np.ndarray]]:
     """``{dtype: {tensor: array}}`` for one backend and case, in parity mode (``tf32`` turns TF32 on)."""
     module = get_backend(backend)
+    run = module.run_layer_case if isinstance(case, LayerCase) else module.run_case
     with module.parity_mode(device, tf32=tf32):
-        return {dt: module.run_case(case, dt, device) for dt in DTYPES}
+        return {dt: run(case, dt, device) for dt in DTYPES}
 
 
 def compare_runs(
@@ -88,6 +99,31 @@ def compare_runs(
     dtypes: Iterable[str] = DTYPES,
 ) -> CaseReport:
     """Compare every tensor of the reference runs with the other side's, in the reference's order."""
+    with peak_memory() as peak:
+        comparisons = _compare_all(case_name, ref, other, dtypes)
+    return CaseReport(case_name, comparisons, peak[0])
+
+
+@contextlib.contextmanager
+def peak_memory() -> Iterator[list[float]]:
+    """Yields a one-element list that holds, on exit, the peak extra MiB allocated inside (tracemalloc
+    sees NumPy's buffers)."""
+    started = not tracemalloc.is_tracing()
+    if started:
+        tracemalloc.start()
+    tracemalloc.reset_peak()
+    base = tracemalloc.get_traced_memory()[0]
+    out = [0.0]
+    try:
+        yield out
+    finally:
+        out[0] = max(0.0, (tracemalloc.get_traced_memory()[1] - base) / 2**20)
+        if started:
+            tracemalloc.stop()
+
+
+def _compare_all(case_name: str, ref: dict[str, dict[str, np.ndarray]], other: dict[str, dict[str, np.ndarray]],
+                 dtypes: Iterable[str]) -> list[Comparison]:
     comparisons = []
     for dtype in dtypes:
         for tensor in ref["float32"]:
@@ -99,7 +135,7 @@ def compare_runs(
             pair_r = {d: ref[d][tensor] for d in DTYPES}
             pair_o = {d: other[d][tensor] for d in DTYPES}
             comparisons.append(compare(case_name, tensor, dtype, pair_r, pair_o, exact=is_exact(tensor)))
-    return CaseReport(case_name, comparisons)
+    return comparisons
 
 
 def settings(device: str, backends: Iterable[str], tf32: bool = False) -> dict[str, Any]:

@@ -8,12 +8,24 @@ from the same float32-representable weights and inputs. Then:
 * By the triangle inequality, ``max|ref32 - other32| <= floor_ref + floor_other + max|ref64 - other64|``.
   A translation no noisier than ``(K - 1)`` times the reference, computing the same function, thus
   stays within ``K * floor_ref``. We take ``K = 4``: the translation may round up to 3x worse than the
-  reference, never differ by a bug. A floor is never taken below one unit roundoff at the tensor's
-  scale (``eps * max|ref64|``), so a tensor the reference happens to compute exactly still gets a
-  bound one rounding wide (times K).
+  reference, never differ by a bug. A floor is never below one unit roundoff at the tensor's scale
+  (``eps * max|ref64|``), so a tensor the reference happens to compute exactly still gets a bound.
+* ``floor_ref`` is a maximum over the tensor's elements; for a tensor of a few elements it is one
+  or two draws of the rounding error and can be lucky. The fuzz suite found such tensors: one-element
+  ``g`` gradients (sums with cancellation) that TensorFlow rounded 0.1-0.7 ulp from exact and torch
+  5-17 ulp. So the other backend's own float32 error counts as a second sample of the same
+  computation's noise, capped at ``ALLOWANCE_ULPS = 16`` units at the tensor's scale:
+  ``floor = max(floor_ref, min(floor_other, 16 ulp), 1 ulp)``. No precision loss larger than the cap
+  can raise the bound (TF32 is ~4096 ulp, float16 ~8192: the gallery's TF32 entry is still caught),
+  and a wrong function is caught in float64.
 * float64 runs are checked the same way: rounding errors scale with the unit roundoff, so the
-  float64 floor is the float32 floor times ``eps64 / eps32 = 2**-29``; bound ``K`` times that.
-  In practice the twins agree to about 1e-15 relative in float64.
+  float64 floor is that floor times ``eps64 / eps32 = 2**-29``; bound ``K`` times that. This is
+  extrapolated, not measured, and the twins reach float64 results by different algorithms (torch has
+  no oneDNN float64 conv and falls back to im2col + GEMM; TensorFlow uses Eigen), so for a tiny tensor
+  with cancellation it can fall short: a four-element ``h`` gradient differed by 31 float64 ulps at
+  its scale where the extrapolation allowed 19. The float64 floor is therefore never below
+  ``ALLOWANCE_ULPS`` float64 units at the tensor's scale (a bound of 64 ulps, ~1.4e-14 relative);
+  function-level bugs are many orders larger. In practice the twins agree to ~1e-15 relative.
 * Tensors that must be bit-identical (the EMA shadows: the same float32 ``1 - decay`` and the same
   formula, PITFALLS 26) get bound 0.
 
@@ -27,11 +39,12 @@ NaN and Inf: their positions must agree exactly; the bound applies to the finite
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
 K = 4.0
+ALLOWANCE_ULPS = 16.0  # cap on the other backend's float32 floor, and the least float64 floor (ulps at scale)
 EPS = {"float32": float(np.finfo(np.float32).eps), "float64": float(np.finfo(np.float64).eps)}
 
 
@@ -67,14 +80,22 @@ class Comparison:
         return d
 
 
+CHUNK = 1 << 20  # elements per chunk: at most a few chunk-sized float64 temporaries exist at once
+
+
+def _flat_chunks(*arrays: np.ndarray) -> Iterator[tuple[np.ndarray, ...]]:
+    """Matching 1-D slices of the arrays, CHUNK elements at a time (views, no copies)."""
+    flat = [np.asarray(a).reshape(-1) for a in arrays]
+    for i in range(0, flat[0].size, CHUNK):
+        yield tuple(f[i : i + CHUNK] for f in flat)
+
+
 def _max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
-    """max |a - b| over finite entries, computed in float64 in chunks (no full float64 copies)."""
-    a = a.reshape(-1)
-    b = b.reshape(-1)
+    """max |a - b| over entries finite in both, in float64, chunk by chunk (no full float64 copies)."""
     worst = 0.0
-    step = 1 << 20
-    for i in range(0, a.size, step):
-        d = np.abs(a[i : i + step].astype(np.float64) - b[i : i + step].astype(np.float64))
+    for ca, cb in _flat_chunks(a, b):
+        with np.errstate(invalid="ignore"):  # inf - inf: not finite, dropped below
+            d = np.abs(ca.astype(np.float64) - cb.astype(np.float64))
         d = d[np.isfinite(d)]
         if d.size:
             worst = max(worst, float(d.max()))
@@ -82,32 +103,60 @@ def _max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _finite_max(a: np.ndarray) -> float:
-    f = np.abs(a[np.isfinite(a)]) if a.size else a
-    return float(f.max()) if f.size else 0.0
+    worst = 0.0
+    for (c,) in _flat_chunks(a):
+        f = np.abs(c[np.isfinite(c)])
+        if f.size:
+            worst = max(worst, float(f.max()))
+    return worst
+
+
+def _monotonic(c: np.ndarray) -> np.ndarray:
+    """Sign-magnitude float bits mapped onto a monotonic int64 line (adjacent floats differ by 1)."""
+    itype = np.int32 if c.dtype == np.float32 else np.int64
+    bits = c.view(itype).astype(np.int64)
+    return np.where(bits < 0, np.int64(np.iinfo(itype).min) - bits, bits)
 
 
 def ulp_distance(a: np.ndarray, b: np.ndarray) -> int:
-    """Max distance in units in the last place between same-dtype arrays (finite entries)."""
-    if a.dtype != b.dtype or a.dtype not in (np.float32, np.float64):
-        b = b.astype(a.dtype)
-    itype = np.int32 if a.dtype == np.float32 else np.int64
-    ai, bi = a.reshape(-1).view(itype).astype(np.int64), b.reshape(-1).view(itype).astype(np.int64)
-    # Map the sign-magnitude floats onto a monotonic integer line.
-    top = np.int64(np.iinfo(itype).min)
-    ai = np.where(ai < 0, top - ai, ai)
-    bi = np.where(bi < 0, top - bi, bi)
-    finite = np.isfinite(a.reshape(-1)) & np.isfinite(b.reshape(-1))
-    if not finite.any():
-        return 0
-    return int(np.abs(ai[finite] - bi[finite]).max())
+    """Max distance in units in the last place between arrays (in ``a``'s dtype; finite entries)."""
+    a = np.asarray(a)
+    if a.dtype not in (np.float32, np.float64):
+        a = a.astype(np.float64)
+    worst = 0
+    for ca, cb in _flat_chunks(a, b):
+        cb = cb.astype(a.dtype, copy=False)
+        ok = np.isfinite(ca) & np.isfinite(cb)
+        if ok.any():
+            worst = max(worst, int(np.abs(_monotonic(ca[ok]) - _monotonic(cb[ok])).max()))
+    return worst
 
 
-def _max_rel(a: np.ndarray, ref: np.ndarray) -> float:
-    a64, r64 = a.astype(np.float64).reshape(-1), ref.astype(np.float64).reshape(-1)
-    ok = np.isfinite(a64) & np.isfinite(r64) & (r64 != 0)
-    if not ok.any():
-        return 0.0
-    return float((np.abs(a64[ok] - r64[ok]) / np.abs(r64[ok])).max())
+def _stats(r: np.ndarray, o: np.ndarray) -> tuple[float, float, int, bool, int, int]:
+    """(max abs, max rel, ulp, same non-finite entries, non-finite count in r, in o): one chunked pass.
+
+    Non-finite entries must sit at the same positions with the same values (NaN equals NaN, +Inf
+    only +Inf); the numeric statistics cover the entries finite in both.
+    """
+    max_abs, max_rel, ulp, same, bad_r, bad_o = 0.0, 0.0, 0, True, 0, 0
+    for cr, co in _flat_chunks(r, o):
+        fr, fo = np.isfinite(cr), np.isfinite(co)
+        bad_r += int(cr.size - fr.sum())
+        bad_o += int(co.size - fo.sum())
+        if not (np.array_equal(fr, fo) and np.array_equal(cr[~fr], co[~fo], equal_nan=True)):
+            same = False
+        ok = fr & fo
+        if not ok.any():
+            continue
+        r64, o64 = cr[ok].astype(np.float64), co[ok].astype(np.float64)
+        d = np.abs(o64 - r64)
+        max_abs = max(max_abs, float(d.max()))
+        nz = r64 != 0
+        if nz.any():
+            max_rel = max(max_rel, float((d[nz] / np.abs(r64[nz])).max()))
+        del r64, o64, d
+        ulp = max(ulp, ulp_distance(co[ok], cr[ok]))
+    return max_abs, max_rel, ulp, same, bad_r, bad_o
 
 
 def compare(
@@ -130,23 +179,24 @@ def compare(
     floor_ref = _max_abs_diff(ref["float32"], r64)
     floor_other = _max_abs_diff(other["float32"], other["float64"])
     scale = _finite_max(r64)
+    unit32 = EPS["float32"] * scale
+    pooled = min(floor_other, ALLOWANCE_ULPS * unit32)
+    floor = max(floor_ref, pooled, unit32)
+    what = ("reference float32 floor" if floor == floor_ref else
+            f"other's float32 floor (at most {ALLOWANCE_ULPS:g} ulp)" if floor == pooled else "1 ulp at scale")
     if exact:
         bound, source = 0.0, "exact: same float32 decay and formula (PITFALLS 26)"
     elif dtype == "float32":
-        unit = EPS["float32"] * scale
-        bound = K * max(floor_ref, unit)
-        source = f"K={K:g} x reference float32 floor" if floor_ref >= unit else f"K={K:g} x 1 ulp at scale"
+        bound, source = K * floor, f"K={K:g} x {what}"
     else:
-        shrink = EPS["float64"] / EPS["float32"]
-        unit = EPS["float64"] * scale
-        bound = K * max(floor_ref * shrink, unit)
-        source = f"K={K:g} x reference float32 floor x 2^-29" if floor_ref * shrink >= unit else f"K={K:g} x 1 ulp at scale"
-    nonfinite_r, nonfinite_o = ~np.isfinite(r), ~np.isfinite(o)
-    note = ""
-    same_nonfinite = np.array_equal(nonfinite_r, nonfinite_o) and np.array_equal(r[nonfinite_r], o[nonfinite_o])
-    if not same_nonfinite:
-        note = f"NaN/Inf positions differ ({int(nonfinite_r.sum())} in reference, {int(nonfinite_o.sum())} here)"
-    max_abs = _max_abs_diff(r, o)
+        floor64 = floor * (EPS["float64"] / EPS["float32"])
+        least64 = ALLOWANCE_ULPS * EPS["float64"] * scale
+        bound = K * max(floor64, least64)
+        source = f"K={K:g} x {what} x 2^-29" if floor64 >= least64 else f"K={K:g} x {ALLOWANCE_ULPS:g} float64 ulp at scale"
+    max_abs, max_rel, ulp, same_nonfinite, bad_r, bad_o = _stats(r, o)
+    note = "" if same_nonfinite else f"NaN/Inf positions differ ({bad_r} in reference, {bad_o} here)"
+    if same_nonfinite and bad_r:
+        note = f"{bad_r} NaN/Inf entries, same positions"
     passed = same_nonfinite and max_abs <= bound
-    return Comparison(case, tensor, tuple(r.shape), dtype, max_abs, _max_rel(o, r), ulp_distance(o, r), bound,
+    return Comparison(case, tensor, tuple(r.shape), dtype, max_abs, max_rel, ulp, bound,
                       floor_ref, floor_other, source, passed, note)

@@ -238,7 +238,8 @@ def load_canonical(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict
         raise ValueError(f"{path}: expected metadata 'config' (JSON) and 'initialized' (true/false); received {metadata}") from exc
     if not isinstance(initialized, bool):
         raise ValueError(f"{path}: expected metadata initialized to be true or false; received {initialized!r}")
-    check_tensors(weight_table(config, shadows=any(k.endswith(EMA_SUFFIX) for k in tensors)), tensors, where=str(path))
+    check_tensors(weight_table(config, shadows=any(k.endswith(EMA_SUFFIX) for k in tensors)), tensors,
+                  where=f"{path} (tensors against the config in its metadata: {json.dumps(config)})")
     return tensors, config, initialized
 
 

@@ -37,16 +37,20 @@ def concat_elu(x: tf.Tensor) -> tf.Tensor:
 NONLINEARITY: dict[str, Callable] = {"concat_elu": concat_elu, "elu": tf.nn.elu, "relu": tf.nn.relu}
 
 
+def _init_pass(t, axes, init_scale, eps, dtype):
+    """SPEC.md's init: g and b get data-dependent initial values; returns s * (t - m)."""
+    m, v = tf.nn.moments(t, axes)
+    s = init_scale / tf.sqrt(v + eps)
+    _var("g", None, dtype=dtype, initializer=s)
+    _var("b", None, dtype=dtype, initializer=-m * s)
+    return s * (t - m)
+
+
 def dense(x, units, init_scale=1.0, *, counters, init, ema, dtype):
     with v1.variable_scope(_name("dense", counters)):
         V = _var("V", ema, shape=[int(x.shape[1]), units], dtype=dtype, initializer=v1.random_normal_initializer(0, 0.05))
         if init:
-            t = tf.matmul(x, tf.nn.l2_normalize(V.initialized_value(), [0]))
-            m, v = tf.nn.moments(t, [0])
-            s = init_scale / tf.sqrt(v + 1e-10)
-            _var("g", None, dtype=dtype, initializer=s)
-            _var("b", None, dtype=dtype, initializer=-m * s)
-            return s * (t - m)
+            return _init_pass(tf.matmul(x, tf.nn.l2_normalize(V.initialized_value(), [0])), [0], init_scale, 1e-10, dtype)
         g = _var("g", ema, shape=[units], dtype=dtype)
         b = _var("b", ema, shape=[units], dtype=dtype)
         y = tf.matmul(x, V)
@@ -59,11 +63,7 @@ def conv2d(x, filters, filter_size=(3, 3), pad="SAME", init_scale=1.0, *, counte
         V = _var("V", ema, shape=shape, dtype=dtype, initializer=v1.random_normal_initializer(0, 0.05))
         if init:
             t = tf.nn.conv2d(x, tf.nn.l2_normalize(V.initialized_value(), [0, 1, 2]), [1, 1, 1, 1], pad)
-            m, v = tf.nn.moments(t, [0, 1, 2])
-            s = init_scale / tf.sqrt(v + 1e-8)
-            _var("g", None, dtype=dtype, initializer=s)
-            _var("b", None, dtype=dtype, initializer=-m * s)
-            return s * (t - m)
+            return _init_pass(t, [0, 1, 2], init_scale, 1e-8, dtype)
         g = _var("g", ema, shape=[filters], dtype=dtype)
         b = _var("b", ema, shape=[filters], dtype=dtype)
         W = tf.reshape(g, [1, 1, 1, filters]) * tf.nn.l2_normalize(V, [0, 1, 2])

@@ -3,6 +3,7 @@
 Importable with only torch and numpy installed.
 """
 
+from torch_impl._state import StateDictError
 from torch_impl.block import STAGES, GatedResnet
 from torch_impl.ema import one_minus_decay, reset_averages, update_averages
 from torch_impl.layers import (
@@ -21,6 +22,7 @@ from torch_impl.ops import concat_elu, down_shift, elu, l2_normalize, left_shift
 __all__ = [
     "CONV_KINDS",
     "STAGES",
+    "StateDictError",
     "DownRightShiftedConv2D",
     "DownRightShiftedConv2DTranspose",
     "DownShiftedConv2D",

@@ -12,7 +12,7 @@ difference stays below one float32 ULP of 1 (PITFALLS 16). Twin: ``tf_impl.ops``
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -33,9 +33,29 @@ def elu(x: torch.Tensor) -> torch.Tensor:
     return F.elu(x)
 
 
+class _Relu(torch.autograd.Function):
+    """ReLU whose gradient is ``grad * (y > 0)``, as TensorFlow's ``ReluGrad`` computes it.
+
+    torch's ``threshold_backward`` *selects* (``where(y <= 0, 0, grad)``), so a NaN or Inf gradient
+    arriving where the ReLU is off becomes 0 in torch and NaN in TensorFlow (``NaN * 0``). Finite
+    gradients are identical either way; this keeps NaN/Inf positions identical too.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        (y,) = ctx.saved_tensors
+        return grad * (y > 0).to(grad.dtype)
+
+
 def relu(x: torch.Tensor) -> torch.Tensor:
-    """Plain ReLU. Twin: ``tf_impl.ops.relu``."""
-    return F.relu(x)
+    """Plain ReLU, with TensorFlow's gradient (see ``_Relu``). Twin: ``tf_impl.ops.relu``."""
+    return _Relu.apply(x)
 
 
 NONLINEARITIES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {

@@ -1,0 +1,325 @@
+"""Hostile weight files and hostile inputs: each fails loudly with a clear message and changes nothing,
+or (inputs) is carried through the parity check and reported. docs/hostile_files.md lists the cases."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import numpy as np
+import pytest
+
+from tests.conftest import BACKEND_PARAMS, BOTH, HAVE
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = {"num_filters": 4, "a_channels": 3, "h_channels": 2, "conv": "down_shifted_conv2d", "polyak_decay": 0.9995}
+
+
+class _Payload:
+    """Unpickling this would create the marker file: the test proves it never happens."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _good():
+    from parity.weights import random_weights
+
+    return random_weights(CONFIG, seed=3, shadows=True)
+
+
+def _save(path, tensors, metadata=None):
+    import json
+
+    from safetensors.numpy import save_file
+
+    from parity.weights import FORMAT, normalize_config
+
+    meta = {"format": FORMAT, "config": json.dumps(normalize_config(CONFIG)), "initialized": "true"}
+    meta.update(metadata or {})
+    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(path), metadata=meta)
+
+
+def _with(**changes):
+    def make(path):
+        tensors = _good()
+        for k, v in changes.items():
+            k = k.replace("__", "/")
+            if v is None:
+                tensors.pop(k)
+            else:
+                tensors[k] = v(tensors.get(k)) if callable(v) else v
+        _save(path, tensors)
+
+    return make
+
+
+def _truncated(path):
+    _save(path, _good())
+    body = open(path, "rb").read()
+    open(path, "wb").write(body[: len(body) // 2])
+
+
+def _bytes(data):
+    def make(path):
+        open(path, "wb").write(data)
+
+    return make
+
+
+def _pickle(path):
+    with open(path, "wb") as f:
+        pickle.dump({"conv2d_0/V": _Payload(str(path) + ".unpickled")}, f, protocol=2)
+
+
+def _zip(path):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as z:  # what torch.save writes: a zip holding data.pkl
+        z.writestr("archive/data.pkl", pickle.dumps({"conv2d_0/V": _Payload(str(path) + ".unpickled")}))
+
+
+def _meta(**metadata):
+    def make(path):
+        _save(path, _good(), metadata)
+
+    return make
+
+
+def _nan(v):
+    v = v.copy()
+    v.flat[1] = np.nan
+    return v
+
+
+def _inf(v):
+    v = v.copy()
+    v.flat[0] = -np.inf
+    return v
+
+
+# (case id, file name, writer, message pattern). The ids are listed in docs/hostile_files.md.
+HOSTILE = [
+    ("truncated", "w.safetensors", _truncated, r"expected a safetensors file; could not read it"),
+    ("not-safetensors", "w.safetensors", _bytes(b"hello, I am not a weight file at all"), r"expected a safetensors file; could not read it"),
+    ("empty", "w.safetensors", _bytes(b""), r"expected a safetensors file; could not read it"),
+    ("pickle", "w.safetensors", _pickle, r"received a pickle/zip file .* refused: it is never unpickled"),
+    ("torch-save-zip", "w.safetensors", _zip, r"received a pickle/zip file .* refused: it is never unpickled"),
+    ("pickle-suffix", "w.pt", _pickle, r"pickle files are refused \(never unpickled\)"),
+    ("int-dtype", "w.safetensors", _with(conv2d_0__g=lambda v: v.astype(np.int32)), r"tensor 'conv2d_0/g' has dtype int32; expected float32 or float64"),
+    ("float16", "w.safetensors", _with(dense_0__V=lambda v: v.astype(np.float16)), r"tensor 'dense_0/V' has dtype float16; expected float32 or float64"),
+    ("mixed-dtypes", "w.safetensors", _with(conv2d_1__b=lambda v: v.astype(np.float64)), r"tensors mix dtypes \['float32', 'float64'\]"),
+    ("nan", "w.safetensors", _with(conv2d_1__V=_nan), r"tensor 'conv2d_1/V' holds NaN or Inf values"),
+    ("inf-shadow", "w.safetensors", _with(conv2d_0__V__ExponentialMovingAverage=_inf), r"tensor 'conv2d_0/V/ExponentialMovingAverage' holds NaN or Inf values"),
+    ("missing", "w.safetensors", _with(dense_0__V=None), r"missing tensor 'dense_0/V' \(expected shape \(6, 4\)\)"),
+    ("extra", "w.safetensors", _with(conv2d_9__V=np.zeros((2, 3, 8, 4), np.float32)), r"unexpected tensor 'conv2d_9/V' with shape \(2, 3, 8, 4\)"),
+    ("broadcastable-g", "w.safetensors", _with(conv2d_0__g=np.ones(1, np.float32)), r"tensor 'conv2d_0/g' has shape \(1,\); expected \(4,\)"),
+    ("broadcastable-V", "w.safetensors", _with(conv2d_1__V=np.zeros((1, 1, 8, 8), np.float32)), r"tensor 'conv2d_1/V' has shape \(1, 1, 8, 8\); expected \(2, 3, 8, 8\)"),
+    ("transposed-hw", "w.safetensors", _with(conditional_weights_0__hw=lambda v: np.ascontiguousarray(v.T)), r"tensor 'conditional_weights_0/hw' has shape \(8, 2\); expected \(2, 8\)"),
+    ("metadata-config-contradicts", "w.safetensors", _meta(config='{"num_filters": 8, "a_channels": 3, "h_channels": 2, "conv": "down_shifted_conv2d"}'),
+     r"tensors against the config in its metadata.*tensor 'conv2d_0/V' has shape \(2, 3, 8, 4\); expected \(2, 3, 16, 8\)"),
+    ("metadata-unknown-key", "w.safetensors", _meta(config='{"num_filters": 4, "filters": 4}'), r"unknown keys: \['filters'\]"),
+    ("metadata-initialized", "w.safetensors", _meta(initialized='"yes"'), r"expected metadata initialized to be true or false; received 'yes'"),
+    ("metadata-not-json", "w.safetensors", _meta(config="num_filters=4"), r"expected metadata 'config' \(JSON\)"),
+    ("metadata-format", "w.safetensors", _meta(format="something-else/2"), r"expected metadata format 'gated-resnet-parity/1' \(canonical\).*received format='something-else/2'"),
+]
+
+
+def _snapshot(backend, block):
+    if backend == "torch":
+        return {k: v.detach().clone().numpy() for k, v in block.state_dict().items()}
+    return {v.path: np.array(v.numpy()) for v in block.weights}
+
+
+def _build(backend):
+    from parity.backends import get_backend
+
+    module = get_backend(backend)
+    block = module.build(CONFIG)
+    return block
+
+
+@pytest.mark.parametrize("backend", BACKEND_PARAMS)
+@pytest.mark.parametrize("case_id,name,write,pattern", HOSTILE, ids=[h[0] for h in HOSTILE])
+def test_hostile_weight_file_is_refused_and_changes_nothing(tmp_path, backend, case_id, name, write, pattern):
+    from parity.convert import load_into
+
+    path = str(tmp_path / name)
+    write(path)
+    block = _build(backend)
+    before = _snapshot(backend, block)
+    with pytest.raises((ValueError, RuntimeError)) as err:
+        load_into(block, path)
+    import re
+
+    assert re.search(pattern, str(err.value), re.S), f"{case_id}: message was {err.value}"
+    after = _snapshot(backend, block)
+    assert before.keys() == after.keys()
+    for k in before:
+        np.testing.assert_array_equal(before[k], after[k], err_msg=f"{case_id} changed {k}")
+    assert not os.path.exists(path + ".unpickled"), "a pickle was unpickled"
+
+
+@pytest.mark.parametrize("backend", BACKEND_PARAMS)
+def test_a_good_file_loads_and_a_different_config_is_named(tmp_path, backend):
+    from parity.convert import load_into
+    from parity.weights import save_canonical
+
+    path = str(tmp_path / "w.safetensors")
+    save_canonical(path, _good(), CONFIG, initialized=True)
+    block = _build(backend)
+    load_into(block, path)
+    assert bool(block.initialized)
+    other = str(tmp_path / "other.safetensors")
+    save_canonical(other, {k: v for k, v in _good().items() if "dense_0" not in k},
+                   {**CONFIG, "a_channels": None}, initialized=True)
+    before = _snapshot(backend, block)
+    with pytest.raises(ValueError, match=r"holds a block with a_channels=None; the target block has a_channels=3"):
+        load_into(block, other)
+    for k, v in _snapshot(backend, block).items():
+        np.testing.assert_array_equal(before[k], v)
+
+
+def test_the_docs_list_every_hostile_case():
+    text = open(os.path.join(ROOT, "docs", "hostile_files.md")).read()
+    missing = [h[0] for h in HOSTILE if f"`{h[0]}`" not in text]
+    assert not missing, f"docs/hostile_files.md does not list {missing}"
+
+
+@pytest.mark.skipif(not HAVE["torch"], reason="needs PyTorch")
+def test_torch_load_state_dict_is_all_or_nothing():
+    """torch's own load_state_dict copies what fits, then raises; torch_impl's checks everything first."""
+    import torch
+
+    import torch_impl
+
+    block = torch_impl.GatedResnet(4, a_channels=3, h_channels=2, polyak_decay=0.9)
+    before = {k: v.clone() for k, v in block.state_dict().items()}
+    good = {k: v + 1 if v.is_floating_point() else v for k, v in block.state_dict().items()}
+    hostile = [
+        ({**good, "conv_input.g": torch.ones(1)}, r"'conv_input.g': expected shape \(4,\); received \(1,\) \(no broadcasting\)"),
+        ({k: v for k, v in good.items() if k != "hw_ema"}, r"missing key 'hw_ema' \(expected shape \(2, 8\)"),
+        ({**good, "conv_input.V_avg": torch.ones(1)}, r"unexpected key 'conv_input.V_avg'"),
+        ({**good, "nin_skip.V": good["nin_skip.V"].long()}, r"'nin_skip.V': expected a floating dtype like torch.float32; received torch.int64"),
+        ({**good, "conv_output.b": torch.full((8,), float("nan"))}, r"'conv_output.b': holds NaN or Inf values"),
+        ({**good, "conv_input.initialized": torch.tensor(1.0)}, r"'conv_input.initialized': expected dtype torch.bool"),
+    ]
+    for state, pattern in hostile:
+        with pytest.raises(torch_impl.StateDictError, match=pattern):
+            block.load_state_dict(state)
+        for k, v in block.state_dict().items():
+            assert torch.equal(v, before[k]), f"{pattern}: {k} changed"
+    block.load_state_dict(good)
+    assert torch.equal(block.conv_input.V, good["conv_input.V"])
+
+
+# -- hostile inputs ------------------------------------------------------------------------------
+def _case(**kw):
+    from parity.case import Case
+
+    config = {"num_filters": 4, "a_channels": 3, "h_channels": 2, "conv": kw.pop("conv", "down_shifted_conv2d"),
+              "nonlinearity": kw.pop("nonlinearity", "concat_elu"), "dropout_p": kw.pop("dropout_p", 0.0)}
+    return Case(kw.pop("name", "hostile"), config, **kw)
+
+
+def _parity(case):
+    from parity.harness import compare_runs, run_backend
+
+    return compare_runs(case.name, run_backend("tf", case), run_backend("torch", case))
+
+
+@BOTH
+@pytest.mark.parametrize("nonlinearity", ["concat_elu", "elu", "relu"])
+@pytest.mark.parametrize("where", ["x", "a", "h"])
+def test_nan_and_inf_inputs_are_compared_by_position(where, nonlinearity):
+    case = _case(nonlinearity=nonlinearity)
+    arr = case.arrays[where].copy()
+    arr.flat[0] = np.nan
+    arr.flat[-1] = np.inf if where != "x" else -np.inf
+    case.arrays[where] = arr
+    report = _parity(case)
+    bad = [f"{c.tensor} {c.dtype}: {c.note or c.max_abs}" for c in report.comparisons if not c.passed]
+    assert not bad, bad[:5]
+    out = next(c for c in report.comparisons if c.tensor == "forward/out")
+    assert "NaN/Inf entries, same positions" in out.note
+
+
+def test_nan_positions_that_differ_fail_the_comparison():
+    from parity.tolerance import compare
+
+    ref = np.array([1.0, np.nan, 3.0, np.inf], np.float32)
+    same = {"float32": ref, "float64": ref.astype(np.float64)}
+    moved = np.array([1.0, 2.0, np.nan, np.inf], np.float32)
+    c = compare("t", "x", "float32", same, {"float32": moved, "float64": moved.astype(np.float64)})
+    assert not c.passed and "NaN/Inf positions differ (2 in reference, 2 here)" in c.note
+    flipped = np.array([1.0, np.nan, 3.0, -np.inf], np.float32)
+    assert not compare("t", "x", "float32", same, {"float32": flipped, "float64": flipped.astype(np.float64)}).passed
+    assert compare("t", "x", "float32", same, same).passed
+
+
+@BOTH
+@pytest.mark.parametrize("conv", ["nin", "conv2d", "down_shifted_conv2d", "down_right_shifted_conv2d"])
+def test_a_zero_variance_init_batch_stays_finite_and_is_reported(conv):
+    """A constant init batch: the variance is 0 up to rounding, so g = init_scale / sqrt(v + eps) is
+    1e4..1e5 and each later layer initialises on rounding noise amplified that much. The problem is
+    ill-conditioned (float32 and float64 runs of one backend differ by O(1) and more): init must stay
+    finite, the harness must report it, and the first conv layer's g, b (well-conditioned) agree."""
+    from parity.harness import run_backend
+
+    case = _case(conv=conv)
+    for k in ("x", "a"):
+        case.arrays[k] = np.full_like(case.arrays[k], 0.5)
+    case.arrays["h"] = np.full_like(case.arrays["h"], 0.25)
+    for backend in ("tf", "torch"):
+        for dtype, got in run_backend(backend, case).items():
+            for k, v in got.items():
+                if k.startswith("init/"):
+                    assert np.all(np.isfinite(v)), f"{backend} {dtype} {k} is not finite"
+    report = _parity(case)
+    assert len(report.comparisons) > 50
+    if conv != "nin":
+        first = [c for c in report.comparisons if c.tensor in ("init/conv2d_0/g", "init/conv2d_0/b")]
+        assert len(first) == 4 and all(c.passed for c in first), [(c.tensor, c.max_abs, c.bound) for c in first]
+
+
+@BOTH
+@pytest.mark.parametrize("conv", ["conv2d", "down_shifted_conv2d", "down_right_shifted_conv2d", "nin"])
+@pytest.mark.parametrize("size", [(1, 1, 1), (1, 1, 6), (2, 5, 1)], ids=["1x1x1", "B1-H1", "W1"])
+def test_batch_of_one_and_unit_height_or_width(conv, size):
+    batch, height, width = size
+    report = _parity(_case(conv=conv, batch=batch, height=height, width=width))
+    bad = [f"{c.tensor} {c.dtype}: {c.max_abs:.3e} > {c.bound:.3e} {c.note}" for c in report.comparisons if not c.passed]
+    assert not bad, bad[:5]
+
+
+@BOTH
+def test_huge_magnitudes_are_reported_not_a_crash():
+    from parity.cli import format_report
+    from parity.harness import Report
+
+    case = _case()
+    case.arrays["x"] = case.arrays["x"] * np.float32(1e30)
+    case_report = _parity(case)
+    report = Report("tf", "torch", [case_report])
+    text = format_report(report, verbose=True)
+    assert "forward/out" in text and ("PASS" in text or "FAIL" in text)
+    out = next(c for c in case_report.comparisons if c.tensor == "forward/out" and c.dtype == "float32")
+    assert out.passed, f"forward/out with |x| ~ 1e30: {out.max_abs:.3e} > {out.bound:.3e} {out.note}"
+
+
+def test_comparing_a_big_tensor_needs_a_few_chunks_of_memory_not_float64_copies():
+    """20M float32 elements (80 MB): float64 copies of r and o would need 320 MB; chunks need ~50."""
+    from parity.harness import peak_memory
+    from parity.tolerance import compare
+
+    rng = np.random.default_rng(0)
+    r32 = rng.standard_normal(20_000_000, dtype=np.float32)
+    o32 = r32 + np.float32(1e-7) * np.sign(r32)
+    r64, o64 = r32.astype(np.float64), o32.astype(np.float64)
+    with peak_memory() as peak:
+        c = compare("big", "t", "float32", {"float32": r32, "float64": r64}, {"float32": o32, "float64": o64})
+    assert c.max_abs > 0 and c.ulp >= 1
+    assert peak[0] < 64, f"peak extra memory {peak[0]:.1f} MiB"
