@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from parity.weights import CHANNEL_MULTIPLIER, normalize_config, random_weights, weight_table
+from parity.weights import CHANNEL_MULTIPLIER, CONV_PERM, EMA_SUFFIX, WeightRow, normalize_config, random_weights, weight_table
 
 DEFAULT_DECAY = 0.9995
 
@@ -53,6 +53,23 @@ class Case:
     def weights(self, prefix: str = "weights/") -> dict[str, np.ndarray]:
         """The canonical tensors stored under ``prefix`` (raw weights and shadows)."""
         return {k[len(prefix):]: v for k, v in self.arrays.items() if k.startswith(prefix)}
+
+    def ema_schedule(self) -> list[tuple[dict[str, np.ndarray], int | None]]:
+        """The live weights after each of ``ema_steps`` optimiser steps, each with the ``num_updates``
+        its Polyak update gets: the step on odd steps, none on even ones, so both decay rules run."""
+        names = [r.tf1_name for r in weight_table(self.config, shadows=False)]
+        return [({n: self.arrays[f"ema_step_{s}/{n}"] for n in names}, s if s % 2 else None)
+                for s in range(1, self.ema_steps + 1)]
+
+
+def init_outputs(exported: dict[str, np.ndarray], config: dict[str, Any]) -> dict[str, np.ndarray]:
+    """``init/<name>`` for every ``g`` and ``b`` of a freshly initialised block, in call order."""
+    return {f"init/{r.tf1_name}": exported[r.tf1_name] for r in weight_table(config, shadows=False) if r.tf1_name[-1] in "gb"}
+
+
+def shadow_outputs(exported: dict[str, np.ndarray], config: dict[str, Any]) -> dict[str, np.ndarray]:
+    """``ema/<name>``: every shadow after the case's Polyak updates."""
+    return {f"ema/{r.tf1_name}": exported[r.tf1_name + EMA_SUFFIX] for r in weight_table(config, shadows=False)}
 
 
 def _f32(x: np.ndarray) -> np.ndarray:
@@ -103,3 +120,89 @@ def default_cases() -> list[Case]:
         config = {"num_filters": F_, "a_channels": a, "h_channels": h, "conv": conv, "nonlinearity": nl, "dropout_p": p}
         cases.append(Case(name, config, seed=i))
     return cases
+
+
+# -- one weight-normalised layer (the transposed convs are not part of the block) ------------------
+LAYER_KINDS = {  # kind: (torch_impl / tf_impl class name, default filter, transposed)
+    "conv2d": ("WeightNormConv2D", (3, 3), False),
+    "deconv2d": ("WeightNormConv2DTranspose", (3, 3), True),
+    "down_shifted_conv2d": ("DownShiftedConv2D", (2, 3), False),
+    "down_right_shifted_conv2d": ("DownRightShiftedConv2D", (2, 2), False),
+    "down_shifted_deconv2d": ("DownShiftedConv2DTranspose", (2, 3), True),
+    "down_right_shifted_deconv2d": ("DownRightShiftedConv2DTranspose", (2, 2), True),
+}
+
+
+@dataclass
+class LayerCase:
+    """One weight-normalised conv layer: its kind, channels, filter and stride, and its inputs.
+
+    Weights are canonical (TF layout): ``V`` is ``[kh, kw, in, out]`` for a conv and
+    ``[kh, kw, out, in]`` for a transposed conv; both go to torch by the permutation ``(3, 2, 0, 1)``.
+    """
+
+    name: str
+    kind: str
+    in_channels: int = 3
+    num_filters: int = 5
+    stride: tuple[int, int] = (2, 2)
+    batch: int = 2
+    height: int = 4
+    width: int = 6
+    seed: int = 0
+    arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.kind not in LAYER_KINDS:
+            raise ValueError(f"Expected a layer kind in {sorted(LAYER_KINDS)}. Received: {self.kind!r}")
+        self.stride = tuple(self.stride)
+        if not self.arrays:
+            rng = np.random.default_rng(self.seed)
+            B, H, W = self.batch, self.height, self.width
+            x = _f32(rng.normal(0.0, 1.0, (B, H, W, self.in_channels)))
+            kh, kw = self.filter_size
+            v_shape = (kh, kw, self.num_filters, self.in_channels) if self.transposed else (kh, kw, self.in_channels, self.num_filters)
+            self.arrays = {
+                "x": x,
+                "weights/V": _f32(rng.normal(0.0, 0.05, v_shape)),
+                "weights/g": _f32(rng.uniform(0.5, 1.5, self.num_filters)),
+                "weights/b": _f32(rng.normal(0.0, 0.1, self.num_filters)),
+            }
+
+    @property
+    def class_name(self) -> str:
+        return LAYER_KINDS[self.kind][0]
+
+    @property
+    def filter_size(self) -> tuple[int, int]:
+        return LAYER_KINDS[self.kind][1]
+
+    @property
+    def transposed(self) -> bool:
+        return LAYER_KINDS[self.kind][2]
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return {"layer": self.kind, "in_channels": self.in_channels, "num_filters": self.num_filters,
+                "filter_size": list(self.filter_size), "stride": list(self.stride)}
+
+    def weights(self, prefix: str = "weights/") -> dict[str, np.ndarray]:
+        return {k[len(prefix):]: v for k, v in self.arrays.items() if k.startswith(prefix)}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "in_channels": self.in_channels, "num_filters": self.num_filters,
+                "stride": list(self.stride), "batch": self.batch, "height": self.height, "width": self.width,
+                "seed": self.seed}
+
+
+def layer_cotangent(case: LayerCase, shape: tuple[int, ...]) -> np.ndarray:
+    """The cotangent for a layer's output of ``shape`` (NHWC), made from the case's seed."""
+    return _f32(np.random.default_rng(case.seed + 1).normal(0.0, 1.0, tuple(shape)))
+
+
+def layer_weight_rows(case: LayerCase) -> list[WeightRow]:
+    """The layer's tensors: ``V`` (TF layout, permutation ``(3, 2, 0, 1)`` to torch), ``g``, ``b``."""
+    v = case.arrays["weights/V"]
+    return [WeightRow("V", "V", "V", tuple(v.shape), CONV_PERM),
+            WeightRow("g", "g", "g", (case.num_filters,), None),
+            WeightRow("b", "b", "b", (case.num_filters,), None)]

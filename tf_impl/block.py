@@ -190,6 +190,24 @@ class GatedResnet(keras.layers.Layer):
             mask = tf.random.uniform(tf.shape(c1), dtype=c1.dtype) >= self.dropout_p  # keep probability 1 - p
         return c1 * (1.0 / (1.0 - self.dropout_p)) * tf.cast(mask, c1.dtype)
 
+    # The steps of SPEC.md's gated_resnet, one method each (twin of torch_impl's).
+    def _skip(self, a: tf.Tensor, layer_call: Callable[[keras.layers.Layer, tf.Tensor], tf.Tensor]) -> tf.Tensor:
+        """Step 2: ``nin(nonlinearity(a), F)``."""
+        return layer_call(self.nin_skip, self._nonlinearity(a))
+
+    def _activate_c1(self, c1: tf.Tensor, a: tf.Tensor | None) -> tf.Tensor:
+        """Step 3: the nonlinearity between the convs, with or without ``a``."""
+        return self._nonlinearity(c1)
+
+    def _condition(self, h: tf.Tensor, hw: Any) -> tf.Tensor:
+        """Step 6: ``reshape(h @ hw, [B, 1, 1, 2F])``."""
+        return tf.reshape(tf.matmul(h, hw), [-1, 1, 1, 2 * self.num_filters])
+
+    def _split(self, c2: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Step 7: value = the first F channels, gate = the last F."""
+        value, gate = tf.split(c2, 2, axis=-1)
+        return value, gate
+
     def _run(
         self,
         x: tf.Tensor,
@@ -205,17 +223,17 @@ class GatedResnet(keras.layers.Layer):
         c1 = layer_call(self.conv_input, nl(x))  # (B, H, W, F)
         stages["c1_conv"] = c1
         if a is not None:
-            skip = layer_call(self.nin_skip, nl(a))
+            skip = self._skip(a, layer_call)
             stages["c1_skip"] = skip
             c1 = c1 + skip
-        c1 = self._dropout(nl(c1), dropout_mask, dropout_active)  # (B, H, W, mult*F)
+        c1 = self._dropout(self._activate_c1(c1, a), dropout_mask, dropout_active)  # (B, H, W, mult*F)
         stages["c1"] = c1
         c2 = layer_call(self.conv_output, c1)  # (B, H, W, 2F)
         stages["c2_conv"] = c2
         if h is not None:
-            c2 = c2 + tf.reshape(tf.matmul(h, hw), [-1, 1, 1, 2 * self.num_filters])
+            c2 = c2 + self._condition(h, hw)
         stages["c2"] = c2
-        value, gate = tf.split(c2, 2, axis=-1)
+        value, gate = self._split(c2)
         stages["value"] = value
         stages["gate_logits"] = gate
         stages["out"] = x + value * tf.sigmoid(gate)

@@ -184,15 +184,30 @@ class _WeightNormLayer(keras.layers.Layer):
         if self.is_initialized:
             raise already_initialized(type(self).__name__)
         x = self._check(x)
-        t = self._op(self._pre(x), l2_normalize(self.V, self._norm_axes))
-        m, v = tf.nn.moments(t, axes=list(range(len(t.shape) - 1)))
+        t = self._op(self._pre(x), self._init_direction())
+        m, v = self._moments(t, list(range(len(t.shape) - 1)))
         s = self.init_scale / tf.sqrt(v + self._init_eps)
         self.g.assign(s)
         self.b.assign(-m * s)
         self.initialized.assign(True)
         for var, shadow in self._own_averages():
             shadow.assign(var.value)
-        return self._activate(self._post(s * (t - m), x))
+        return self._activate(self._post(self._init_output(s, t, m), x))
+
+    # The steps of the init pass, one method each (twin of torch_impl's).
+    def _init_direction(self) -> tf.Tensor:
+        """The kernel the init measures: the unit-norm direction ``l2_normalize(V)``."""
+        return l2_normalize(self.V, self._norm_axes)
+
+    @staticmethod
+    def _moments(t: tf.Tensor, axes: list[int]) -> tuple[tf.Tensor, tf.Tensor]:
+        """Mean and biased variance (``tf.nn.moments``)."""
+        return tf.nn.moments(t, axes=axes)
+
+    @staticmethod
+    def _init_output(s: tf.Tensor, t: tf.Tensor, m: tf.Tensor) -> tf.Tensor:
+        """What the init pass returns: the normalised ``s * (t - m)``."""
+        return s * (t - m)
 
 
 class WeightNormDense(_WeightNormLayer):

@@ -31,6 +31,7 @@ from torch_impl._checks import (
     check_rank,
     check_same_dims,
 )
+from torch_impl._state import ValidatedLoad
 from torch_impl.ema import SHADOW_SUFFIX
 from torch_impl.layers import CONV_KINDS, Nin
 from torch_impl.ops import CHANNEL_MULTIPLIER, LAYOUT, get_nonlinearity
@@ -43,7 +44,7 @@ def _dtype_name(t: torch.Tensor) -> str:
     return str(t.dtype).replace("torch.", "")
 
 
-class GatedResnet(nn.Module):
+class GatedResnet(ValidatedLoad, nn.Module):
     """The original ``gated_resnet(x, a, h, nonlinearity, conv, init, ema, dropout_p)``.
 
     Shapes: x (B, F, H, W); a (B, a_channels, H, W); h (B, h_channels) -> (B, F, H, W).
@@ -177,6 +178,23 @@ class GatedResnet(nn.Module):
             mask = torch.rand_like(c1) >= self.dropout_p  # keep probability 1 - p
         return c1 * (1.0 / (1.0 - self.dropout_p)) * mask.to(c1.dtype)
 
+    # The steps of SPEC.md's gated_resnet, one method each (the pitfall gallery overrides them).
+    def _skip(self, a: torch.Tensor, layer_call: Any) -> torch.Tensor:
+        """Step 2: ``nin(nonlinearity(a), F)``."""
+        return layer_call(self.nin_skip, self._nonlinearity(a))
+
+    def _activate_c1(self, c1: torch.Tensor, a: torch.Tensor | None) -> torch.Tensor:
+        """Step 3: the nonlinearity between the convs, with or without ``a``."""
+        return self._nonlinearity(c1)
+
+    def _condition(self, h: torch.Tensor, hw: torch.Tensor) -> torch.Tensor:
+        """Step 6: ``h @ hw`` as ``(B, 2F, 1, 1)``, broadcast over H and W."""
+        return (h @ hw).view(h.shape[0], 2 * self.num_filters, 1, 1)
+
+    def _split(self, c2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Step 7: value = the first F channels, gate = the last F."""
+        return c2[:, : self.num_filters], c2[:, self.num_filters :]
+
     def _run(
         self,
         x: torch.Tensor,
@@ -192,17 +210,17 @@ class GatedResnet(nn.Module):
         c1 = layer_call(self.conv_input, nl(x))  # (B, F, H, W)
         stages["c1_conv"] = c1
         if a is not None:
-            skip = layer_call(self.nin_skip, nl(a))
+            skip = self._skip(a, layer_call)
             stages["c1_skip"] = skip
             c1 = c1 + skip
-        c1 = self._dropout(nl(c1), dropout_mask, dropout_active)  # (B, mult*F, H, W)
+        c1 = self._dropout(self._activate_c1(c1, a), dropout_mask, dropout_active)  # (B, mult*F, H, W)
         stages["c1"] = c1
         c2 = layer_call(self.conv_output, c1)  # (B, 2F, H, W)
         stages["c2_conv"] = c2
         if h is not None:
-            c2 = c2 + (h @ hw).view(h.shape[0], 2 * self.num_filters, 1, 1)
+            c2 = c2 + self._condition(h, hw)
         stages["c2"] = c2
-        value, gate = c2[:, : self.num_filters], c2[:, self.num_filters :]
+        value, gate = self._split(c2)
         stages["value"] = value
         stages["gate_logits"] = gate
         stages["out"] = x + value * torch.sigmoid(gate)

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from torch_impl._checks import already_initialized, check_channels, check_dtype, check_positive, check_rank
+from torch_impl._state import ValidatedLoad
 from torch_impl.ema import SHADOW_SUFFIX
 from torch_impl.ops import LAYOUT, get_nonlinearity, l2_normalize
 
@@ -60,7 +61,7 @@ def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
-class _WeightNormLayer(nn.Module):
+class _WeightNormLayer(ValidatedLoad, nn.Module):
     """Holds ``V``, ``g``, ``b``, the ``initialized`` flag and the optional shadows.
 
     Subclasses define ``_op(x, W)`` (the linear operation with the kernel ``W``), ``_moment_dims``,
@@ -168,18 +169,32 @@ class _WeightNormLayer(nn.Module):
         if self.is_initialized:
             raise already_initialized(type(self).__name__)
         self._check(x)
-        t = self._op(self._pre(x), l2_normalize(self.V, self._norm_dims))
+        t = self._op(self._pre(x), self._init_direction())
         axis = self._t_axis % t.dim()
-        dims = tuple(d for d in range(t.dim()) if d != axis)
-        m = torch.mean(t, dim=dims, keepdim=True)
-        v = torch.mean(torch.square(t - m), dim=dims, keepdim=True)
+        m, v = self._moments(t, tuple(d for d in range(t.dim()) if d != axis))
         s = self.init_scale / torch.sqrt(v + self._init_eps)
         self.g.copy_(s.reshape(-1))
         self.b.copy_((-m * s).reshape(-1))
         self.initialized.fill_(True)
         for var, shadow in self._own_averages():
             shadow.copy_(var)
-        return self._activate(self._post(s * (t - m), x))
+        return self._activate(self._post(self._init_output(s, t, m), x))
+
+    # The steps of the init pass, one method each (the pitfall gallery overrides them).
+    def _init_direction(self) -> torch.Tensor:
+        """The kernel the init measures: the unit-norm direction ``l2_normalize(V)`` (PITFALLS 21)."""
+        return l2_normalize(self.V, self._norm_dims)
+
+    @staticmethod
+    def _moments(t: torch.Tensor, dims: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and *biased* variance, as ``tf.nn.moments`` (PITFALLS 17)."""
+        m = torch.mean(t, dim=dims, keepdim=True)
+        return m, torch.mean(torch.square(t - m), dim=dims, keepdim=True)
+
+    @staticmethod
+    def _init_output(s: torch.Tensor, t: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        """What the init pass returns: the normalised ``s * (t - m)`` (PITFALLS 20)."""
+        return s * (t - m)
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.num_filters}, init_scale={self.init_scale}, nonlinearity={self.nonlinearity}"

@@ -95,6 +95,8 @@ def run_case(case: Any, dtype: str = "float32", device: str = "cpu") -> dict[str
 
 
 def _run_case(case: Any, dtype: str, device: str) -> dict[str, np.ndarray]:
+    from parity.case import init_outputs, shadow_outputs
+
     arr = case.arrays
     weights = case.weights()
     raw_rows = weight_table(case.config, shadows=False)
@@ -123,17 +125,16 @@ def _run_case(case: Any, dtype: str, device: str) -> dict[str, np.ndarray]:
 
     fresh = build(case.config, dtype, device)
     import_weights(fresh, {r.tf1_name: weights[r.tf1_name] for r in raw_rows}, initialized=False)
-    out["init/out"] = fresh.initialize(x, a, h, dropout_mask=_tensor(arr.get("dropout_mask"), dtype)).numpy()
-    exported = export_weights(fresh)
-    out.update({f"init/{r.tf1_name}": exported[r.tf1_name] for r in raw_rows if r.tf1_name[-1] in "gb"})
+    init_out = fresh.initialize(x, a, h, dropout_mask=_tensor(arr.get("dropout_mask"), dtype)).numpy()
+    out.update(init_outputs(export_weights(fresh), case.config))
+    out["init/out"] = init_out  # after g, b: in the order the init computes them
 
     _set_live(block, weights)
     tf_impl.reset_averages(block)
-    for step in range(1, case.ema_steps + 1):
-        _set_live(block, {r.tf1_name: arr[f"ema_step_{step}/{r.tf1_name}"] for r in raw_rows})
-        tf_impl.update_averages(block, num_updates=step if step % 2 else None)
-    exported = export_weights(block)
-    out.update({f"ema/{r.tf1_name}": exported[r.tf1_name + EMA_SUFFIX] for r in raw_rows})
+    for live, num_updates in case.ema_schedule():
+        _set_live(block, live)
+        tf_impl.update_averages(block, num_updates=num_updates)
+    out.update(shadow_outputs(export_weights(block), case.config))
     out["ema/out"] = block(x, a, h, use_ema=True).numpy()
     return out
 
@@ -147,3 +148,31 @@ def apply(block: tf_impl.GatedResnet, inputs: Mapping[str, np.ndarray], use_ema:
     x, a, h = (_tensor(inputs.get(k), block.variable_dtype) for k in ("x", "a", "h"))
     y = block.initialize(x, a, h) if init else block(x, a, h, use_ema=use_ema)
     return y.numpy()
+
+
+def run_layer_case(case: Any, dtype: str = "float32", device: str = "cpu") -> dict[str, np.ndarray]:
+    """One weight-normalised conv layer (``parity.case.LayerCase``): forward, gradients, init."""
+    from parity.case import layer_cotangent
+
+    cls = getattr(tf_impl, case.class_name)
+    w = case.weights()
+    with tf.device(_tf_device(device)):
+        layer = cls(case.in_channels, case.num_filters, stride=case.stride, dtype=dtype)
+        layer.build()
+        for name in ("V", "g", "b"):
+            getattr(layer, name).assign(w[name].astype(dtype))
+        layer.initialized.assign(True)
+        x = tf.constant(case.arrays["x"], dtype=dtype)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+            loss = tf.reduce_sum(y * tf.constant(layer_cotangent(case, tuple(y.shape)), dtype=dtype))
+        grads = tape.gradient(loss, [x, layer.V, layer.g, layer.b])
+        fresh = cls(case.in_channels, case.num_filters, stride=case.stride, dtype=dtype)
+        fresh.build()
+        fresh.V.assign(w["V"].astype(dtype))
+        init_out = fresh.initialize(x)
+    out = {"forward/out": y.numpy()}
+    out.update({f"grad/{k}": tf.convert_to_tensor(g).numpy() for k, g in zip(("x", "V", "g", "b"), grads)})
+    out.update({"init/g": fresh.g.numpy(), "init/b": fresh.b.numpy(), "init/out": init_out.numpy()})
+    return out

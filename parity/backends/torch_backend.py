@@ -101,6 +101,8 @@ def _nhwc(t: torch.Tensor) -> np.ndarray:
 
 def run_case(case: Any, dtype: str = "float32", device: str = "cpu") -> dict[str, np.ndarray]:
     """Every compared tensor of one case, NHWC and TF layout, keyed ``<part>/<name>``."""
+    from parity.case import init_outputs, shadow_outputs
+
     dt = _dtype(dtype)
     arr = case.arrays
     weights = case.weights()
@@ -122,7 +124,8 @@ def run_case(case: Any, dtype: str = "float32", device: str = "cpu") -> dict[str
     inputs = {"x": x, "a": a, "h": h}
     wrt = [(f"grad/{k}", t) for k, t in inputs.items() if t is not None]
     wrt += [(f"grad/{r.tf1_name}", params[r.torch_key]) for r in raw_rows]
-    grads = torch.autograd.grad((stages["out"] * cot).sum(), [t for _, t in wrt])
+    # allow_unused: a naive variant (the pitfall gallery) may leave a weight out of the graph; its gradient is 0.
+    grads = torch.autograd.grad((stages["out"] * cot).sum(), [t for _, t in wrt], allow_unused=True, materialize_grads=True)
     for (key, _), g in zip(wrt, grads):
         row = next((r for r in raw_rows if f"grad/{r.tf1_name}" == key), None)
         out[key] = _nhwc(g) if row is None else row.from_torch_layout(g.detach().cpu().numpy())
@@ -141,18 +144,17 @@ def run_case(case: Any, dtype: str = "float32", device: str = "cpu") -> dict[str
         fresh = build(case.config, dtype, device)
         import_weights(fresh, {r.tf1_name: weights[r.tf1_name] for r in raw_rows}, initialized=False)
         mask = _nchw(arr.get("dropout_mask"), dt, device)
-        out["init/out"] = _nhwc(fresh.initialize(xd, ad, hd, dropout_mask=mask))
-        exported = export_weights(fresh)
-        out.update({f"init/{r.tf1_name}": exported[r.tf1_name] for r in raw_rows if r.tf1_name[-1] in "gb"})
+        init_out = _nhwc(fresh.initialize(xd, ad, hd, dropout_mask=mask))
+        out.update(init_outputs(export_weights(fresh), case.config))
+        out["init/out"] = init_out  # after g, b: in the order the init computes them
 
         # Polyak averaging over the recorded weight sequence (shadows start as copies of step 0).
         _set_live(block, weights)
         torch_impl.reset_averages(block)
-        for step in range(1, case.ema_steps + 1):
-            _set_live(block, {r.tf1_name: arr[f"ema_step_{step}/{r.tf1_name}"] for r in raw_rows})
-            torch_impl.update_averages(block, num_updates=step if step % 2 else None)
-        exported = export_weights(block)
-        out.update({f"ema/{r.tf1_name}": exported[r.tf1_name + EMA_SUFFIX] for r in raw_rows})
+        for live, num_updates in case.ema_schedule():
+            _set_live(block, live)
+            torch_impl.update_averages(block, num_updates=num_updates)
+        out.update(shadow_outputs(export_weights(block), case.config))
         out["ema/out"] = _nhwc(block(xd, ad, hd, use_ema=True))
     return out
 
@@ -175,3 +177,28 @@ def apply(block: torch_impl.GatedResnet, inputs: Mapping[str, np.ndarray], use_e
     with torch.no_grad():
         y = block.initialize(x, a, h) if init else block(x, a, h, use_ema=use_ema)
     return _nhwc(y)
+
+
+def run_layer_case(case: Any, dtype: str = "float32", device: str = "cpu") -> dict[str, np.ndarray]:
+    """One weight-normalised conv layer (``parity.case.LayerCase``): forward, gradients, init."""
+    from parity.case import layer_cotangent, layer_weight_rows
+
+    dt = _dtype(dtype)
+    cls = getattr(torch_impl, case.class_name)
+    rows = layer_weight_rows(case)
+    w = case.weights()
+    state = {r.torch_key: torch.as_tensor(r.to_torch_layout(w[r.tf1_name]), dtype=dt, device=device) for r in rows}
+    layer = cls(case.in_channels, case.num_filters, stride=case.stride, device=device, dtype=dt)
+    layer.load_state_dict({**state, "initialized": torch.tensor(True, device=device)})
+    x = _nchw(case.arrays["x"], dt, device, grad=True)
+    y = layer(x)
+    cot = _nchw(layer_cotangent(case, tuple(_nhwc(y).shape)), dt, device)
+    grads = torch.autograd.grad((y * cot).sum(), [x, layer.V, layer.g, layer.b])
+    out = {"forward/out": _nhwc(y), "grad/x": _nhwc(grads[0])}
+    out.update({f"grad/{r.tf1_name}": r.from_torch_layout(g.detach().cpu().numpy()) for r, g in zip(rows, grads[1:])})
+    fresh = cls(case.in_channels, case.num_filters, stride=case.stride, device=device, dtype=dt)
+    with torch.no_grad():
+        fresh.V.copy_(state["V"])
+        init_out = fresh.initialize(x.detach())
+    out.update({"init/g": fresh.g.detach().cpu().numpy(), "init/b": fresh.b.detach().cpu().numpy(), "init/out": _nhwc(init_out)})
+    return out
