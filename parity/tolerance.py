@@ -13,19 +13,20 @@ from the same float32-representable weights and inputs. Then:
 * ``floor_ref`` is a maximum over the tensor's elements; for a tensor of a few elements it is one
   or two draws of the rounding error and can be lucky. The fuzz suite found such tensors: one-element
   ``g`` gradients (sums with cancellation) that TensorFlow rounded 0.1-0.7 ulp from exact and torch
-  5-17 ulp. So the other backend's own float32 error counts as a second sample of the same
-  computation's noise, capped at ``ALLOWANCE_ULPS = 16`` units at the tensor's scale:
-  ``floor = max(floor_ref, min(floor_other, 16 ulp), 1 ulp)``. No precision loss larger than the cap
-  can raise the bound (TF32 is ~4096 ulp, float16 ~8192: the gallery's TF32 entry is still caught),
-  and a wrong function is caught in float64.
+  5-17 ulp. So for a tensor of fewer than ``FEW = 64`` elements the other backend's own float32 error
+  counts as a second sample of the same computation's noise, capped at ``ALLOWANCE_ULPS = 16`` units
+  at the tensor's scale: ``floor = max(floor_ref, min(floor_other, 16 ulp), 1 ulp)``. No precision
+  loss larger than the cap can raise the bound (TF32 is ~4096 ulp, float16 ~8192), and a wrong
+  function is caught in float64. Larger tensors keep ``floor = max(floor_ref, 1 ulp)``.
 * float64 runs are checked the same way: rounding errors scale with the unit roundoff, so the
   float64 floor is that floor times ``eps64 / eps32 = 2**-29``; bound ``K`` times that. This is
   extrapolated, not measured, and the twins reach float64 results by different algorithms (torch has
   no oneDNN float64 conv and falls back to im2col + GEMM; TensorFlow uses Eigen), so for a tiny tensor
   with cancellation it can fall short: a four-element ``h`` gradient differed by 31 float64 ulps at
-  its scale where the extrapolation allowed 19. The float64 floor is therefore never below
-  ``ALLOWANCE_ULPS`` float64 units at the tensor's scale (a bound of 64 ulps, ~1.4e-14 relative);
-  function-level bugs are many orders larger. In practice the twins agree to ~1e-15 relative.
+  its scale where the extrapolation allowed 19. So for a tensor of fewer than ``FEW`` elements the
+  float64 floor is never below ``ALLOWANCE_ULPS`` float64 units at the tensor's scale (a bound of 64
+  ulps, ~1.4e-14 relative; function-level bugs are many orders larger); otherwise one unit.
+  In practice the twins agree to ~1e-15 relative.
 * Tensors that must be bit-identical (the EMA shadows: the same float32 ``1 - decay`` and the same
   formula, PITFALLS 26) get bound 0.
 
@@ -44,7 +45,8 @@ from typing import Any, Iterator
 import numpy as np
 
 K = 4.0
-ALLOWANCE_ULPS = 16.0  # cap on the other backend's float32 floor, and the least float64 floor (ulps at scale)
+FEW = 64  # below this many elements a tensor's own floor is too few samples to trust alone
+ALLOWANCE_ULPS = 16.0  # for such tensors: cap on the other backend's float32 floor, least float64 floor (ulps at scale)
 EPS = {"float32": float(np.finfo(np.float32).eps), "float64": float(np.finfo(np.float64).eps)}
 
 
@@ -179,8 +181,9 @@ def compare(
     floor_ref = _max_abs_diff(ref["float32"], r64)
     floor_other = _max_abs_diff(other["float32"], other["float64"])
     scale = _finite_max(r64)
+    few = r.size < FEW
     unit32 = EPS["float32"] * scale
-    pooled = min(floor_other, ALLOWANCE_ULPS * unit32)
+    pooled = min(floor_other, ALLOWANCE_ULPS * unit32) if few else 0.0
     floor = max(floor_ref, pooled, unit32)
     what = ("reference float32 floor" if floor == floor_ref else
             f"other's float32 floor (at most {ALLOWANCE_ULPS:g} ulp)" if floor == pooled else "1 ulp at scale")
@@ -190,9 +193,10 @@ def compare(
         bound, source = K * floor, f"K={K:g} x {what}"
     else:
         floor64 = floor * (EPS["float64"] / EPS["float32"])
-        least64 = ALLOWANCE_ULPS * EPS["float64"] * scale
+        least64 = (ALLOWANCE_ULPS if few else 1.0) * EPS["float64"] * scale
         bound = K * max(floor64, least64)
-        source = f"K={K:g} x {what} x 2^-29" if floor64 >= least64 else f"K={K:g} x {ALLOWANCE_ULPS:g} float64 ulp at scale"
+        source = (f"K={K:g} x {what} x 2^-29" if floor64 >= least64 else
+                  f"K={K:g} x {ALLOWANCE_ULPS if few else 1.0:g} float64 ulp at scale")
     max_abs, max_rel, ulp, same_nonfinite, bad_r, bad_o = _stats(r, o)
     note = "" if same_nonfinite else f"NaN/Inf positions differ ({bad_r} in reference, {bad_o} here)"
     if same_nonfinite and bad_r:
