@@ -231,8 +231,7 @@ def _tf_worker(variant: str, size: tuple[int, int, int, int], device: str, mode:
                 for b in stack:
                     tf_impl.update_averages(b)
 
-            result["ema30_ms"] = _ms(_timeit(ema, lambda: stack[-1].hw_ema.numpy() if hasattr(stack[-1], "hw_ema") else
-                                             stack[-1].conv_output.V_ema.numpy(), repeats, warmup))
+            result["ema30_ms"] = _ms(_timeit(ema, lambda: stack[-1].conv_output.V_ema.numpy(), repeats, warmup))
     result["framework"] = f"tensorflow {tf.__version__}"
     result["device_name"] = dev
     return result
@@ -264,7 +263,7 @@ def run_variant(variant: str, size_name: str, size: tuple[int, int, int, int], d
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
         return {"variant": variant, "size": size_name, "mode": mode, "error": " | ".join(tail) or f"exit {proc.returncode}"}
-    return {"variant": variant, "size": size_name, "mode": mode, **json.loads(lines[-1])}
+    return {"variant": variant, "size": size_name, "shape": list(size), "mode": mode, **json.loads(lines[-1])}
 
 
 def _add_ratios(rows: list[dict], device: str) -> None:
@@ -278,8 +277,7 @@ def _add_ratios(rows: list[dict], device: str) -> None:
         row["baseline"] = base["variant"]
         for key in ("forward_ms", "forward_backward_ms", "init_ms"):
             row[key.replace("_ms", "_ratio")] = row[key]["median"] / base[key]["median"]
-        F_, B, H, W = SIZES_USED[row["size"]]
-        flops = conv_flops(F_, B, H, W)
+        flops = conv_flops(*row["shape"])
         row["forward_tflops"] = flops / (row["forward_ms"]["median"] * 1e-3) / 1e12
         row["forward_backward_tflops"] = 3 * flops / (row["forward_backward_ms"]["median"] * 1e-3) / 1e12
         peak = next((p for name, p in PEAK_TFLOPS.items() if name in str(row.get("device_name", ""))), None)
@@ -288,9 +286,6 @@ def _add_ratios(rows: list[dict], device: str) -> None:
         if "ema30_ms" in row:
             step = EMA_BLOCKS * row["forward_backward_ms"]["median"]
             row["ema30_fraction_of_step"] = row["ema30_ms"]["median"] / step
-
-
-SIZES_USED: dict[str, tuple[int, int, int, int]] = {}
 
 
 def format_table(rows: list[dict], device: str) -> str:
@@ -347,12 +342,13 @@ def main(argv: list[str] | None = None) -> int:
     variants = [v for v in variants if _available(v)]
     modes = ["parity", "fast"] if args.mode == "both" else [args.mode]
     rows = []
+    sizes = {}
     for size_name in args.size or ["pixelcnn", "small"]:
         F_, B, H, W = SIZES[size_name]
-        SIZES_USED[size_name] = (F_, args.batch or B, H, W)
+        sizes[size_name] = (F_, args.batch or B, H, W)
         for mode in modes:
             for variant in variants:
-                row = run_variant(variant, size_name, SIZES_USED[size_name], args.device, mode, args.repeats,
+                row = run_variant(variant, size_name, sizes[size_name], args.device, mode, args.repeats,
                                   args.warmup, args.timeout)
                 print(f"  {size_name} {mode} {variant}: "
                       + (row["error"] if "error" in row else f"fwd+bwd {row['forward_backward_ms']['median']:.2f} ms"),
@@ -360,9 +356,9 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(row)
     _add_ratios(rows, args.device)
     machine = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
-               "device": args.device, "sizes": {k: list(v) for k, v in SIZES_USED.items()}}
+               "device": args.device, "sizes": {k: list(v) for k, v in sizes.items()}}
     print(f"GatedResnet(down_shifted_conv2d, concat_elu), float32, {machine['cpus']} CPUs, device {args.device}; "
-          + ", ".join(f"{k}: F={v[0]} batch={v[1]} {v[2]}x{v[3]}" for k, v in SIZES_USED.items()))
+          + ", ".join(f"{k}: F={v[0]} batch={v[1]} {v[2]}x{v[3]}" for k, v in sizes.items()))
     print(format_table(rows, args.device))
     with open(args.json, "w") as f:
         json.dump({"machine": machine, "rows": rows}, f, indent=1)

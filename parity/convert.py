@@ -121,14 +121,20 @@ def write_torch_file(path: str, tensors: Mapping[str, np.ndarray], config: Mappi
     save_file(state, path, metadata={"format": TORCH_FORMAT, "config": json.dumps(config)})
 
 
+def _read_tf1(path: str, overrides: Mapping[str, Any] | None, polyak_decay: float | None, scope: str,
+              counters: str | None) -> Any:
+    """A TF1 checkpoint mapped onto one block (``parity.tf1.CheckpointMap``)."""
+    from parity.tf1 import parse_counters, read_tf1
+
+    return read_tf1(path, overrides, scope=scope, namer=parse_counters(counters), polyak_decay=polyak_decay)
+
+
 def read_any(path: str, overrides: Mapping[str, Any] | None = None, polyak_decay: float | None = None,
              scope: str = "model", counters: str | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any], bool]:
     """(canonical tensors, config, initialized) from any supported weight file."""
     kind = _kind(path)
     if kind == "tf1":
-        from parity.tf1 import parse_counters, read_tf1
-
-        mapped = read_tf1(path, overrides, scope=scope, namer=parse_counters(counters), polyak_decay=polyak_decay)
+        mapped = _read_tf1(path, overrides, polyak_decay, scope, counters)
         return mapped.tensors, mapped.config, True
     if kind == "keras":
         return read_keras_file(path, overrides or {}, polyak_decay)
@@ -203,9 +209,7 @@ def convert(src: str, dst: str, overrides: Mapping[str, Any] | None = None, poly
     other ``*.safetensors`` canonical, ``*.weights.h5`` Keras, a TF1 checkpoint prefix as source);
     returns a one-line summary."""
     if _kind(src) == "tf1":
-        from parity.tf1 import parse_counters, read_tf1
-
-        mapped = read_tf1(src, overrides, scope=scope, namer=parse_counters(counters), polyak_decay=polyak_decay)
+        mapped = _read_tf1(src, overrides, polyak_decay, scope, counters)
         write_any(dst, mapped.tensors, mapped.config, True)
         return f"converted {src} -> {dst}: {mapped.summary()}, config {json.dumps(mapped.config)}, initialized=True"
     tensors, config, initialized = read_any(src, overrides, polyak_decay)

@@ -53,11 +53,11 @@ configs = configs.filter(lambda c: not _single_input_nin(c))
 
 def _run(config, size, dtype, seed):
     from parity.case import Case
-    from parity.harness import compare_runs, run_backend
+    from parity.harness import check
 
     batch, height, width = size
     case = Case("fuzz", config, batch=batch, height=height, width=width, seed=seed, ema_steps=2)
-    report = compare_runs(case.name, run_backend("tf", case), run_backend("torch", case), (dtype,))
+    report = check([case], dtypes=(dtype,)).cases[0]
     bad = [f"{c.tensor}: {c.max_abs:.3e} > {c.bound:.3e} {c.note}" for c in report.comparisons if not c.passed]
     assert not bad, f"{config} {size} {dtype}: first failure {bad[0]} ({len(bad)} in all)"
 

@@ -226,9 +226,9 @@ def _case(**kw):
 
 
 def _parity(case):
-    from parity.harness import compare_runs, run_backend
+    from parity.harness import check
 
-    return compare_runs(case.name, run_backend("tf", case), run_backend("torch", case))
+    return check([case]).cases[0]
 
 
 @BOTH
@@ -267,18 +267,19 @@ def test_a_zero_variance_init_batch_stays_finite_and_is_reported(conv):
     1e4..1e5 and each later layer initialises on rounding noise amplified that much. The problem is
     ill-conditioned (float32 and float64 runs of one backend differ by O(1) and more): init must stay
     finite, the harness must report it, and the first conv layer's g, b (well-conditioned) agree."""
-    from parity.harness import run_backend
+    from parity.harness import compare_runs, run_backend
 
     case = _case(conv=conv)
     for k in ("x", "a"):
         case.arrays[k] = np.full_like(case.arrays[k], 0.5)
     case.arrays["h"] = np.full_like(case.arrays["h"], 0.25)
-    for backend in ("tf", "torch"):
-        for dtype, got in run_backend(backend, case).items():
+    runs = {backend: run_backend(backend, case) for backend in ("tf", "torch")}
+    for backend, by_dtype in runs.items():
+        for dtype, got in by_dtype.items():
             for k, v in got.items():
                 if k.startswith("init/"):
                     assert np.all(np.isfinite(v)), f"{backend} {dtype} {k} is not finite"
-    report = _parity(case)
+    report = compare_runs(case.name, runs["tf"], runs["torch"])
     assert len(report.comparisons) > 50
     if conv != "nin":
         first = [c for c in report.comparisons if c.tensor in ("init/conv2d_0/g", "init/conv2d_0/b")]
