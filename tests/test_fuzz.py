@@ -5,7 +5,7 @@ the nonlinearity, dropout, batch, H and W (1 included) and the compared dtype; b
 whole case (forward stages, gradients, init, EMA, dropout) and every tensor must be within the
 derived bound. The seed is fixed (``derandomize``), so CI runs the same examples every time.
 
-``PARITY_FUZZ_EXAMPLES`` sets the example count (default 10, about 20 s); e.g.
+``PARITY_FUZZ_EXAMPLES`` sets the example count (default 10, about 11 s here); e.g.
 ``PARITY_FUZZ_EXAMPLES=500 python -m pytest tests/test_fuzz.py`` for a long local run.
 Failing cases once found are kept below as ``@example`` regression cases.
 """
