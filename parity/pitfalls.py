@@ -360,7 +360,8 @@ def _tf32_emulated() -> contextlib.AbstractContextManager:
 
     proxy = types.SimpleNamespace(**{k: getattr(F, k) for k in dir(F) if not k.startswith("__")})
     proxy.conv2d = conv2d
-    return _patched((tl, "F", proxy))
+    # TF32 is a GPU mode: every conv goes through F.conv2d, not the CPU GEMM path (torch_impl._cpu_conv).
+    return _patched((tl, "F", proxy), (tl._cpu_conv, "applies", lambda *args: False))
 
 
 PITFALLS: list[Pitfall] = [

@@ -192,8 +192,13 @@ class GatedResnet(ValidatedLoad, nn.Module):
         return (h @ hw).view(h.shape[0], 2 * self.num_filters, 1, 1)
 
     def _split(self, c2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Step 7: value = the first F channels, gate = the last F."""
-        return c2[:, : self.num_filters], c2[:, self.num_filters :]
+        """Step 7: value = the first F channels, gate = the last F.
+
+        ``torch.split`` rather than two slices: its backward is one ``cat``, where each slice's would
+        fill a zero tensor of ``c2``'s size and add (same values, about 3 % of the CPU step).
+        """
+        value, gate = torch.split(c2, self.num_filters, dim=1)
+        return value, gate
 
     def _run(
         self,
@@ -207,6 +212,9 @@ class GatedResnet(ValidatedLoad, nn.Module):
     ) -> dict[str, torch.Tensor]:
         nl = self._nonlinearity
         stages: dict[str, torch.Tensor] = {}
+        given = x
+        if self._cpu_channels_last(x):
+            x = x.contiguous(memory_format=torch.channels_last)
         c1 = layer_call(self.conv_input, nl(x))  # (B, F, H, W)
         stages["c1_conv"] = c1
         if a is not None:
@@ -223,8 +231,21 @@ class GatedResnet(ValidatedLoad, nn.Module):
         value, gate = self._split(c2)
         stages["value"] = value
         stages["gate_logits"] = gate
-        stages["out"] = x + value * torch.sigmoid(gate)
+        out = x + value * torch.sigmoid(gate)
+        stages["out"] = out if x is given else out.contiguous(memory_format=torch.contiguous_format)
         return stages
+
+    def _cpu_channels_last(self, x: torch.Tensor) -> bool:
+        """Whether to run an NCHW input channels-last inside (returning NCHW): on the CPU in float32 the
+        convolutions work channels-last (``torch_impl._cpu_conv``), and element-wise ops between
+        tensors of mixed layouts take torch's slow strided loops. Same values, one copy each way."""
+        return (
+            x.device.type == "cpu"
+            and x.dtype == torch.float32
+            and self.conv != "nin"
+            and x.dim() == 4
+            and not x.is_contiguous(memory_format=torch.channels_last)
+        )
 
     def stages(
         self,

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from torch_impl import _cpu_conv
 from torch_impl._checks import already_initialized, check_channels, check_dtype, check_positive, check_rank
 from torch_impl._state import ValidatedLoad
 from torch_impl.ema import SHADOW_SUFFIX
@@ -306,15 +307,19 @@ class WeightNormConv2D(_Convolution):
         return self._activate(self._post(y, x))
 
     def _op(self, x: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
-        if self.pad == "VALID":
-            return F.conv2d(x, W, b, self.stride)
-        (top, bottom), (left, right) = (
-            same_padding(x.shape[2], self.filter_size[0], self.stride[0]),
-            same_padding(x.shape[3], self.filter_size[1], self.stride[1]),
-        )
-        if top == bottom and left == right:
-            return F.conv2d(x, W, b, self.stride, padding=(top, left))
-        return F.conv2d(F.pad(x, (left, right, top, bottom)), W, b, self.stride)
+        fast = _cpu_conv.applies(x, W, self.stride)  # CPU float32, stride 1: GEMMs, TensorFlow's accuracy
+        if self.pad == "SAME":
+            (top, bottom), (left, right) = (
+                same_padding(x.shape[2], self.filter_size[0], self.stride[0]),
+                same_padding(x.shape[3], self.filter_size[1], self.stride[1]),
+            )
+            if top == bottom and left == right and not fast:
+                return F.conv2d(x, W, b, self.stride, padding=(top, left))
+            if top or bottom or left or right:
+                x = F.pad(x, (left, right, top, bottom))
+        if fast:
+            return _cpu_conv.valid_conv2d(x, W, b)
+        return F.conv2d(x, W, b, self.stride)
 
 
 class WeightNormConv2DTranspose(_Convolution):

@@ -1,0 +1,138 @@
+"""The CPU float32 stride-1 convolution as GEMMs over kernel taps: TensorFlow's accuracy, and faster.
+
+The original runs ``tf.nn.conv2d`` on an explicitly padded NHWC input. torch's default CPU
+convolution (oneDNN, ``mkldnn_convolution``) gives the same numbers only up to a float32 error that,
+at PixelCNN++ width (320 input channels, 2x3 kernel: 1920 products per output), is several times
+TensorFlow's and fails the parity bound: measured against float64 on the 320->320 conv, batch 8,
+32x32, forward 7.8e-6 (TensorFlow 1.2e-6), weight gradient 3.0e-3 at batch 16 (TensorFlow 1.7e-4).
+Its weight gradient is also the slow part of the CPU step.
+
+Here the padded input, channels-last in memory, is a flat ``(B * Hp * Wp, C)`` matrix ``X``. Output
+``(b, i, j)`` lives at row ``r = (b * Hp + i) * Wp + j`` of a "padded grid" that also has rows for the
+``Wp - Wo`` columns (and ``Hp - Ho`` rows) a valid conv does not produce, and kernel tap ``(di, dj)``
+reads row ``r + di * Wp + dj`` of ``X``. With ``W_t`` tap ``t``'s ``(O, C)`` slice and ``dY`` the
+output gradient on the grid (zero where there is no output):
+
+* forward: ``Y[r] = sum_t X[r + o_t] @ W_t.T``: one accumulating GEMM per tap, in row blocks that stay in cache;
+* input gradient: ``dX[r] = sum_t dY[r - o_t] @ W_t``: the same, the other way;
+* weight gradient: ``dW_t = dY.T @ X[o_t :]``: one GEMM per tap, on views of ``X`` (no im2col copy);
+* bias gradient: ``dY.sum``.
+
+Every entry is still a float32 sum of the same products, now as per-tap partial sums of ``C`` (or
+``O``) products; the errors measured on the case above are TensorFlow's: forward 1.2e-6, input
+gradient 3.5e-6 (TensorFlow 3.2e-6), weight gradient 2.8e-4 (TensorFlow 1.7e-4). The GEMMs run at
+this machine's GEMM rate; see ``benchmarks/bench_block.py`` and the README for the block's speed.
+The forward computes ``Wp / Wo`` times the outputs it keeps (6 % more at 32x32 with a 2x3 kernel).
+
+Used by ``torch_impl.layers`` for CPU float32 stride-1 convolutions; everything else (float64, CUDA,
+strides) keeps ``F.conv2d``. ``tests/test_cpu_conv.py`` bounds every output and gradient by the
+worst-case float32 error of its sum.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+ROW_BLOCK = 1024  # rows per GEMM block of the forward and input gradient (measured best of 256-4096)
+
+
+def applies(x: torch.Tensor, W: torch.Tensor, stride: tuple[int, int]) -> bool:
+    """Whether a convolution of ``x`` by ``W`` with ``stride`` takes this path: float32 on the CPU, stride 1."""
+    return (
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and W.dtype == torch.float32
+        and tuple(stride) == (1, 1)
+        and x.dim() == 4
+        and W.dim() == 4
+    )
+
+
+def _blocks(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The row ``spans`` cut into blocks of at most ``ROW_BLOCK`` rows."""
+    return [(b, min(b + ROW_BLOCK, end)) for begin, end in spans for b in range(begin, end, ROW_BLOCK)]
+
+
+def _tap_gemms(
+    src: torch.Tensor, starts: list[int], mats: list[torch.Tensor], out: torch.Tensor, spans: list[tuple[int, int]]
+) -> None:
+    """``out[r] = sum_t src[starts[t] + r] @ mats[t]`` for the rows ``r`` in ``spans``, taps in order,
+    block by block so that each block's partial sums stay in cache."""
+    for begin, end in _blocks(spans):
+        block = out[begin:end]
+        for n, (start, mat) in enumerate(zip(starts, mats)):
+            part = src[start + begin : start + end]
+            if n == 0:
+                torch.mm(part, mat, out=block)
+            else:
+                block.addmm_(part, mat)
+
+
+class _ValidConv(torch.autograd.Function):
+    """``conv2d(xp, W) + b`` with ``xp`` already padded, stride 1, every product as GEMMs over taps."""
+
+    @staticmethod
+    def forward(ctx: Any, xp: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        B, C, Hp, Wp = xp.shape
+        O, _, kh, kw = W.shape
+        Ho, Wo = Hp - kh + 1, Wp - kw + 1
+        rows = B * Hp * Wp
+        lead = (kh - 1) * Wp + kw - 1  # the largest tap offset
+        X = xp.permute(0, 2, 3, 1).reshape(rows, C)  # a view when xp is channels-last
+        taps = [(di, dj) for di in range(kh) for dj in range(kw)]
+        Wf = W.permute(2, 3, 1, 0).contiguous()  # (kh, kw, C, O): tap t's matrix is Wf[di, dj]
+        grid = X.new_empty(rows, O)
+        # Image b's outputs sit in grid rows [b*Hp*Wp, b*Hp*Wp + (Ho - 1)*Wp + Wo): skip the rows between.
+        per_image = (Ho - 1) * Wp + Wo
+        spans = [(n * Hp * Wp, n * Hp * Wp + per_image) for n in range(B)]
+        _tap_gemms(X, [di * Wp + dj for di, dj in taps], [Wf[t] for t in taps], grid, spans)
+        y = grid.view(B, Hp, Wp, O)[:, :Ho, :Wo].permute(0, 3, 1, 2)  # NCHW shape, channels-last strides
+        y = y + b.view(1, O, 1, 1) if b is not None else y.contiguous(memory_format=torch.channels_last)
+        ctx.save_for_backward(X, W)
+        ctx.geometry = (B, C, Hp, Wp)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, dy: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        X, W = ctx.saved_tensors
+        B, C, Hp, Wp = ctx.geometry
+        O, _, kh, kw = W.shape
+        Ho, Wo = dy.shape[2], dy.shape[3]
+        rows = B * Hp * Wp
+        lead = (kh - 1) * Wp + kw - 1
+        taps = [(di, dj) for di in range(kh) for dj in range(kw)]
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        dx = dW = db = None
+        if need_x or need_w:
+            # dY on the padded grid, zero where there is no output, after `lead` zero rows.
+            grid = dy.new_zeros(lead + rows, O)
+            grid[lead:].view(B, Hp, Wp, O)[:, :Ho, :Wo].copy_(dy.permute(0, 2, 3, 1))
+        if need_w:
+            dYt = grid[lead:rows].t()  # (O, rows - lead): the rows that hold outputs
+            dWt = W.new_empty(kh, kw, O, C)
+            for di, dj in taps:
+                off = di * Wp + dj
+                torch.mm(dYt, X[off : off + rows - lead], out=dWt[di, dj])
+            dW = dWt.permute(2, 3, 0, 1).contiguous()
+        if need_x:
+            Wb = W.permute(2, 3, 0, 1).contiguous()  # (kh, kw, O, C)
+            dX = W.new_empty(rows, C)
+            _tap_gemms(grid, [lead - di * Wp - dj for di, dj in taps], [Wb[t] for t in taps], dX, [(0, rows)])
+            dx = dX.view(B, Hp, Wp, C).permute(0, 3, 1, 2)  # channels-last, like xp
+        if need_b:
+            db = dy.sum(dim=(0, 2, 3))
+        return dx, dW, db
+
+
+def valid_conv2d(xp: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.conv2d(xp, W, b)`` (stride 1, no padding; ``xp`` already padded) computed as above.
+
+    The output has NCHW shape and channels-last memory. Inputs the GEMM form does not cover (a kernel
+    larger than the input, mismatched channels, empty tensors) go to ``F.conv2d``, with its errors.
+    """
+    if xp.shape[1] != W.shape[1] or xp.shape[2] < W.shape[2] or xp.shape[3] < W.shape[3] or xp.numel() == 0:
+        return F.conv2d(xp, W, b)
+    return _ValidConv.apply(xp, W, b)
