@@ -122,6 +122,21 @@ def default_cases() -> list[Case]:
     return cases
 
 
+def wide_cases() -> list[Case]:
+    """The block at PixelCNN++ width (F = 160: each conv sums 1920 products per output), on a small
+    image: what the F = 4 suite cannot show, a kernel whose float32 error grows with the sum's length
+    faster than the reference's. The down-shifted stream without ``a``, the down-right one with ``a``."""
+    specs = [("down_shifted_conv2d", None), ("down_right_shifted_conv2d", 160)]
+    return [
+        Case(f"wide-{conv}-a{a or 0}", {"num_filters": 160, "a_channels": a, "conv": conv, "nonlinearity": "concat_elu"},
+             batch=2, height=8, width=8, seed=5 + i)
+        for i, (conv, a) in enumerate(specs)
+    ]
+
+
+SUITES = {"default": default_cases, "wide": wide_cases}
+
+
 # -- one weight-normalised layer (the transposed convs are not part of the block) ------------------
 LAYER_KINDS = {  # kind: (torch_impl / tf_impl class name, default filter, transposed)
     "conv2d": ("WeightNormConv2D", (3, 3), False),

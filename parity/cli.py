@@ -76,15 +76,19 @@ def _dtypes(value: str) -> tuple[str, ...]:
 def cmd_check(args: argparse.Namespace) -> int:
     from parity.harness import check
 
-    return _emit(check(reference=args.reference, other=args.other, device=args.device, dtypes=_dtypes(args.dtype),
-                       tf32=args.tf32), args)
+    from parity.case import SUITES
+
+    return _emit(check(SUITES[args.suite](), reference=args.reference, other=args.other, device=args.device,
+                       dtypes=_dtypes(args.dtype), tf32=args.tf32), args)
 
 
 def cmd_record(args: argparse.Namespace) -> int:
     from parity.harness import record
 
     start = time.perf_counter()
-    record(args.out, backend=args.backend, device=args.device)
+    from parity.case import SUITES
+
+    record(args.out, backend=args.backend, device=args.device, cases=SUITES[args.suite]())
     print(f"recorded {args.backend} on {args.device} to {args.out} in {time.perf_counter() - start:.1f} s")
     return EXIT_OK
 
@@ -131,6 +135,10 @@ def cmd_pitfalls(args: argparse.Namespace) -> int:
     return EXIT_OK if all(r.caught for r in results) else EXIT_FAIL
 
 
+SUITE_HELP = ("default: 8 small configs covering every option (F = 4); wide: 2 blocks at PixelCNN++ width "
+              "(F = 160, 8x8), where float32 error grows with the 1920-term sums (its record is ~90 MB)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gated-resnet-parity",
@@ -149,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="run both backends on the built-in suite and compare (the default)")
     p.add_argument("--reference", default="tf", choices=["tf", "torch"])
     p.add_argument("--other", default="torch", choices=["tf", "torch"])
+    p.add_argument("--suite", default="default", choices=["default", "wide"], help=SUITE_HELP)
     reporting(p)
     p.set_defaults(func=cmd_check)
 
@@ -156,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out")
     p.add_argument("--backend", default="tf", choices=["tf", "torch"])
     p.add_argument("--device", default="cpu")
+    p.add_argument("--suite", default="default", choices=["default", "wide"], help=SUITE_HELP)
     p.set_defaults(func=cmd_record)
 
     p = sub.add_parser("verify", help="check a backend against a recorded file")

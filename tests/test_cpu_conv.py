@@ -1,10 +1,11 @@
-"""``torch_impl._cpu_conv``: the CPU float32 stride-1 convolution written as GEMMs over kernel taps.
+"""``torch_impl._cpu_conv``: the CPU float32/float64 stride-1 convolution written as GEMMs over kernel taps.
 
 Every output and gradient is checked against a float64 convolution of the same float32 values under
 the textbook worst-case bound for a float32 sum of ``n`` products, ``gamma_n * sum|a_i * b_i|`` with
 ``gamma_n = n u / (1 - n u)``, ``u = 2**-24`` (Higham, *Accuracy and Stability of Numerical
-Algorithms*, 3.1), plus one rounding of the result for the bias add. ``sum|a_i b_i|`` is the same
-convolution (or gradient) run in float64 on absolute values. A wrong tap offset, a missing tap or a
+Algorithms*, 3.1), plus one rounding of the result for the bias add, plus the same bound in float64
+for the float64 ``F.conv2d`` it is compared with (which matters in the float64 runs). ``sum|a_i b_i|``
+is the same convolution (or gradient) run in float64 on absolute values. A wrong tap offset, a missing tap or a
 gradient on the wrong rows is off by O(1), far beyond this bound.
 """
 
@@ -16,11 +17,7 @@ from tests.conftest import HAVE
 
 pytestmark = pytest.mark.skipif(not HAVE["torch"], reason="torch not installed")
 
-U = 2.0**-24
-
-
-def _gamma(n: int) -> float:
-    return n * U / (1 - n * U)
+UNIT_ROUNDOFF = {"float32": 2.0**-24, "float64": 2.0**-53}
 
 
 def _grads(x, W, b, dy):
@@ -44,31 +41,36 @@ SHAPES = [  # (B, C, O, Hp, Wp, kh, kw): padded input, kernel
 ]
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-def test_outputs_and_gradients_within_the_float32_worst_case_bound(shape):
+def test_outputs_and_gradients_within_the_worst_case_bound(shape, dtype):
     import torch
 
     from torch_impl import _cpu_conv
 
     B, C, O, Hp, Wp, kh, kw = shape
+    u = UNIT_ROUNDOFF[dtype]
     gen = torch.Generator().manual_seed(sum(shape))
     x = torch.randn(B, C, Hp, Wp, generator=gen)
     W = torch.randn(O, C, kh, kw, generator=gen) * 0.05
     b = torch.randn(O, generator=gen)
     dy = torch.randn(B, O, Hp - kh + 1, Wp - kw + 1, generator=gen)
+    if dtype == "float64":  # float64 values that float32 cannot hold
+        x, W, b, dy = (t.double() * (1 + 2.0**-30) for t in (x, W, b, dy))
     assert _cpu_conv.applies(x, W, (1, 1))
 
     xg, Wg, bg = (t.clone().requires_grad_(True) for t in (x, W, b))
     y = _cpu_conv.valid_conv2d(xg, Wg, bg)
     gx, gW, gb = torch.autograd.grad(y, (xg, Wg, bg), dy)
 
-    exact = _grads(*(t.double() for t in (x, W, b, dy)))
+    exact = _grads(*(t.double() for t in (x, W, b, dy)))  # F.conv2d in float64: within its own bound too
     scale = _grads(*(t.double().abs() for t in (x, W, b, dy)))  # sum |a_i b_i| for every entry
     counts = (C * kh * kw + 1, O * kh * kw, B * dy.shape[2] * dy.shape[3], B * dy.shape[2] * dy.shape[3])
     for name, got, ref, mag, n in zip(("y", "dx", "dW", "db"), (y, gx, gW, gb), exact, scale, counts):
         assert got.shape == ref.shape, name
         err = (got.double() - ref).abs()
-        bound = _gamma(n) * mag + U * ref.abs()  # the sum's error, then one rounding of the result
+        # The sum's error, then one rounding of the result; plus the same for the float64 reference.
+        bound = sum(n * r / (1 - n * r) * mag + r * ref.abs() for r in (u, UNIT_ROUNDOFF["float64"]))
         worst = (err / bound.clamp_min(1e-300)).max().item()
         assert worst <= 1.0, f"{name}: error {err.max().item():.3e}, {worst:.2f} x its worst-case bound"
 
@@ -81,7 +83,9 @@ def test_gemm_path_is_used_where_it_applies_and_only_there():
     x, W = torch.randn(1, 2, 4, 4), torch.randn(3, 2, 2, 2)
     assert _cpu_conv.applies(x, W, (1, 1))
     assert not _cpu_conv.applies(x, W, (2, 1))
-    assert not _cpu_conv.applies(x.double(), W.double(), (1, 1))
+    assert _cpu_conv.applies(x.double(), W.double(), (1, 1))
+    assert not _cpu_conv.applies(x.half(), W.half(), (1, 1))
+    assert not _cpu_conv.applies(x.double(), W, (1, 1))  # mixed dtypes: F.conv2d's error
     y = _cpu_conv.valid_conv2d(x, W)
     assert y.shape == (1, 3, 3, 3) and y.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(y, torch.nn.functional.conv2d(x, W), rtol=0, atol=1e-5)

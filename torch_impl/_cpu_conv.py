@@ -1,4 +1,4 @@
-"""The CPU float32 stride-1 convolution as GEMMs over kernel taps: TensorFlow's accuracy, and faster.
+"""The CPU stride-1 convolution (float32, float64) as GEMMs over kernel taps: TensorFlow's accuracy, faster.
 
 The original runs ``tf.nn.conv2d`` on an explicitly padded NHWC input. torch's default CPU
 convolution (oneDNN, ``mkldnn_convolution``) gives the same numbers only up to a float32 error that,
@@ -22,10 +22,15 @@ Every entry is still a float32 sum of the same products, now as per-tap partial 
 ``O``) products; the errors measured on the case above are TensorFlow's: forward 1.2e-6, input
 gradient 3.5e-6 (TensorFlow 3.2e-6), weight gradient 2.8e-4 (TensorFlow 1.7e-4). The GEMMs run at
 this machine's GEMM rate; see ``benchmarks/bench_block.py`` and the README for the block's speed.
+
+float64 takes the same path, with one change: each tap's product is computed on its own and added,
+because MKL's dgemm accumulating into its output (``addmm_``, beta = 1) measured 3x the error of
+``mm`` then ``add`` (2.0e-14 vs 6.5e-15 on the 320->160 conv at 8x8; TensorFlow's float64 conv 5.4e-15,
+torch's default float64 conv 2.5e-14), enough to fail the float64 bound at PixelCNN++ width.
 The forward computes ``Wp / Wo`` times the outputs it keeps (6 % more at 32x32 with a 2x3 kernel).
 
-Used by ``torch_impl.layers`` for CPU float32 stride-1 convolutions; everything else (float64, CUDA,
-strides) keeps ``F.conv2d``. ``tests/test_cpu_conv.py`` bounds every output and gradient by the
+Used by ``torch_impl.layers`` for CPU float32/float64 stride-1 convolutions; everything else (CUDA,
+strides, other dtypes) keeps ``F.conv2d``. ``tests/test_cpu_conv.py`` bounds every output and gradient by the
 worst-case float32 error of its sum.
 """
 
@@ -40,11 +45,11 @@ ROW_BLOCK = 1024  # rows per GEMM block of the forward and input gradient (measu
 
 
 def applies(x: torch.Tensor, W: torch.Tensor, stride: tuple[int, int]) -> bool:
-    """Whether a convolution of ``x`` by ``W`` with ``stride`` takes this path: float32 on the CPU, stride 1."""
+    """Whether a convolution of ``x`` by ``W`` with ``stride`` takes this path: CPU, float32 or float64, stride 1."""
     return (
         x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and W.dtype == torch.float32
+        and x.dtype in (torch.float32, torch.float64)
+        and W.dtype == x.dtype
         and tuple(stride) == (1, 1)
         and x.dim() == 4
         and W.dim() == 4
@@ -67,8 +72,10 @@ def _tap_gemms(
             part = src[start + begin : start + end]
             if n == 0:
                 torch.mm(part, mat, out=block)
-            else:
+            elif block.dtype == torch.float32:
                 block.addmm_(part, mat)
+            else:  # float64: MKL's dgemm accumulating into C (beta = 1) measured 3x less accurate than mm + add
+                block.add_(torch.mm(part, mat))
 
 
 class _ValidConv(torch.autograd.Function):

@@ -236,12 +236,12 @@ class GatedResnet(ValidatedLoad, nn.Module):
         return stages
 
     def _cpu_channels_last(self, x: torch.Tensor) -> bool:
-        """Whether to run an NCHW input channels-last inside (returning NCHW): on the CPU in float32 the
-        convolutions work channels-last (``torch_impl._cpu_conv``), and element-wise ops between
-        tensors of mixed layouts take torch's slow strided loops. Same values, one copy each way."""
+        """Whether to run an NCHW input channels-last inside (returning NCHW): on the CPU the convolutions
+        work channels-last (``torch_impl._cpu_conv``), and element-wise ops between tensors of mixed
+        layouts take torch's slow strided loops. Same values, one copy each way."""
         return (
             x.device.type == "cpu"
-            and x.dtype == torch.float32
+            and x.dtype in (torch.float32, torch.float64)
             and self.conv != "nin"
             and x.dim() == 4
             and not x.is_contiguous(memory_format=torch.channels_last)

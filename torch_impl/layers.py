@@ -307,7 +307,7 @@ class WeightNormConv2D(_Convolution):
         return self._activate(self._post(y, x))
 
     def _op(self, x: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
-        fast = _cpu_conv.applies(x, W, self.stride)  # CPU float32, stride 1: GEMMs, TensorFlow's accuracy
+        fast = _cpu_conv.applies(x, W, self.stride)  # CPU, stride 1: GEMMs, with TensorFlow's accuracy
         if self.pad == "SAME":
             (top, bottom), (left, right) = (
                 same_padding(x.shape[2], self.filter_size[0], self.stride[0]),
