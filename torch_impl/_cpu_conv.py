@@ -41,7 +41,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-ROW_BLOCK = 1024  # rows per GEMM block of the forward and input gradient (measured best of 256-4096)
+ROW_BLOCK = 1024  # rows per GEMM block of the forward and input gradient, at least (1024 x 320 floats: in L2)
+BLOCK_FLOATS = 1 << 18  # narrower outputs take longer blocks, up to this many output values
 
 
 def applies(x: torch.Tensor, W: torch.Tensor, stride: tuple[int, int]) -> bool:
@@ -56,26 +57,42 @@ def applies(x: torch.Tensor, W: torch.Tensor, stride: tuple[int, int]) -> bool:
     )
 
 
-def _blocks(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """The row ``spans`` cut into blocks of at most ``ROW_BLOCK`` rows."""
-    return [(b, min(b + ROW_BLOCK, end)) for begin, end in spans for b in range(begin, end, ROW_BLOCK)]
+def _compiling() -> bool:
+    check = getattr(torch.compiler, "is_compiling", None) or torch._dynamo.is_compiling
+    return bool(check())
 
 
-def _tap_gemms(
-    src: torch.Tensor, starts: list[int], mats: list[torch.Tensor], out: torch.Tensor, spans: list[tuple[int, int]]
-) -> None:
-    """``out[r] = sum_t src[starts[t] + r] @ mats[t]`` for the rows ``r`` in ``spans``, taps in order,
-    block by block so that each block's partial sums stay in cache."""
-    for begin, end in _blocks(spans):
-        block = out[begin:end]
-        for n, (start, mat) in enumerate(zip(starts, mats)):
-            part = src[start + begin : start + end]
-            if n == 0:
-                torch.mm(part, mat, out=block)
-            elif block.dtype == torch.float32:
-                block.addmm_(part, mat)
+def _tap_gemms(src: torch.Tensor, shifts: list[int], mats: list[torch.Tensor]) -> torch.Tensor:
+    """``out[r] = sum_t src[r + shifts[t]] @ mats[t]`` over the taps whose row ``r + shifts[t]`` exists,
+    for every row of ``src``; taps in order (the first has shift 0), in row blocks whose partial sums
+    stay in cache.
+
+    Eager writes each block into one output with ``out=``; under ``torch.compile`` the blocks are
+    fresh tensors joined by ``cat`` (writes into views of one buffer become copies there). The GEMM
+    calls, and so the numbers, are the same.
+    """
+    rows, width = src.shape[0], mats[0].shape[1]
+    step = max(ROW_BLOCK, BLOCK_FLOATS // width)
+    compiling = _compiling()
+    out = None if compiling else src.new_empty(rows, width)
+    blocks = []
+    for begin in range(0, rows, step):
+        end = min(begin + step, rows)
+        acc = torch.mm(src[begin:end], mats[0]) if compiling else torch.mm(src[begin:end], mats[0], out=out[begin:end])
+        for shift, mat in zip(shifts[1:], mats[1:]):
+            lo, hi = max(begin, -shift), min(end, rows - shift)  # the rows whose tap lies inside src
+            if lo >= hi:
+                continue
+            part = src[lo + shift : hi + shift]
+            target = acc if (lo, hi) == (begin, end) else acc[lo - begin : hi - begin]
+            if acc.dtype == torch.float32:
+                target.addmm_(part, mat)
             else:  # float64: MKL's dgemm accumulating into C (beta = 1) measured 3x less accurate than mm + add
-                block.add_(torch.mm(part, mat))
+                target.add_(torch.mm(part, mat))
+        blocks.append(acc)
+    if out is not None:
+        return out
+    return blocks[0] if len(blocks) == 1 else torch.cat(blocks)
 
 
 class _ValidConv(torch.autograd.Function):
@@ -86,16 +103,10 @@ class _ValidConv(torch.autograd.Function):
         B, C, Hp, Wp = xp.shape
         O, _, kh, kw = W.shape
         Ho, Wo = Hp - kh + 1, Wp - kw + 1
-        rows = B * Hp * Wp
-        lead = (kh - 1) * Wp + kw - 1  # the largest tap offset
-        X = xp.permute(0, 2, 3, 1).reshape(rows, C)  # a view when xp is channels-last
+        X = xp.permute(0, 2, 3, 1).reshape(B * Hp * Wp, C)  # a view when xp is channels-last
         taps = [(di, dj) for di in range(kh) for dj in range(kw)]
-        Wf = W.permute(2, 3, 1, 0).contiguous()  # (kh, kw, C, O): tap t's matrix is Wf[di, dj]
-        grid = X.new_empty(rows, O)
-        # Image b's outputs sit in grid rows [b*Hp*Wp, b*Hp*Wp + (Ho - 1)*Wp + Wo): skip the rows between.
-        per_image = (Ho - 1) * Wp + Wo
-        spans = [(n * Hp * Wp, n * Hp * Wp + per_image) for n in range(B)]
-        _tap_gemms(X, [di * Wp + dj for di, dj in taps], [Wf[t] for t in taps], grid, spans)
+        Wf = W.permute(2, 3, 1, 0).contiguous()  # (kh, kw, C, O): tap (di, dj)'s matrix is Wf[di, dj]
+        grid = _tap_gemms(X, [di * Wp + dj for di, dj in taps], [Wf[t] for t in taps])
         y = grid.view(B, Hp, Wp, O)[:, :Ho, :Wo].permute(0, 3, 1, 2)  # NCHW shape, channels-last strides
         y = y + b.view(1, O, 1, 1) if b is not None else y.contiguous(memory_format=torch.channels_last)
         ctx.save_for_backward(X, W)
@@ -109,25 +120,19 @@ class _ValidConv(torch.autograd.Function):
         O, _, kh, kw = W.shape
         Ho, Wo = dy.shape[2], dy.shape[3]
         rows = B * Hp * Wp
-        lead = (kh - 1) * Wp + kw - 1
+        lead = (kh - 1) * Wp + kw - 1  # the largest tap offset
         taps = [(di, dj) for di in range(kh) for dj in range(kw)]
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         dx = dW = db = None
-        if need_x or need_w:
-            # dY on the padded grid, zero where there is no output, after `lead` zero rows.
-            grid = dy.new_zeros(lead + rows, O)
-            grid[lead:].view(B, Hp, Wp, O)[:, :Ho, :Wo].copy_(dy.permute(0, 2, 3, 1))
+        if need_x or need_w:  # dY on the padded grid, zero where there is no output
+            grid = F.pad(dy.permute(0, 2, 3, 1), (0, 0, 0, Wp - Wo, 0, Hp - Ho)).reshape(rows, O)
         if need_w:
-            dYt = grid[lead:rows].t()  # (O, rows - lead): the rows that hold outputs
-            dWt = W.new_empty(kh, kw, O, C)
-            for di, dj in taps:
-                off = di * Wp + dj
-                torch.mm(dYt, X[off : off + rows - lead], out=dWt[di, dj])
-            dW = dWt.permute(2, 3, 0, 1).contiguous()
+            dYt = grid[: rows - lead].t()  # (O, rows - lead): every row that holds an output
+            dWt = torch.stack([torch.mm(dYt, X[di * Wp + dj : di * Wp + dj + rows - lead]) for di, dj in taps])
+            dW = dWt.view(kh, kw, O, C).permute(2, 3, 0, 1).contiguous()
         if need_x:
             Wb = W.permute(2, 3, 0, 1).contiguous()  # (kh, kw, O, C)
-            dX = W.new_empty(rows, C)
-            _tap_gemms(grid, [lead - di * Wp - dj for di, dj in taps], [Wb[t] for t in taps], dX, [(0, rows)])
+            dX = _tap_gemms(grid, [-(di * Wp + dj) for di, dj in taps], [Wb[t] for t in taps])
             dx = dX.view(B, Hp, Wp, C).permute(0, 3, 1, 2)  # channels-last, like xp
         if need_b:
             db = dy.sum(dim=(0, 2, 3))
