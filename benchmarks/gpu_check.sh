@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One short GPU session: parity against the CPU-recorded TensorFlow reference, what TF32 costs,
+# One short GPU session: parity against the CPU-recorded TensorFlow reference (the built-in suite, and
+# the wide suite when its record is here), what TF32 costs,
 # the CUDA tests (when pytest is there), and the GPU benchmark. Needs only torch, numpy and
 # safetensors (no TensorFlow). Writes its figures under ${OUT:-gpu_out}.
 #   PYTHONPATH=. bash benchmarks/gpu_check.sh
@@ -14,6 +15,14 @@ python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version
 echo "== parity: torch on cuda against TF recorded on CPU, TF32 off (must pass)"
 python -m parity verify "$REF" --backend torch --device cuda -v > "$OUT/verify_cuda.txt"; echo "exit $?"
 tail -n 2 "$OUT/verify_cuda.txt"
+WIDE=${WIDE:-gpu_wide.safetensors}  # record it on a CPU machine with TF: gated-resnet-parity record gpu_wide.safetensors --suite wide
+if [ -f "$WIDE" ]; then
+  echo "== parity at PixelCNN++ width (F=160), torch on cuda against TF recorded on CPU, TF32 off"
+  python -m parity verify "$WIDE" --backend torch --device cuda -v > "$OUT/verify_cuda_wide.txt"; echo "exit $?"
+  grep -m 3 FAIL "$OUT/verify_cuda_wide.txt"; tail -n 2 "$OUT/verify_cuda_wide.txt"
+else
+  echo "== no $WIDE here: parity at PixelCNN++ width not checked (record it on CPU with --suite wide, ~78 MB)"
+fi
 echo "== parity with TF32 on (expected to fail: PITFALLS 29)"
 python -m parity verify "$REF" --backend torch --device cuda --tf32 > "$OUT/verify_cuda_tf32.txt"; echo "exit $?"
 grep -m 3 FAIL "$OUT/verify_cuda_tf32.txt"; tail -n 2 "$OUT/verify_cuda_tf32.txt"

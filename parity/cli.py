@@ -136,7 +136,7 @@ def cmd_pitfalls(args: argparse.Namespace) -> int:
 
 
 SUITE_HELP = ("default: 8 small configs covering every option (F = 4); wide: 2 blocks at PixelCNN++ width "
-              "(F = 160, 8x8), where float32 error grows with the 1920-term sums (its record is ~90 MB)")
+              "(F = 160, 8x8), where float32 error grows with the 1920-term sums (its record is ~78 MB)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,19 +19,22 @@ output gradient on the grid (zero where there is no output):
 * bias gradient: ``dY.sum``.
 
 Every entry is still a float32 sum of the same products, now as per-tap partial sums of ``C`` (or
-``O``) products; the errors measured on the case above are TensorFlow's: forward 1.2e-6, input
-gradient 3.5e-6 (TensorFlow 3.2e-6), weight gradient 2.8e-4 (TensorFlow 1.7e-4). The GEMMs run at
+``O``) products; the errors measured on the case above are close to TensorFlow's: forward 1.2e-6 (the
+same), input gradient 3.5e-6 (TensorFlow 3.2e-6), weight gradient 2.8e-4 (TensorFlow 1.7e-4). The GEMMs run at
 this machine's GEMM rate; see ``benchmarks/bench_block.py`` and the README for the block's speed.
 
 float64 takes the same path, with one change: each tap's product is computed on its own and added,
 because MKL's dgemm accumulating into its output (``addmm_``, beta = 1) measured 3x the error of
 ``mm`` then ``add`` (2.0e-14 vs 6.5e-15 on the 320->160 conv at 8x8; TensorFlow's float64 conv 5.4e-15,
 torch's default float64 conv 2.5e-14), enough to fail the float64 bound at PixelCNN++ width.
-The forward computes ``Wp / Wo`` times the outputs it keeps (6 % more at 32x32 with a 2x3 kernel).
+The forward and the input gradient compute every row of the padded grid, ``Hp * Wp / (Ho * Wo)`` times
+the rows they keep (10 % more at 32x32 with a 2x3 kernel); the weight gradient's sums run over the
+grid's zero rows too. Per-image row ranges (fewer wasted rows, more GEMM calls) were not measurably
+faster on the 2-core machine, and slower at small sizes.
 
 Used by ``torch_impl.layers`` for CPU float32/float64 stride-1 convolutions; everything else (CUDA,
-strides, other dtypes) keeps ``F.conv2d``. ``tests/test_cpu_conv.py`` bounds every output and gradient by the
-worst-case float32 error of its sum.
+strides, other dtypes) keeps ``F.conv2d``. ``tests/test_cpu_conv.py`` bounds every output and gradient
+by the worst-case rounding error of its sum, in both dtypes.
 """
 
 from __future__ import annotations
