@@ -75,6 +75,22 @@ def test_outputs_and_gradients_within_the_worst_case_bound(shape, dtype):
         assert worst <= 1.0, f"{name}: error {err.max().item():.3e}, {worst:.2f} x its worst-case bound"
 
 
+@pytest.mark.parametrize("shape", [(2, 3, 2, 4, 5, 2, 3), (1, 2, 3, 3, 3, 2, 2)], ids=["2x3", "2x2"])
+def test_first_and_second_derivatives_match_finite_differences(shape):
+    """float64 (which takes the GEMM path too): torch's gradcheck and gradgradcheck, so the backward
+    is right and is itself differentiable (double backward, as ``F.conv2d`` allows)."""
+    import torch
+
+    from torch_impl import _cpu_conv
+
+    B, C, O, Hp, Wp, kh, kw = shape
+    gen = torch.Generator().manual_seed(1)
+    args = [torch.randn(*s, generator=gen, dtype=torch.float64, requires_grad=True)
+            for s in ((B, C, Hp, Wp), (O, C, kh, kw), (O,))]
+    assert torch.autograd.gradcheck(_cpu_conv.valid_conv2d, args)
+    assert torch.autograd.gradgradcheck(_cpu_conv.valid_conv2d, args)
+
+
 def test_gemm_path_is_used_where_it_applies_and_only_there():
     import torch
 
@@ -118,3 +134,17 @@ def test_the_block_keeps_its_input_layout_and_values():
     out_cl = block(x.contiguous(memory_format=torch.channels_last), a, h)
     assert out_cl.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(out, out_cl)
+
+
+def test_block_double_backward_matches_finite_differences():
+    """A gradient penalty needs the block's gradient to be differentiable (float64, so the GEMM path runs)."""
+    import torch
+
+    import torch_impl
+
+    torch.manual_seed(0)
+    block = torch_impl.GatedResnet(2, a_channels=2, conv="down_right_shifted_conv2d", dtype=torch.float64)
+    x, a = torch.randn(1, 2, 3, 4, dtype=torch.float64), torch.randn(1, 2, 3, 4, dtype=torch.float64)
+    block.initialize(x, a)
+    args = [t.clone().requires_grad_(True) for t in (x, a)]
+    assert torch.autograd.gradgradcheck(lambda x_, a_: block(x_, a_), args)

@@ -70,13 +70,14 @@ def _tap_gemms(src: torch.Tensor, shifts: list[int], mats: list[torch.Tensor]) -
     for every row of ``src``; taps in order (the first has shift 0), in row blocks whose partial sums
     stay in cache.
 
-    Eager writes each block into one output with ``out=``; under ``torch.compile`` the blocks are
-    fresh tensors joined by ``cat`` (writes into views of one buffer become copies there). The GEMM
-    calls, and so the numbers, are the same.
+    Eager writes each block into one output with ``out=``; under ``torch.compile`` (writes into views of
+    one buffer become copies there) and when autograd records this (a backward with ``create_graph``,
+    for double backward; ``out=`` is not differentiable) the blocks are fresh tensors joined by ``cat``.
+    The GEMM calls, and so the numbers, are the same.
     """
     rows, width = src.shape[0], mats[0].shape[1]
     step = max(ROW_BLOCK, BLOCK_FLOATS // width)
-    compiling = _compiling()
+    compiling = _compiling() or torch.is_grad_enabled()
     out = None if compiling else src.new_empty(rows, width)
     blocks = []
     for begin in range(0, rows, step):
@@ -112,14 +113,13 @@ class _ValidConv(torch.autograd.Function):
         grid = _tap_gemms(X, [di * Wp + dj for di, dj in taps], [Wf[t] for t in taps])
         y = grid.view(B, Hp, Wp, O)[:, :Ho, :Wo].permute(0, 3, 1, 2)  # NCHW shape, channels-last strides
         y = y + b.view(1, O, 1, 1) if b is not None else y.contiguous(memory_format=torch.channels_last)
-        ctx.save_for_backward(X, W)
-        ctx.geometry = (B, C, Hp, Wp)
+        ctx.save_for_backward(xp, W)  # the inputs themselves, so that a double backward reaches them
         return y
 
     @staticmethod
     def backward(ctx: Any, dy: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        X, W = ctx.saved_tensors
-        B, C, Hp, Wp = ctx.geometry
+        xp, W = ctx.saved_tensors
+        B, C, Hp, Wp = xp.shape
         O, _, kh, kw = W.shape
         Ho, Wo = dy.shape[2], dy.shape[3]
         rows = B * Hp * Wp
@@ -130,6 +130,7 @@ class _ValidConv(torch.autograd.Function):
         if need_x or need_w:  # dY on the padded grid, zero where there is no output
             grid = F.pad(dy.permute(0, 2, 3, 1), (0, 0, 0, Wp - Wo, 0, Hp - Ho)).reshape(rows, O)
         if need_w:
+            X = xp.permute(0, 2, 3, 1).reshape(rows, C)  # a view when xp is channels-last, as in forward
             dYt = grid[: rows - lead].t()  # (O, rows - lead): every row that holds an output
             dWt = torch.stack([torch.mm(dYt, X[di * Wp + dj : di * Wp + dj + rows - lead]) for di, dj in taps])
             dW = dWt.view(kh, kw, O, C).permute(2, 3, 0, 1).contiguous()
