@@ -74,20 +74,18 @@ def _dtypes(value: str) -> tuple[str, ...]:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from parity.harness import check
-
     from parity.case import SUITES
+    from parity.harness import check
 
     return _emit(check(SUITES[args.suite](), reference=args.reference, other=args.other, device=args.device,
                        dtypes=_dtypes(args.dtype), tf32=args.tf32), args)
 
 
 def cmd_record(args: argparse.Namespace) -> int:
+    from parity.case import SUITES
     from parity.harness import record
 
     start = time.perf_counter()
-    from parity.case import SUITES
-
     record(args.out, backend=args.backend, device=args.device, cases=SUITES[args.suite]())
     print(f"recorded {args.backend} on {args.device} to {args.out} in {time.perf_counter() - start:.1f} s")
     return EXIT_OK

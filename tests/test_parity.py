@@ -220,3 +220,14 @@ def test_parity_holds_at_pixelcnn_width():
     report = check(wide_cases()[:1])  # the other wide case: `check --suite wide`
     worst = max(report.cases[0].comparisons, key=lambda c: c.ratio)
     assert report.passed, f"{worst.tensor}: {worst.max_abs:.3e} > bound {worst.bound:.3e}"
+
+
+def test_cli_takes_the_wide_suite():
+    from parity.case import SUITES
+    from parity.cli import build_parser
+
+    for command in (["check", "--suite", "wide"], ["record", "out.safetensors", "--suite", "wide"]):
+        assert build_parser().parse_args(command).suite == "wide"
+    assert [c.config["num_filters"] for c in SUITES["wide"]()] == [160, 160]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["check", "--suite", "huge"])

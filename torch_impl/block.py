@@ -13,7 +13,9 @@ With ``F`` the channel count of ``x`` and ``nl`` the nonlinearity::
 Submodules carry descriptive names (``conv_input``, ``nin_skip``, ``conv_output``); the original's
 checkpoint names (``conv2d_0``, ``dense_0``, ...) depend on the conv kind and call order and are
 mapped by ``parity.weights``. ``hw`` is created here, at construction, so an optimiser built before
-the first call sees it (PITFALLS 7). Twin: ``tf_impl.block.GatedResnet``.
+the first call sees it (PITFALLS 7). On the CPU an NCHW input runs channels-last inside (the layout of
+the GEMM convolutions, ``torch_impl._cpu_conv``) and the output comes back NCHW; a channels-last input
+gives a channels-last output. Twin: ``tf_impl.block.GatedResnet``.
 """
 
 from __future__ import annotations

@@ -290,7 +290,10 @@ class WeightNormConv2D(_Convolution):
     """The original ``conv2d``: ``conv2d(x, g * l2_normalize(V, [0, 1, 2]), stride, pad) + b``.
 
     Shapes: x (B, in, H, W) -> (B, num_filters, H', W'). ``'SAME'`` pads as TensorFlow does, the
-    extra row/column at the bottom/right (PITFALLS 8). Twin: ``tf_impl.layers.WeightNormConv2D``.
+    extra row/column at the bottom/right (PITFALLS 8). On the CPU (float32, float64, stride 1) the conv
+    runs as GEMMs over the kernel taps (``torch_impl._cpu_conv``): torch's default CPU convolution has
+    several times TensorFlow's float32 error at PixelCNN++ width and fails the parity bound there.
+    Elsewhere ``F.conv2d``. Twin: ``tf_impl.layers.WeightNormConv2D``.
     """
 
     _norm_dims = (1, 2, 3)
