@@ -134,7 +134,6 @@ def wide_cases() -> list[Case]:
     ]
 
 
-SUITES = {"default": default_cases, "wide": wide_cases}
 
 
 # -- one weight-normalised layer (the transposed convs are not part of the block) ------------------
@@ -221,3 +220,16 @@ def layer_weight_rows(case: LayerCase) -> list[WeightRow]:
     return [WeightRow("V", "V", "V", tuple(v.shape), CONV_PERM),
             WeightRow("g", "g", "g", (case.num_filters,), None),
             WeightRow("b", "b", "b", (case.num_filters,), None)]
+
+
+def layer_cases() -> list[LayerCase]:
+    """Every weight-normalised conv layer kind alone (the transposed ones are not in the block), at
+    strides (1, 1), (2, 2) and (1, 2): forward, gradients and init against the reference."""
+    strides = [(1, 1), (2, 2), (1, 2)]
+    return [
+        LayerCase(f"layer-{kind}-s{sh}x{sw}", kind, stride=(sh, sw), seed=i)
+        for i, (kind, (sh, sw)) in enumerate((k, s) for k in LAYER_KINDS for s in strides)
+    ]
+
+
+SUITES = {"default": default_cases, "wide": wide_cases, "layers": layer_cases}

@@ -134,7 +134,9 @@ def cmd_pitfalls(args: argparse.Namespace) -> int:
 
 
 SUITE_HELP = ("default: 8 small configs covering every option (F = 4); wide: 2 blocks at PixelCNN++ width "
-              "(F = 160, 8x8), where float32 error grows with the 1920-term sums (its record is ~78 MB)")
+              "(F = 160, 8x8), where float32 error grows with the 1920-term sums (its record is ~78 MB); layers: "
+              "each of the 6 weight-normalised conv layers alone (transposed ones included) at 3 strides")
+SUITE_NAMES = ["default", "wide", "layers"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="run both backends on the built-in suite and compare (the default)")
     p.add_argument("--reference", default="tf", choices=["tf", "torch"])
     p.add_argument("--other", default="torch", choices=["tf", "torch"])
-    p.add_argument("--suite", default="default", choices=["default", "wide"], help=SUITE_HELP)
+    p.add_argument("--suite", default="default", choices=SUITE_NAMES, help=SUITE_HELP)
     reporting(p)
     p.set_defaults(func=cmd_check)
 
@@ -163,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out")
     p.add_argument("--backend", default="tf", choices=["tf", "torch"])
     p.add_argument("--device", default="cpu")
-    p.add_argument("--suite", default="default", choices=["default", "wide"], help=SUITE_HELP)
+    p.add_argument("--suite", default="default", choices=SUITE_NAMES, help=SUITE_HELP)
     p.set_defaults(func=cmd_record)
 
     p = sub.add_parser("verify", help="check a backend against a recorded file")

@@ -146,7 +146,7 @@ def settings(device: str, backends: Iterable[str], tf32: bool = False) -> dict[s
 
 
 def check(
-    cases: list[Case] | None = None,
+    cases: list[Case | LayerCase] | None = None,
     reference: str = "tf",
     other: str = "torch",
     device: str = "cpu",
@@ -166,7 +166,8 @@ def check(
 
 
 # -- recorded references -----------------------------------------------------------------------
-def record(path: str | os.PathLike, backend: str = "tf", device: str = "cpu", cases: list[Case] | None = None) -> None:
+def record(path: str | os.PathLike, backend: str = "tf", device: str = "cpu",
+           cases: list[Case | LayerCase] | None = None) -> None:
     """Write the cases' inputs and one backend's float32 and float64 results to a safetensors file."""
     from safetensors.numpy import save_file
 
@@ -190,7 +191,7 @@ def record(path: str | os.PathLike, backend: str = "tf", device: str = "cpu", ca
     save_file(tensors, str(path), metadata=metadata)
 
 
-def load_record(path: str | os.PathLike) -> tuple[dict[str, Any], list[tuple[Case, dict[str, dict[str, np.ndarray]]]]]:
+def load_record(path: str | os.PathLike) -> tuple[dict[str, Any], list[tuple[Case | LayerCase, dict[str, dict[str, np.ndarray]]]]]:
     """(metadata, [(case, {dtype: results})]) from a record file."""
     from parity.weights import read_safetensors
 
@@ -202,7 +203,7 @@ def load_record(path: str | os.PathLike) -> tuple[dict[str, Any], list[tuple[Cas
         order = meta.pop("order")
         prefix = f"{i}/in/"
         arrays = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-        case = Case(arrays=arrays, **meta)
+        case = LayerCase(arrays=arrays, **meta) if "kind" in meta else Case(arrays=arrays, **meta)
         results = {dt: {k: tensors[f"{i}/out/{dt}/{k}"] for k in order} for dt in DTYPES}
         out.append((case, results))
     return metadata, out

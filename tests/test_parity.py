@@ -222,12 +222,35 @@ def test_parity_holds_at_pixelcnn_width():
     assert report.passed, f"{worst.tensor}: {worst.max_abs:.3e} > bound {worst.bound:.3e}"
 
 
-def test_cli_takes_the_wide_suite():
+def test_cli_takes_the_suites():
     from parity.case import SUITES
-    from parity.cli import build_parser
+    from parity.cli import SUITE_NAMES, build_parser
 
-    for command in (["check", "--suite", "wide"], ["record", "out.safetensors", "--suite", "wide"]):
-        assert build_parser().parse_args(command).suite == "wide"
+    assert sorted(SUITE_NAMES) == sorted(SUITES)
+    for name in SUITE_NAMES:
+        for command in (["check", "--suite", name], ["record", "out.safetensors", "--suite", name]):
+            assert build_parser().parse_args(command).suite == name
     assert [c.config["num_filters"] for c in SUITES["wide"]()] == [160, 160]
     with pytest.raises(SystemExit):
         build_parser().parse_args(["check", "--suite", "huge"])
+
+
+@BOTH
+def test_every_conv_layer_alone_passes_and_its_record_verifies(tmp_path):
+    """The `layers` suite: the 6 weight-normalised conv kinds (the transposed ones are not in the block)
+    at 3 strides, each compared alone; then one recorded with TF and verified with torch from the file."""
+    from parity.case import LayerCase, layer_cases
+    from parity.harness import check, load_record, record, verify
+
+    cases = layer_cases()
+    assert {c.kind for c in cases} == {"conv2d", "deconv2d", "down_shifted_conv2d", "down_right_shifted_conv2d",
+                                       "down_shifted_deconv2d", "down_right_shifted_deconv2d"}
+    report = check(cases)
+    bad = [f"{c.case} {c.tensor} {c.dtype}: {c.max_abs:.3e} > {c.bound:.3e}" for r in report.cases for c in r.comparisons
+           if not c.passed]
+    assert not bad, bad[:3]
+    rec = tmp_path / "layers.safetensors"
+    record(rec, "tf", cases=cases[4:5])  # deconv2d, stride (2, 2)
+    (case, _), = load_record(rec)[1]
+    assert isinstance(case, LayerCase) and case.kind == "deconv2d" and case.stride == (2, 2)
+    assert verify(rec, "torch").passed
