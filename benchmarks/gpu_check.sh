@@ -15,6 +15,10 @@ python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version
 echo "== parity: torch on cuda against TF recorded on CPU, TF32 off (must pass)"
 python -m parity verify "$REF" --backend torch --device cuda -v > "$OUT/verify_cuda.txt"; echo "exit $?"
 tail -n 2 "$OUT/verify_cuda.txt"
+echo "== parity of the single conv layers (transposed ones included), against TF recorded on CPU"
+python -m parity verify parity/data/reference_tf_cpu_layers.safetensors --backend torch --device cuda -v \
+  > "$OUT/verify_cuda_layers.txt"; echo "exit $?"
+grep -m 3 FAIL "$OUT/verify_cuda_layers.txt"; tail -n 2 "$OUT/verify_cuda_layers.txt"
 WIDE=${WIDE:-gpu_wide.safetensors}  # record it on a CPU machine with TF: gated-resnet-parity record gpu_wide.safetensors --suite wide
 if [ -f "$WIDE" ]; then
   echo "== parity at PixelCNN++ width (F=160), torch on cuda against TF recorded on CPU, TF32 off"

@@ -19,6 +19,8 @@ from parity.harness import DTYPES, Report
 
 EXIT_OK, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
 BUILTIN_RECORD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "reference_tf_cpu.safetensors")
+# The `layers` suite recorded the same way (`record --suite layers`), for checking the transposed convs on a GPU.
+BUILTIN_LAYERS_RECORD = os.path.join(os.path.dirname(BUILTIN_RECORD), "reference_tf_cpu_layers.safetensors")
 
 
 def _fmt(x: float) -> str:

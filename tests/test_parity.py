@@ -12,7 +12,7 @@ import pytest
 
 from parity.case import default_cases
 from parity.weights import EMA_SUFFIX, WeightError, load_canonical, random_weights, save_canonical, weight_table
-from tests.conftest import BOTH, HAVE
+from tests.conftest import BOTH, CUDA, HAVE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -254,3 +254,18 @@ def test_every_conv_layer_alone_passes_and_its_record_verifies(tmp_path):
     (case, _), = load_record(rec)[1]
     assert isinstance(case, LayerCase) and case.kind == "deconv2d" and case.stride == (2, 2)
     assert verify(rec, "torch").passed
+
+
+@pytest.mark.skipif(not HAVE["torch"], reason="torch not installed")
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
+def test_shipped_records_verify_with_torch(device):
+    """The records shipped in parity/data (TF on CPU: the default suite and the single layers) verify
+    with torch alone, as on a machine without TensorFlow (the GPU machine)."""
+    from parity.cli import BUILTIN_LAYERS_RECORD, BUILTIN_RECORD
+    from parity.harness import verify
+
+    for path in (BUILTIN_RECORD, BUILTIN_LAYERS_RECORD):
+        report = verify(path, "torch", device)
+        bad = [f"{c.case} {c.tensor} {c.dtype}: {c.max_abs:.3e} > {c.bound:.3e}" for r in report.cases
+               for c in r.comparisons if not c.passed]
+        assert not bad, f"{os.path.basename(path)}: {bad[:3]}"
