@@ -77,12 +77,13 @@ def _tap_gemms(src: torch.Tensor, shifts: list[int], mats: list[torch.Tensor]) -
     """
     rows, width = src.shape[0], mats[0].shape[1]
     step = max(ROW_BLOCK, BLOCK_FLOATS // width)
-    compiling = _compiling() or torch.is_grad_enabled()
-    out = None if compiling else src.new_empty(rows, width)
+    functional = _compiling() or torch.is_grad_enabled()
+    out = None if functional else src.new_empty(rows, width)
     blocks = []
     for begin in range(0, rows, step):
         end = min(begin + step, rows)
-        acc = torch.mm(src[begin:end], mats[0]) if compiling else torch.mm(src[begin:end], mats[0], out=out[begin:end])
+        first = src[begin:end]
+        acc = torch.mm(first, mats[0]) if out is None else torch.mm(first, mats[0], out=out[begin:end])
         for shift, mat in zip(shifts[1:], mats[1:]):
             lo, hi = max(begin, -shift), min(end, rows - shift)  # the rows whose tap lies inside src
             if lo >= hi:
