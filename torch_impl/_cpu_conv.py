@@ -48,16 +48,14 @@ ROW_BLOCK = 1024  # rows per GEMM block of the forward and input gradient, at le
 BLOCK_FLOATS = 1 << 18  # narrower outputs take longer blocks, up to this many output values
 
 
+def takes(x: torch.Tensor) -> bool:
+    """Whether an input ``x`` is one this path takes: a 4-d float32 or float64 tensor on the CPU."""
+    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and x.dim() == 4
+
+
 def applies(x: torch.Tensor, W: torch.Tensor, stride: tuple[int, int]) -> bool:
     """Whether a convolution of ``x`` by ``W`` with ``stride`` takes this path: CPU, float32 or float64, stride 1."""
-    return (
-        x.device.type == "cpu"
-        and x.dtype in (torch.float32, torch.float64)
-        and W.dtype == x.dtype
-        and tuple(stride) == (1, 1)
-        and x.dim() == 4
-        and W.dim() == 4
-    )
+    return takes(x) and W.dtype == x.dtype and tuple(stride) == (1, 1) and W.dim() == 4
 
 
 def _compiling() -> bool:
@@ -101,14 +99,15 @@ def _tap_gemms(src: torch.Tensor, shifts: list[int], mats: list[torch.Tensor]) -
 
 
 class _ValidConv(torch.autograd.Function):
-    """``conv2d(xp, W) + b`` with ``xp`` already padded, stride 1, every product as GEMMs over taps."""
+    """``conv2d(xp, W) + b`` with ``xp`` already padded and channels-last, stride 1, every product as
+    GEMMs over taps."""
 
     @staticmethod
     def forward(ctx: Any, xp: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
         B, C, Hp, Wp = xp.shape
         O, _, kh, kw = W.shape
         Ho, Wo = Hp - kh + 1, Wp - kw + 1
-        X = xp.permute(0, 2, 3, 1).reshape(B * Hp * Wp, C)  # a view when xp is channels-last
+        X = xp.permute(0, 2, 3, 1).view(B * Hp * Wp, C)  # xp is channels-last: a view
         taps = [(di, dj) for di in range(kh) for dj in range(kw)]
         Wf = W.permute(2, 3, 1, 0).contiguous()  # (kh, kw, C, O): tap (di, dj)'s matrix is Wf[di, dj]
         grid = _tap_gemms(X, [di * Wp + dj for di, dj in taps], [Wf[t] for t in taps])
@@ -131,7 +130,7 @@ class _ValidConv(torch.autograd.Function):
         if need_x or need_w:  # dY on the padded grid, zero where there is no output
             grid = F.pad(dy.permute(0, 2, 3, 1), (0, 0, 0, Wp - Wo, 0, Hp - Ho)).reshape(rows, O)
         if need_w:
-            X = xp.permute(0, 2, 3, 1).reshape(rows, C)  # a view when xp is channels-last, as in forward
+            X = xp.permute(0, 2, 3, 1).view(rows, C)  # as in forward
             dYt = grid[: rows - lead].t()  # (O, rows - lead): every row that holds an output
             dWt = torch.stack([torch.mm(dYt, X[di * Wp + dj : di * Wp + dj + rows - lead]) for di, dj in taps])
             dW = dWt.view(kh, kw, O, C).permute(2, 3, 0, 1).contiguous()
@@ -149,7 +148,9 @@ def valid_conv2d(xp: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None = Non
 
     The output has NCHW shape and channels-last memory. Inputs the GEMM form does not cover (a kernel
     larger than the input, mismatched channels, empty tensors) go to ``F.conv2d``, with its errors.
+    An NCHW ``xp`` is made channels-last here, outside the autograd function: once, and differentiably
+    (the function saves its own inputs, so that a double backward reaches them).
     """
     if xp.shape[1] != W.shape[1] or xp.shape[2] < W.shape[2] or xp.shape[3] < W.shape[3] or xp.numel() == 0:
         return F.conv2d(xp, W, b)
-    return _ValidConv.apply(xp, W, b)
+    return _ValidConv.apply(xp.contiguous(memory_format=torch.channels_last), W, b)

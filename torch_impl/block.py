@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from torch_impl import _cpu_conv
 from torch_impl._checks import (
     already_initialized,
     check_channels,
@@ -241,13 +242,7 @@ class GatedResnet(ValidatedLoad, nn.Module):
         """Whether to run an NCHW input channels-last inside (returning NCHW): on the CPU the convolutions
         work channels-last (``torch_impl._cpu_conv``), and element-wise ops between tensors of mixed
         layouts take torch's slow strided loops. Same values, one copy each way."""
-        return (
-            x.device.type == "cpu"
-            and x.dtype in (torch.float32, torch.float64)
-            and self.conv != "nin"
-            and x.dim() == 4
-            and not x.is_contiguous(memory_format=torch.channels_last)
-        )
+        return _cpu_conv.takes(x) and self.conv != "nin" and not x.is_contiguous(memory_format=torch.channels_last)
 
     def stages(
         self,
