@@ -6,6 +6,7 @@ run start from exactly the same numbers, and so do the two backends.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,7 +53,7 @@ class Case:
 
     def weights(self, prefix: str = "weights/") -> dict[str, np.ndarray]:
         """The canonical tensors stored under ``prefix`` (raw weights and shadows)."""
-        return {k[len(prefix):]: v for k, v in self.arrays.items() if k.startswith(prefix)}
+        return under_prefix(self.arrays, prefix)
 
     def ema_schedule(self) -> list[tuple[dict[str, np.ndarray], int | None]]:
         """The live weights after each of ``ema_steps`` optimiser steps, each with the ``num_updates``
@@ -70,6 +71,11 @@ def init_outputs(exported: dict[str, np.ndarray], config: dict[str, Any]) -> dic
 def shadow_outputs(exported: dict[str, np.ndarray], config: dict[str, Any]) -> dict[str, np.ndarray]:
     """``ema/<name>``: every shadow after the case's Polyak updates."""
     return {f"ema/{r.tf1_name}": exported[r.tf1_name + EMA_SUFFIX] for r in weight_table(config, shadows=False)}
+
+
+def under_prefix(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    """The arrays whose key starts with ``prefix``, keyed without it."""
+    return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
 
 
 def _f32(x: np.ndarray) -> np.ndarray:
@@ -132,8 +138,6 @@ def wide_cases() -> list[Case]:
              batch=2, height=8, width=8, seed=5 + i)
         for i, (conv, a) in enumerate(specs)
     ]
-
-
 
 
 # -- one weight-normalised layer (the transposed convs are not part of the block) ------------------
@@ -201,7 +205,8 @@ class LayerCase:
                 "filter_size": list(self.filter_size), "stride": list(self.stride)}
 
     def weights(self, prefix: str = "weights/") -> dict[str, np.ndarray]:
-        return {k[len(prefix):]: v for k, v in self.arrays.items() if k.startswith(prefix)}
+        """The layer's ``V``, ``g``, ``b`` (TF layout)."""
+        return under_prefix(self.arrays, prefix)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "in_channels": self.in_channels, "num_filters": self.num_filters,
@@ -225,11 +230,8 @@ def layer_weight_rows(case: LayerCase) -> list[WeightRow]:
 def layer_cases() -> list[LayerCase]:
     """Every weight-normalised conv layer kind alone (the transposed ones are not in the block), at
     strides (1, 1), (2, 2) and (1, 2): forward, gradients and init against the reference."""
-    strides = [(1, 1), (2, 2), (1, 2)]
-    return [
-        LayerCase(f"layer-{kind}-s{sh}x{sw}", kind, stride=(sh, sw), seed=i)
-        for i, (kind, (sh, sw)) in enumerate((k, s) for k in LAYER_KINDS for s in strides)
-    ]
+    pairs = itertools.product(LAYER_KINDS, [(1, 1), (2, 2), (1, 2)])
+    return [LayerCase(f"layer-{kind}-s{sh}x{sw}", kind, stride=(sh, sw), seed=i) for i, (kind, (sh, sw)) in enumerate(pairs)]
 
 
 SUITES = {"default": default_cases, "wide": wide_cases, "layers": layer_cases}

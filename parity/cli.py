@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from parity.case import SUITES
 from parity.harness import DTYPES, Report
 
 EXIT_OK, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
@@ -76,7 +77,6 @@ def _dtypes(value: str) -> tuple[str, ...]:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from parity.case import SUITES
     from parity.harness import check
 
     return _emit(check(SUITES[args.suite](), reference=args.reference, other=args.other, device=args.device,
@@ -84,7 +84,6 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
-    from parity.case import SUITES
     from parity.harness import record
 
     start = time.perf_counter()
@@ -138,7 +137,6 @@ def cmd_pitfalls(args: argparse.Namespace) -> int:
 SUITE_HELP = ("default: 8 small configs covering every option (F = 4); wide: 2 blocks at PixelCNN++ width "
               "(F = 160, 8x8), where float32 error grows with the 1920-term sums (its record is ~78 MB); layers: "
               "each of the 6 weight-normalised conv layers alone (transposed ones included) at 3 strides")
-SUITE_NAMES = ["default", "wide", "layers"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="run both backends on the built-in suite and compare (the default)")
     p.add_argument("--reference", default="tf", choices=["tf", "torch"])
     p.add_argument("--other", default="torch", choices=["tf", "torch"])
-    p.add_argument("--suite", default="default", choices=SUITE_NAMES, help=SUITE_HELP)
+    p.add_argument("--suite", default="default", choices=list(SUITES), help=SUITE_HELP)
     reporting(p)
     p.set_defaults(func=cmd_check)
 
@@ -167,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out")
     p.add_argument("--backend", default="tf", choices=["tf", "torch"])
     p.add_argument("--device", default="cpu")
-    p.add_argument("--suite", default="default", choices=SUITE_NAMES, help=SUITE_HELP)
+    p.add_argument("--suite", default="default", choices=list(SUITES), help=SUITE_HELP)
     p.set_defaults(func=cmd_record)
 
     p = sub.add_parser("verify", help="check a backend against a recorded file")

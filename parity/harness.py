@@ -19,7 +19,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from parity.backends import get_backend
-from parity.case import Case, LayerCase, default_cases
+from parity.case import Case, LayerCase, default_cases, under_prefix
 from parity.tolerance import Comparison, compare
 
 DTYPES = ("float32", "float64")
@@ -202,7 +202,7 @@ def load_record(path: str | os.PathLike) -> tuple[dict[str, Any], list[tuple[Cas
     for i, meta in enumerate(json.loads(metadata["cases"])):
         order = meta.pop("order")
         prefix = f"{i}/in/"
-        arrays = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        arrays = under_prefix(tensors, prefix)
         case = LayerCase(arrays=arrays, **meta) if "kind" in meta else Case(arrays=arrays, **meta)
         results = {dt: {k: tensors[f"{i}/out/{dt}/{k}"] for k in order} for dt in DTYPES}
         out.append((case, results))
