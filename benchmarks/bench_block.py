@@ -4,7 +4,15 @@ Every variant runs in its own subprocess (clean peak memory, no thread pools sha
 TensorFlow and PyTorch), one after the other in this one run, on the same sizes:
 
 * ``tf-eager``, ``tf-function`` (``tf.function``), ``tf-xla`` (``jit_compile=True``: changes rounding);
-* ``torch-eager`` (NCHW), ``torch-channels-last``, ``torch-compile`` (inductor: changes rounding).
+* ``tf1-graph``: the original TF1 code as a ``tf.compat.v1`` graph in a ``Session`` (the tests' graph of
+  SPEC.md, ``tests/tf1_original.py``), what ``tf-function`` must not be slower than;
+* ``torch-eager`` (NCHW), ``torch-channels-last``, ``torch-compile`` (inductor: changes rounding);
+* ``torch-idiomatic``: the block as most ports write it (``nn.Conv2d`` + torch's weight-norm
+  parametrisation, ``benchmarks/idiomatic_torch.py``), what ``torch-eager`` must not be slower than
+  (no data-dependent init there, so no init figure).
+
+On the CPU the run also measures the machine's large-GEMM rate (``torch.mm``, 2048^3, float32) and
+reports each variant's forward+backward rate in GFLOP/s of the block's two convolutions next to it.
 
 Each measures forward (inference), forward+backward (gradients of ``sum(out * cot)`` w.r.t. ``x`` and
 every weight), the data-dependent init (a fresh block's ``initialize``), one Polyak update over a
@@ -38,7 +46,8 @@ SIZES = {  # name: (F, batch, H, W)
     "small": (32, 8, 16, 16),
     "tiny": (8, 2, 8, 8),
 }
-VARIANTS = ("tf-eager", "tf-function", "tf-xla", "torch-eager", "torch-channels-last", "torch-compile")
+VARIANTS = ("tf-eager", "tf-function", "tf-xla", "tf1-graph", "torch-eager", "torch-channels-last", "torch-compile",
+            "torch-idiomatic")
 ROUNDING_CHANGES = {"tf-xla": "XLA fusion", "torch-compile": "inductor fusion"}
 EMA_BLOCKS = 30
 # float32 peak TFLOP/s (dense, no sparsity) by card name fragment: (FP32 CUDA cores, TF32 tensor cores).
@@ -87,7 +96,13 @@ def _torch_worker(variant: str, size: tuple[int, int, int, int], device: str, mo
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     fmt = torch.channels_last if variant == "torch-channels-last" else torch.contiguous_format
 
-    def make_block() -> torch_impl.GatedResnet:
+    idiomatic = variant == "torch-idiomatic"
+
+    def make_block() -> torch.nn.Module:
+        if idiomatic:
+            from benchmarks.idiomatic_torch import IdiomaticGatedResnet
+
+            return IdiomaticGatedResnet(F_).to(device)
         return torch_impl.GatedResnet(F_, conv="down_shifted_conv2d", polyak_decay=0.9995).to(device, memory_format=fmt)
 
     def data(*shape: int) -> torch.Tensor:
@@ -95,7 +110,8 @@ def _torch_worker(variant: str, size: tuple[int, int, int, int], device: str, mo
 
     x, cot, xinit = data(B, F_, H, W), data(B, F_, H, W), data(B, F_, H, W)
     block = make_block()
-    block.initialize(xinit)
+    if not idiomatic:
+        block.initialize(xinit)
     params = list(block.parameters())
     result: dict[str, Any] = {}
     if variant == "torch-compile":
@@ -136,15 +152,60 @@ def _torch_worker(variant: str, size: tuple[int, int, int, int], device: str, mo
         init_times.append(time.perf_counter() - start)
 
     init_times: list[float] = []
-    for _ in range(warmup + repeats):
-        init()
-    result["init_ms"] = _ms(init_times[warmup:])
+    if not idiomatic:
+        for _ in range(warmup + repeats):
+            init()
+        result["init_ms"] = _ms(init_times[warmup:])
+    if variant == "torch-eager" and not cuda:
+        result["gemm_gflops"] = _gemm_gflops(torch, repeats)
     if variant == "torch-eager":
         stack = torch.nn.ModuleList(make_block() for _ in range(EMA_BLOCKS))
         result["ema30_ms"] = _ms(_timeit(lambda: torch_impl.update_averages(stack), sync, repeats * 5, warmup))
     result["framework"] = f"torch {torch.__version__}"
     result["device_name"] = torch.cuda.get_device_name() if cuda else platform.processor() or platform.machine()
     result["threads"] = torch.get_num_threads()
+    return result
+
+
+def _gemm_gflops(torch: Any, repeats: int, n: int = 2048) -> float:
+    """The machine's large-GEMM rate: float32 ``torch.mm`` of two n x n matrices, best of ``repeats``."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best = min(_timeit(lambda: torch.mm(a, b), lambda: None, max(repeats, 3), 1))
+    return 2.0 * n**3 / best / 1e9
+
+
+def _tf1_graph_worker(size: tuple[int, int, int, int], repeats: int, warmup: int) -> dict:
+    """The original code's graph (tests/tf1_original.py) in a compat.v1 Session, on the CPU."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import numpy as np
+    import tensorflow as tf
+
+    from tests import tf1_original as original
+
+    v1 = tf.compat.v1
+    F_, B, H, W = size
+    rng = np.random.default_rng(0)
+    x_value, cot_value = (rng.normal(size=(B, H, W, F_)).astype(np.float32) for _ in range(2))
+    graph = tf.Graph()
+    with graph.as_default(), tf.device("/CPU:0"):
+        x, cot = tf.constant(x_value), tf.constant(cot_value)
+        out = v1.make_template("model", original.gated_resnet)(x, conv="down_shifted_conv2d")
+        params = v1.trainable_variables()
+        grads = tf.gradients(tf.reduce_sum(out * cot), [x, *params])
+        sess = v1.Session(graph=graph)
+        sess.run(v1.global_variables_initializer())
+    result: dict[str, Any] = {}
+    start = time.perf_counter()
+    sess.run(out)
+    sess.run(grads)
+    result["first_call_s"] = time.perf_counter() - start
+    result["forward_ms"] = _ms(_timeit(lambda: sess.run(out), lambda: None, repeats, warmup))
+    base = _rss_mib()
+    result["forward_backward_ms"] = _ms(_timeit(lambda: sess.run(grads), lambda: None, repeats, warmup))
+    result["peak_extra_mib"] = _rss_mib() - base
+    result["framework"] = f"tensorflow {tf.__version__} (compat.v1 graph)"
+    result["device_name"] = "/CPU:0"
     return result
 
 
@@ -276,8 +337,10 @@ def _add_ratios(rows: list[dict], device: str) -> None:
             (r for r in group if r["variant"] == "torch-eager"), None)
         row["baseline"] = base["variant"]
         for key in ("forward_ms", "forward_backward_ms", "init_ms"):
-            row[key.replace("_ms", "_ratio")] = row[key]["median"] / base[key]["median"]
+            if key in row and key in base:
+                row[key.replace("_ms", "_ratio")] = row[key]["median"] / base[key]["median"]
         flops = conv_flops(*row["shape"])
+        row["forward_backward_gflops"] = 3 * flops / (row["forward_backward_ms"]["median"] * 1e-3) / 1e9
         row["forward_tflops"] = flops / (row["forward_ms"]["median"] * 1e-3) / 1e12
         row["forward_backward_tflops"] = 3 * flops / (row["forward_backward_ms"]["median"] * 1e-3) / 1e12
         peak = next((p for name, p in PEAK_TFLOPS.items() if name in str(row.get("device_name", ""))), None)
@@ -292,22 +355,37 @@ def format_table(rows: list[dict], device: str) -> str:
     gpu = device.startswith("cuda")
     head = (f"{'size':<9} {'mode':<7} {'variant':<20} {'fwd ms':>8} {'x':>5} {'fwd+bwd ms':>10} {'x':>5} "
             f"{'init ms':>8} {'x':>5} {'peak MiB':>9} {'EMA30 ms':>9}")
-    head += f" {'TFLOP/s f':>9} {'f+b':>6} {'peak':>5}" if gpu else ""
+    head += f" {'TFLOP/s f':>9} {'f+b':>6} {'peak':>5}" if gpu else f" {'GFLOP/s':>8}"
     lines = [head]
     for r in rows:
         if "error" in r:
             lines.append(f"{r['size']:<9} {r['mode']:<7} {r['variant']:<20} error: {r['error'][:120]}")
             continue
         ema = f"{r['ema30_ms']['median']:9.3f}" if "ema30_ms" in r else f"{'':>9}"
+        init = f"{r['init_ms']['median']:8.2f} {r['init_ratio']:5.2f}" if "init_ratio" in r else f"{'-':>8} {'':>5}"
         line = (f"{r['size']:<9} {r['mode']:<7} {r['variant'] + ('*' if r['variant'] in ROUNDING_CHANGES else ''):<20} "
                 f"{r['forward_ms']['median']:8.2f} {r['forward_ratio']:5.2f} {r['forward_backward_ms']['median']:10.2f} "
-                f"{r['forward_backward_ratio']:5.2f} {r['init_ms']['median']:8.2f} {r['init_ratio']:5.2f} "
+                f"{r['forward_backward_ratio']:5.2f} {init} "
                 f"{r['peak_extra_mib']:9.1f} {ema}")
+        if not gpu:
+            line += f" {r['forward_backward_gflops']:8.1f}"
         if gpu:
             line += f" {r['forward_tflops']:9.1f} {r['forward_backward_tflops']:6.1f} {r.get('peak_tflops', float('nan')):5.0f}"
         lines.append(line)
     lines.append("x: median time over the baseline's median in the same run (baseline: tf-function, or torch-eager "
                  "without TensorFlow); * changes rounding (opt-in). EMA30: one Polyak update of a 30-block stack.")
+    for r in rows:
+        if "gemm_gflops" in r:
+            lines.append(f"GFLOP/s: fwd+bwd of the two convolutions; this machine's large GEMM (torch.mm 2048^3 float32): "
+                         f"{r['gemm_gflops']:.1f} GFLOP/s")
+    for size in dict.fromkeys(r["size"] for r in rows):
+        for mode in dict.fromkeys(r["mode"] for r in rows):
+            got = {r["variant"]: r for r in rows if r["size"] == size and r["mode"] == mode and "error" not in r}
+            for mine, theirs in (("torch-eager", "torch-idiomatic"), ("torch-channels-last", "torch-idiomatic"),
+                                 ("tf-function", "tf1-graph")):
+                if mine in got and theirs in got:
+                    ratio = got[mine]["forward_backward_ms"]["median"] / got[theirs]["forward_backward_ms"]["median"]
+                    lines.append(f"{size} {mode}: {mine} / {theirs}, forward+backward: {ratio:.2f}")
     for r in rows:
         if "ema30_fraction_of_step" in r:
             lines.append(f"EMA30 / (30 x block fwd+bwd), {r['size']} {r['mode']} {r['variant']}: {100 * r['ema30_fraction_of_step']:.2f} %")
@@ -330,8 +408,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.worker:
         spec = json.loads(args.worker)
-        worker = _tf_worker if spec["variant"].startswith("tf") else _torch_worker
-        out = worker(spec["variant"], tuple(spec["size"]), spec["device"], spec["mode"], spec["repeats"], spec["warmup"])
+        if spec["variant"] == "tf1-graph":
+            out = _tf1_graph_worker(tuple(spec["size"]), spec["repeats"], spec["warmup"])
+        else:
+            worker = _tf_worker if spec["variant"].startswith("tf") else _torch_worker
+            out = worker(spec["variant"], tuple(spec["size"]), spec["device"], spec["mode"], spec["repeats"], spec["warmup"])
         print(json.dumps(out))
         return 0
 

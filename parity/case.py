@@ -6,6 +6,7 @@ run start from exactly the same numbers, and so do the two backends.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,12 +56,40 @@ class Case:
         """The canonical tensors stored under ``prefix`` (raw weights and shadows)."""
         return under_prefix(self.arrays, prefix)
 
+    def perturbed(self, sample: int) -> "Case":
+        """The same case with every float input and weight moved by at most one ulp (Monte Carlo
+        sample ``sample``; reproducible)."""
+        return _perturbed(self, sample)
+
     def ema_schedule(self) -> list[tuple[dict[str, np.ndarray], int | None]]:
         """The live weights after each of ``ema_steps`` optimiser steps, each with the ``num_updates``
         its Polyak update gets: the step on odd steps, none on even ones, so both decay rules run."""
         names = [r.tf1_name for r in weight_table(self.config, shadows=False)]
         return [({n: self.arrays[f"ema_step_{s}/{n}"] for n in names}, s if s % 2 else None)
                 for s in range(1, self.ema_steps + 1)]
+
+
+NOT_PERTURBED = ("dropout_mask",)  # exact 0/1 keep-masks: part of the function, not of its float32 inputs
+
+
+def perturb_arrays(arrays: dict[str, np.ndarray], seed: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """Every float array with each nonzero element moved to a neighbouring float32 at random (down,
+    up, or not at all, with equal odds): the one-ulp input perturbation of the Monte Carlo floor
+    (``parity.tolerance``). Zeros stay zero; ``NOT_PERTURBED`` arrays stay as they are."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for k, v in arrays.items():
+        if k in NOT_PERTURBED or v.dtype != np.float32:
+            out[k] = v
+            continue
+        step = rng.integers(-1, 2, v.shape)
+        moved = np.where(step > 0, np.nextafter(v, np.float32(np.inf)), np.nextafter(v, np.float32(-np.inf)))
+        out[k] = np.where((step == 0) | (v == 0), v, moved).astype(np.float32)
+    return out
+
+
+def _perturbed(case: Any, sample: int) -> Any:
+    return dataclasses.replace(case, arrays=perturb_arrays(case.arrays, (case.seed, sample, 0x4D4341)))
 
 
 def init_outputs(exported: dict[str, np.ndarray], config: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -207,6 +236,10 @@ class LayerCase:
     def weights(self, prefix: str = "weights/") -> dict[str, np.ndarray]:
         """The layer's ``V``, ``g``, ``b`` (TF layout)."""
         return under_prefix(self.arrays, prefix)
+
+    def perturbed(self, sample: int) -> "LayerCase":
+        """As ``Case.perturbed``; the cotangent is made from the seed and stays."""
+        return _perturbed(self, sample)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "in_channels": self.in_channels, "num_filters": self.num_filters,

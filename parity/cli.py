@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -17,6 +18,7 @@ import numpy as np
 
 from parity.case import SUITES
 from parity.harness import DTYPES, Report
+from parity.tolerance import policy
 
 EXIT_OK, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
 BUILTIN_RECORD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "reference_tf_cpu.safetensors")
@@ -34,7 +36,8 @@ def format_report(report: Report, verbose: bool = False) -> str:
         f"parity: {report.other} against {report.reference}",
         "settings: " + ", ".join(f"{k}={v}" for k, v in report.settings.items() if k != "reference"),
         "",
-        f"{'case':<48} {'dtype':<8} {'tensor':<28} {'max abs':>9} {'max rel':>9} {'ulp':>9} {'bound':>9} {'ratio':>6}  result",
+        f"{'case':<48} {'dtype':<8} {'tensor':<28} {'max abs':>9} {'max rel':>9} {'ulp':>9} {'same':>5} {'bound':>9} "
+        f"{'ratio':>6}  result",
     ]
     for case in report.cases:
         for dtype in DTYPES:
@@ -43,22 +46,21 @@ def format_report(report: Report, verbose: bool = False) -> str:
                 continue
             shown = rows if verbose else [next((c for c in rows if not c.passed), max(rows, key=lambda c: c.ratio))]
             for c in shown:
-                status = "pass" if c.passed else f"FAIL{' (first: ' + c.tensor + ')' if not verbose else ''}"
+                status = "pass" if c.passed else (f"FAIL{' (first: ' + c.tensor + ')' if not verbose else ''}: "
+                                                  f"{c.over} of {math.prod(c.shape)} over, worst at {c.worst_index}")
                 if c.note:
                     status += f" [{c.note}]"
                 lines.append(
                     f"{case.case:<48} {dtype:<8} {c.tensor:<28} {_fmt(c.max_abs):>9} {_fmt(c.max_rel):>9} "
-                    f"{c.ulp:>9} {_fmt(c.bound):>9} {c.ratio:>6.2f}  {status}"
+                    f"{c.ulp:>9} {c.identical:>5.0%} {_fmt(c.bound):>9} {c.ratio:>6.2f}  {status}"
                 )
     n = sum(len(c.comparisons) for c in report.cases)
     bad = sum(1 for c in report.cases for x in c.comparisons if not x.passed)
     lines += [
         "",
         f"{len(report.cases)} cases, {n} tensor comparisons, {bad} failed, in {report.seconds:.1f} s "
-        f"(comparisons' peak extra memory {report.peak_compare_mib:.2f} MiB). "
-        "Bound: K=4 x the reference's float32 noise floor (float64 run of the same computation; for tensors "
-        "under 64 elements the other backend's floor counts too, up to 16 ulps); float64: that x 2^-29 "
-        "(at least 16 float64 ulps under 64 elements); EMA shadows: exact. See parity/tolerance.py.",
+        f"(comparisons' peak extra memory {report.peak_compare_mib:.2f} MiB). 'same': elements bit-identical to "
+        f"the reference. " + policy(),
         "PASS" if report.passed else "FAIL",
     ]
     return "\n".join(lines)

@@ -18,12 +18,13 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
+from parity import isolation
 from parity.backends import get_backend
 from parity.case import Case, LayerCase, default_cases, under_prefix
-from parity.tolerance import Comparison, compare
+from parity.tolerance import MCA, MCA_SAMPLES, Comparison, compare, max_abs_diff
 
 DTYPES = ("float32", "float64")
-RECORD_FORMAT = "gated-resnet-parity-record/1"
+RECORD_FORMAT = "gated-resnet-parity-record/2"  # /2: the reference's Monte Carlo spread is recorded
 
 
 def is_exact(tensor: str) -> bool:
@@ -61,7 +62,7 @@ class Report:
     @property
     def peak_compare_mib(self) -> float:
         """The largest extra memory any case's comparisons needed (chunked: a few MiB whatever the size)."""
-        return max((c.peak_compare_mib for c in self.cases), default=0.0)
+        return max((c.peak_compare_mib for c in self.cases), default=0.0)  # NaN where not measured
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -84,12 +85,34 @@ class Report:
         }
 
 
-def run_backend(backend: str, case: Case, device: str = "cpu", tf32: bool = False) -> dict[str, dict[str, np.ndarray]]:
-    """``{dtype: {tensor: array}}`` for one backend and case, in parity mode (``tf32`` turns TF32 on)."""
+Results = dict[str, dict[str, np.ndarray]]  # {"float32" | "float64" | MCA: {tensor: array}}
+
+
+def run_backend(backend: str, case: Case | LayerCase, device: str = "cpu", tf32: bool = False,
+                mca_samples: int = 0) -> Results:
+    """``{dtype: {tensor: array}}`` for one backend and case, in parity mode (``tf32`` turns TF32 on),
+    computed in the backend's worker process (:mod:`parity.isolation`). With ``mca_samples``, also
+    ``results[MCA]``: each tensor's float32 spread over that many perturbed re-runs (see
+    :mod:`parity.tolerance`), as a float64 scalar."""
+    return isolation.call(backend, "parity.harness:run_backend_here", backend, case, device, tf32, mca_samples)
+
+
+def run_backend_here(backend: str, case: Case | LayerCase, device: str = "cpu", tf32: bool = False,
+                     mca_samples: int = 0) -> Results:
+    """:func:`run_backend` in this process (what the worker runs)."""
     module = get_backend(backend)
     run = module.run_layer_case if isinstance(case, LayerCase) else module.run_case
     with module.parity_mode(device, tf32=tf32):
-        return {dt: run(case, dt, device) for dt in DTYPES}
+        results = {dt: run(case, dt, device) for dt in DTYPES}
+        if mca_samples:
+            exact = results["float64"]
+            spread = dict.fromkeys(exact, 0.0)
+            for sample in range(mca_samples):
+                for k, v in run(case.perturbed(sample), "float32", device).items():
+                    if k in spread and v.shape == exact[k].shape:
+                        spread[k] = max(spread[k], max_abs_diff(v, exact[k]))
+            results[MCA] = {k: np.float64(v) for k, v in spread.items()}
+    return results
 
 
 def compare_runs(
@@ -107,19 +130,18 @@ def compare_runs(
 @contextlib.contextmanager
 def peak_memory() -> Iterator[list[float]]:
     """Yields a one-element list that holds, on exit, the peak extra MiB allocated inside (tracemalloc
-    sees NumPy's buffers)."""
-    started = not tracemalloc.is_tracing()
-    if started:
-        tracemalloc.start()
-    tracemalloc.reset_peak()
-    base = tracemalloc.get_traced_memory()[0]
-    out = [0.0]
+    sees NumPy's buffers). Where the caller traces already, its peak is left alone and nothing is
+    measured (NaN): measuring would mean resetting it."""
+    out = [float("nan")]
+    if tracemalloc.is_tracing():
+        yield out
+        return
+    tracemalloc.start()
     try:
         yield out
     finally:
-        out[0] = max(0.0, (tracemalloc.get_traced_memory()[1] - base) / 2**20)
-        if started:
-            tracemalloc.stop()
+        out[0] = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
 
 
 def _compare_all(case_name: str, ref: dict[str, dict[str, np.ndarray]], other: dict[str, dict[str, np.ndarray]],
@@ -132,16 +154,20 @@ def _compare_all(case_name: str, ref: dict[str, dict[str, np.ndarray]], other: d
                                               float("inf"), float("inf"), 0, 0.0, 0.0, 0.0, "missing", False,
                                               "not produced by the backend under test"))
                 continue
-            pair_r = {d: ref[d][tensor] for d in DTYPES}
+            pair_r = {d: ref[d][tensor] for d in (*DTYPES, MCA) if d in ref}
             pair_o = {d: other[d][tensor] for d in DTYPES}
             comparisons.append(compare(case_name, tensor, dtype, pair_r, pair_o, exact=is_exact(tensor)))
     return comparisons
 
 
+def describe_here(backend: str, device: str) -> str:
+    return get_backend(backend).describe(device)
+
+
 def settings(device: str, backends: Iterable[str], tf32: bool = False) -> dict[str, Any]:
     info: dict[str, Any] = {"device": device, "python": platform.python_version(), "tf32": tf32}
     for b in backends:
-        info[b] = get_backend(b).describe(device)
+        info[b] = isolation.call(b, "parity.harness:describe_here", b, device)
     return info
 
 
@@ -152,14 +178,16 @@ def check(
     device: str = "cpu",
     dtypes: Iterable[str] = DTYPES,
     tf32: bool = False,
+    mca_samples: int = MCA_SAMPLES,
 ) -> Report:
     """Both backends on every case (the built-in suite by default). ``tf32`` turns TF32 on for the
-    backend under test only (the reference stays in parity mode): it shows what TF32 costs."""
+    backend under test only (the reference stays in parity mode): it shows what TF32 costs.
+    ``mca_samples``: perturbed float32 re-runs of the reference that set each tensor's floor."""
     start = time.perf_counter()
     cases = default_cases() if cases is None else cases
     report = Report(reference, other, settings=settings(device, [reference, other], tf32))
     for case in cases:
-        report.cases.append(compare_runs(case.name, run_backend(reference, case, device),
+        report.cases.append(compare_runs(case.name, run_backend(reference, case, device, mca_samples=mca_samples),
                                          run_backend(other, case, device, tf32), tuple(dtypes)))
     report.seconds = time.perf_counter() - start
     return report
@@ -167,24 +195,26 @@ def check(
 
 # -- recorded references -----------------------------------------------------------------------
 def record(path: str | os.PathLike, backend: str = "tf", device: str = "cpu",
-           cases: list[Case | LayerCase] | None = None) -> None:
-    """Write the cases' inputs and one backend's float32 and float64 results to a safetensors file."""
+           cases: list[Case | LayerCase] | None = None, mca_samples: int = MCA_SAMPLES) -> None:
+    """Write the cases' inputs and one backend's float32 and float64 results, with its Monte Carlo
+    spread per tensor, to a safetensors file."""
     from safetensors.numpy import save_file
 
     cases = default_cases() if cases is None else cases
     tensors: dict[str, np.ndarray] = {}
     meta_cases = []
     for i, case in enumerate(cases):
-        results = run_backend(backend, case, device)
+        results = run_backend(backend, case, device, mca_samples=mca_samples)
         for k, v in case.arrays.items():
             tensors[f"{i}/in/{k}"] = np.ascontiguousarray(v)
-        for dt in DTYPES:
+        for dt in (*DTYPES, MCA):
             for k, v in results[dt].items():
                 tensors[f"{i}/out/{dt}/{k}"] = np.ascontiguousarray(v)
         meta_cases.append({**case.to_dict(), "order": list(results["float32"])})
     metadata = {
         "format": RECORD_FORMAT,
         "backend": backend,
+        "mca_samples": str(mca_samples),
         "settings": json.dumps(settings(device, [backend])),
         "cases": json.dumps(meta_cases),
     }
@@ -204,7 +234,7 @@ def load_record(path: str | os.PathLike) -> tuple[dict[str, Any], list[tuple[Cas
         prefix = f"{i}/in/"
         arrays = under_prefix(tensors, prefix)
         case = LayerCase(arrays=arrays, **meta) if "kind" in meta else Case(arrays=arrays, **meta)
-        results = {dt: {k: tensors[f"{i}/out/{dt}/{k}"] for k in order} for dt in DTYPES}
+        results = {dt: {k: tensors[f"{i}/out/{dt}/{k}"] for k in order} for dt in (*DTYPES, MCA)}
         out.append((case, results))
     return metadata, out
 

@@ -360,8 +360,7 @@ def _tf32_emulated() -> contextlib.AbstractContextManager:
 
     proxy = types.SimpleNamespace(**{k: getattr(F, k) for k in dir(F) if not k.startswith("__")})
     proxy.conv2d = conv2d
-    # TF32 is a GPU mode: every conv goes through F.conv2d, not the CPU GEMM path (torch_impl._cpu_conv).
-    return _patched((tl, "F", proxy), (tl._cpu_conv, "applies", lambda *args: False))
+    return _patched((tl, "F", proxy))
 
 
 PITFALLS: list[Pitfall] = [
@@ -480,32 +479,46 @@ SEED = Pitfall(
 
 
 # -- running -------------------------------------------------------------------------------------
-def run_pitfall(pitfall: Pitfall, reference: dict[str, dict[str, np.ndarray]] | None = None) -> Result:
-    """Run the real translation and the naive one against the TF reference on the entry's case."""
-    from parity.harness import DTYPES, compare_runs, run_backend
+def run_naive(key: str, case: Case | LayerCase) -> dict[str, Any]:
+    """The naive translation of entry ``key`` on ``case``, in this process (the torch worker runs it):
+    ``{"results": {dtype: {tensor: array}}}``, or ``{"load": message}`` when its weights cannot load."""
+    from parity.harness import DTYPES, run_backend_here
     from parity.weights import WeightError
     from torch_impl import StateDictError
 
+    if key == SEED.key:
+        return {"results": {dt: _seed_run(case, dt) for dt in DTYPES}}
+    pitfall = next(p for p in PITFALLS if p.key == key)
+    with pitfall.install():
+        try:
+            return {"results": run_backend_here("torch", case)}
+        except (WeightError, StateDictError) as exc:
+            return {"load": str(exc).splitlines()[1].strip(" -")}
+
+
+def run_pitfall(pitfall: Pitfall, reference: dict[str, dict[str, np.ndarray]] | None = None) -> Result:
+    """Run the real translation and the naive one against the TF reference on the entry's case
+    (each backend in its worker process)."""
+    from parity import isolation
+    from parity.harness import compare_runs, run_backend
+    from parity.tolerance import MCA_SAMPLES
+
     case = pitfall.case()
-    ref = reference if reference is not None else run_backend("tf", case)
+    ref = reference if reference is not None else run_backend("tf", case, mca_samples=MCA_SAMPLES)
     real = compare_runs(case.name, ref, run_backend("torch", case))
-    if pitfall.key == "seed":
-        naive = {dt: _seed_run(case, dt) for dt in DTYPES}
-        report = compare_runs(case.name, ref, naive)
+    naive = isolation.call("torch", "parity.pitfalls:run_naive", pitfall.key, case)
+    if "load" in naive:
+        return Result(pitfall, LOAD, None, naive["load"], real.passed)
+    report = compare_runs(case.name, ref, naive["results"])
+    first = report.first_failure
+    if pitfall.key == SEED.key:
         stages = [c for c in report.comparisons if c.dtype == "float32" and c.tensor.startswith("forward/")]
-        first = report.first_failure
         missing = [c.tensor for c in report.comparisons if c.source == "missing" and c.dtype == "float32"]
         groups = {"weight gradients": sum(t.startswith("grad/") for t in missing),
                   "init tensors": sum(t.startswith("init/") for t in missing),
                   "EMA tensors": sum(t.startswith("ema") for t in missing)}
         detail = "missing " + ", ".join(f"{n} {what}" for what, n in groups.items() if n) + " (no weight norm, init or EMA)"
         return Result(pitfall, first.tensor if first else "none", first, detail, real.passed, stages)
-    with pitfall.install():
-        try:
-            report = compare_runs(case.name, ref, run_backend("torch", case))
-        except (WeightError, StateDictError) as exc:
-            return Result(pitfall, LOAD, None, str(exc).splitlines()[1].strip(" -"), real.passed)
-    first = report.first_failure
     if first is None:
         return Result(pitfall, "none", None, "the naive variant passed", real.passed)
     failed = sum(not c.passed for c in report.comparisons)

@@ -1,5 +1,12 @@
-"""Shared fixtures. torch is imported before TensorFlow (as Keras' own test suite does), and TF32 is
-off for correctness tests. A backend whose framework is missing is skipped, never failed."""
+"""Shared fixtures. TF32 is off for correctness tests. A backend whose framework is missing is
+skipped, never failed.
+
+Some tests hold both frameworks in this one process (twins side by side, the compat.v1 graph
+against torch). With PyPI's default torch wheel, triton's native library aborts the process when it
+loads after TensorFlow's (``python -c "import tensorflow, triton"``), and torch loads it lazily
+(``torch.use_deterministic_algorithms``, ``torch.compile``); importing torch first does not help.
+Loaded first, it works. So triton, where installed, is imported here before anything else. The
+harness itself does not depend on this: it runs each backend in its own worker process."""
 
 from __future__ import annotations
 
@@ -9,6 +16,9 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
+
+if importlib.util.find_spec("triton") is not None:
+    import triton  # noqa: F401  (before TensorFlow, see above)
 
 HAVE = {name: importlib.util.find_spec(mod) is not None for name, mod in (("torch", "torch"), ("tf", "tensorflow"))}
 

@@ -8,6 +8,7 @@ import pytest
 from parity.backends import get_backend
 from parity.weights import EMA_SUFFIX, random_weights, weight_table
 from tests import reference as R
+from tests.conftest import HAVE
 from tests.test_layers import assert_close64
 
 RNG = np.random.default_rng(7)
@@ -250,3 +251,40 @@ def test_causality_of_layers(twin, cls):
     y = twin.forward(layer, later)
     np.testing.assert_array_equal(y[:, : i + 1 if cls == "DownShiftedConv2D" else i, :], base[:, : i + 1 if cls == "DownShiftedConv2D" else i, :])
     np.testing.assert_array_equal(y[:, i, : j + 1], base[:, i, : j + 1])
+
+
+TORCH = pytest.mark.skipif(not HAVE["torch"], reason="torch not installed")
+
+
+@TORCH
+def test_the_block_keeps_its_input_layout_and_values():
+    """An NCHW input runs channels-last inside on the CPU and comes back NCHW; a channels-last input
+    stays channels-last; both give the same numbers."""
+    import torch
+
+    import torch_impl
+
+    torch.manual_seed(0)
+    block = torch_impl.GatedResnet(4, a_channels=3, h_channels=2, conv="down_shifted_conv2d")
+    x, a, h = torch.randn(2, 4, 5, 7), torch.randn(2, 3, 5, 7), torch.randn(2, 2)
+    block.initialize(x, a, h)
+    out = block(x, a, h)
+    assert out.is_contiguous()
+    out_cl = block(x.contiguous(memory_format=torch.channels_last), a, h)
+    assert out_cl.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(out, out_cl)
+
+
+@TORCH
+def test_block_double_backward_matches_finite_differences():
+    """A gradient penalty needs the block's gradient to be differentiable (float64)."""
+    import torch
+
+    import torch_impl
+
+    torch.manual_seed(0)
+    block = torch_impl.GatedResnet(2, a_channels=2, conv="down_right_shifted_conv2d", dtype=torch.float64)
+    x, a = torch.randn(1, 2, 3, 4, dtype=torch.float64), torch.randn(1, 2, 3, 4, dtype=torch.float64)
+    block.initialize(x, a)
+    args = [t.clone().requires_grad_(True) for t in (x, a)]
+    assert torch.autograd.gradgradcheck(lambda x_, a_: block(x_, a_), args)

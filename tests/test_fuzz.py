@@ -5,14 +5,18 @@ the nonlinearity, dropout, batch, H and W (1 included) and the compared dtype; b
 whole case (forward stages, gradients, init, EMA, dropout) and every tensor must be within the
 derived bound. The seed is fixed (``derandomize``), so CI runs the same examples every time.
 
-``PARITY_FUZZ_EXAMPLES`` sets the example count (default 10, about 11 s here); e.g.
+``PARITY_FUZZ_EXAMPLES`` sets the example count (default 10); e.g.
 ``PARITY_FUZZ_EXAMPLES=500 python -m pytest tests/test_fuzz.py`` for a long local run.
-Failing cases once found are kept below as ``@example`` regression cases.
+Failing cases once found are kept below as ``@example`` regression cases. A failure's message is a
+ready ``@example(...)`` line. Shrinking is bounded: ``PARITY_FUZZ_SHRINK_SECONDS`` (default 60) after
+the first failure, the search stops trying new inputs and reports the smallest failure seen so far
+(each example runs both frameworks, so hypothesis' own shrink budget could take many minutes).
 """
 
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 import pytest
@@ -24,6 +28,7 @@ from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 EXAMPLES = int(os.environ.get("PARITY_FUZZ_EXAMPLES", "10"))
+SHRINK_SECONDS = float(os.environ.get("PARITY_FUZZ_SHRINK_SECONDS", "60"))
 
 configs = st.fixed_dictionaries(
     {
@@ -51,15 +56,48 @@ def _single_input_nin(config) -> bool:
 configs = configs.filter(lambda c: not _single_input_nin(c))
 
 
+def as_example(config, size, dtype, seed) -> str:
+    """The ``@example`` line that replays one drawn input."""
+    return f"@example(config={config!r}, size={size!r}, dtype={dtype!r}, seed={seed!r})"
+
+
+class ShrinkBudget:
+    """Bounds the shrink phase: once the first failure is ``seconds`` old, inputs other than the
+    failures already seen pass without running, so hypothesis ends with the smallest one it has.
+    (Failures seen run again when hypothesis replays them, so the reported one is real.)"""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.first_failure: float | None = None
+        self.failures: set[str] = set()
+
+    def skip(self, key: str) -> bool:
+        late = self.first_failure is not None and time.monotonic() - self.first_failure > self.seconds
+        return late and key not in self.failures
+
+    def failed(self, key: str) -> None:
+        self.failures.add(key)
+        if self.first_failure is None:
+            self.first_failure = time.monotonic()
+
+
+_budget = ShrinkBudget(SHRINK_SECONDS)
+
+
 def _run(config, size, dtype, seed):
     from parity.case import Case
     from parity.harness import check
 
+    key = as_example(config, size, dtype, seed)
+    if _budget.skip(key):
+        return
     batch, height, width = size
     case = Case("fuzz", config, batch=batch, height=height, width=width, seed=seed, ema_steps=2)
     report = check([case], dtypes=(dtype,)).cases[0]
     bad = [f"{c.tensor}: {c.max_abs:.3e} > {c.bound:.3e} {c.note}" for c in report.comparisons if not c.passed]
-    assert not bad, f"{config} {size} {dtype}: first failure {bad[0]} ({len(bad)} in all)"
+    if bad:
+        _budget.failed(key)
+    assert not bad, f"first failure {bad[0]} ({len(bad)} in all); to keep it:\n{key}"
 
 
 @BOTH
@@ -79,6 +117,12 @@ def _run(config, size, dtype, seed):
                  "nonlinearity": "concat_elu", "dropout_p": 0.0}, size=(1, 1, 5), dtype="float64", seed=1)
 @example(config={"conv": "nin", "num_filters": 1, "a_channels": None, "h_channels": None,
                  "nonlinearity": "concat_elu", "dropout_p": 0.0}, size=(1, 1, 4), dtype="float32", seed=118)
+# Found on an AMD EPYC with AVX-512 (and there with ONEDNN_MAX_CPU_ISA=AVX2 and TF_ENABLE_ONEDNN_OPTS=0):
+# the second conv's init normalises over 2 pixels, an ill-conditioned computation; one float32 run of
+# the reference was a lucky draw (init/conv2d_1/b at 1.22x the single-run bound). The Monte Carlo
+# floor (parity/tolerance.py) sees the spread.
+@example(config={"conv": "down_right_shifted_conv2d", "num_filters": 3, "a_channels": 2, "h_channels": None,
+                 "nonlinearity": "relu", "dropout_p": 0.0}, size=(1, 1, 2), dtype="float32", seed=20200)
 def test_parity_holds_on_random_configs(config, size, dtype, seed):
     _run(config, size, dtype, seed)
 
@@ -89,13 +133,23 @@ def test_single_input_nin_is_noise_only():
     value is 0 (float64 reference ~1e-14 or below), where the float32 results are rounding noise."""
     from parity.case import Case
     from parity.harness import compare_runs, run_backend
+    from parity.tolerance import MCA_SAMPLES
 
     config = {"conv": "nin", "num_filters": 1, "a_channels": None, "h_channels": None, "nonlinearity": "elu", "dropout_p": 0.0}
     assert _single_input_nin(config)
     case = Case("degenerate", config, batch=1, height=1, width=3, seed=0, ema_steps=2)
-    ref = run_backend("tf", case)
+    ref = run_backend("tf", case, mca_samples=MCA_SAMPLES)
     report = compare_runs(case.name, ref, run_backend("torch", case))
     bad = {c.tensor for c in report.comparisons if not c.passed}
     assert bad and bad <= {"grad/dense_0/V", "grad/dense_1/V"}, bad  # found by the search: grad/dense_0/V
     for tensor in bad:
         assert np.abs(ref["float64"][tensor]).max() < 1e-12
+
+
+def test_the_shrink_budget_stops_new_inputs_once_the_first_failure_is_old():
+    budget = ShrinkBudget(0.0)
+    assert not budget.skip("a")
+    budget.failed("a")
+    time.sleep(0.01)
+    assert budget.skip("b") and not budget.skip("a")  # seen failures still run (hypothesis replays them)
+    assert ShrinkBudget(3600.0).skip("b") is False

@@ -13,9 +13,9 @@ With ``F`` the channel count of ``x`` and ``nl`` the nonlinearity::
 Submodules carry descriptive names (``conv_input``, ``nin_skip``, ``conv_output``); the original's
 checkpoint names (``conv2d_0``, ``dense_0``, ...) depend on the conv kind and call order and are
 mapped by ``parity.weights``. ``hw`` is created here, at construction, so an optimiser built before
-the first call sees it (PITFALLS 7). On the CPU an NCHW input runs channels-last inside (the layout of
-the GEMM convolutions, ``torch_impl._cpu_conv``) and the output comes back NCHW; a channels-last input
-gives a channels-last output. Twin: ``tf_impl.block.GatedResnet``.
+the first call sees it (PITFALLS 7). On the CPU an NCHW input runs channels-last inside (oneDNN's
+native layout for the convolutions) and the output comes back NCHW; a channels-last input gives a
+channels-last output. Twin: ``tf_impl.block.GatedResnet``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from torch_impl import _cpu_conv
 from torch_impl._checks import (
     already_initialized,
     check_channels,
@@ -239,10 +238,11 @@ class GatedResnet(ValidatedLoad, nn.Module):
         return stages
 
     def _cpu_channels_last(self, x: torch.Tensor) -> bool:
-        """Whether to run an NCHW input channels-last inside (returning NCHW): on the CPU the convolutions
-        work channels-last (``torch_impl._cpu_conv``), and element-wise ops between tensors of mixed
-        layouts take torch's slow strided loops. Same values, one copy each way."""
-        return _cpu_conv.takes(x) and self.conv != "nin" and not x.is_contiguous(memory_format=torch.channels_last)
+        """Whether to run an NCHW input channels-last inside (returning NCHW): on the CPU oneDNN's
+        convolutions work channels-last, and element-wise ops between tensors of mixed layouts take
+        torch's slow strided loops. One copy each way."""
+        return (x.device.type == "cpu" and x.dim() == 4 and self.conv != "nin"
+                and not x.is_contiguous(memory_format=torch.channels_last))
 
     def stages(
         self,

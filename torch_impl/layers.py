@@ -29,7 +29,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torch_impl import _cpu_conv
 from torch_impl._checks import already_initialized, check_channels, check_dtype, check_positive, check_rank
 from torch_impl._state import ValidatedLoad
 from torch_impl.ema import SHADOW_SUFFIX
@@ -290,10 +289,8 @@ class WeightNormConv2D(_Convolution):
     """The original ``conv2d``: ``conv2d(x, g * l2_normalize(V, [0, 1, 2]), stride, pad) + b``.
 
     Shapes: x (B, in, H, W) -> (B, num_filters, H', W'). ``'SAME'`` pads as TensorFlow does, the
-    extra row/column at the bottom/right (PITFALLS 8). On the CPU (float32, float64, stride 1) the conv
-    runs as GEMMs over the kernel taps (``torch_impl._cpu_conv``): torch's default CPU convolution has
-    several times TensorFlow's float32 error at PixelCNN++ width and fails the parity bound there.
-    Elsewhere ``F.conv2d``. Twin: ``tf_impl.layers.WeightNormConv2D``.
+    extra row/column at the bottom/right (PITFALLS 8); the conv itself is torch's ``F.conv2d``
+    (oneDNN on the CPU, cuDNN on CUDA), bias fused. Twin: ``tf_impl.layers.WeightNormConv2D``.
     """
 
     _norm_dims = (1, 2, 3)
@@ -310,18 +307,14 @@ class WeightNormConv2D(_Convolution):
         return self._activate(self._post(y, x))
 
     def _op(self, x: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
-        fast = _cpu_conv.applies(x, W, self.stride)  # CPU, stride 1: GEMMs, with TensorFlow's accuracy
         if self.pad == "SAME":
             (top, bottom), (left, right) = (
                 same_padding(x.shape[2], self.filter_size[0], self.stride[0]),
                 same_padding(x.shape[3], self.filter_size[1], self.stride[1]),
             )
-            if top == bottom and left == right and not fast:
+            if top == bottom and left == right:
                 return F.conv2d(x, W, b, self.stride, padding=(top, left))
-            if top or bottom or left or right:
-                x = F.pad(x, (left, right, top, bottom))
-        if fast:
-            return _cpu_conv.valid_conv2d(x, W, b)
+            x = F.pad(x, (left, right, top, bottom))
         return F.conv2d(x, W, b, self.stride)
 
 

@@ -144,10 +144,13 @@ def describe(device: str) -> str:
 
 
 def apply(block: tf_impl.GatedResnet, inputs: Mapping[str, np.ndarray], use_ema: bool = False, init: bool = False) -> np.ndarray:
-    """Run the block (inference) or its data-dependent init on NHWC inputs."""
+    """Run the block (inference) or its data-dependent init on NHWC inputs. The forward runs as a
+    ``tf.function`` graph: on the CPU that reproduces the original TF1 graph bit for bit (eager
+    execution does not, by up to an ulp or two: the graph fuses ops; ``tests/test_tf1.py``)."""
     x, a, h = (_tensor(inputs.get(k), block.variable_dtype) for k in ("x", "a", "h"))
-    y = block.initialize(x, a, h) if init else block(x, a, h, use_ema=use_ema)
-    return y.numpy()
+    if init:
+        return block.initialize(x, a, h).numpy()
+    return tf.function(lambda x, a, h: block(x, a, h, use_ema=use_ema), autograph=False)(x, a, h).numpy()
 
 
 def run_layer_case(case: Any, dtype: str = "float32", device: str = "cpu") -> dict[str, np.ndarray]:

@@ -1,0 +1,132 @@
+"""Each backend runs in a worker process of its own, so that TensorFlow and PyTorch never share one.
+
+Why: the frameworks' native libraries can crash each other. PyPI's default Linux torch wheel brings
+``triton``, and loading triton's LLVM into a process that already holds TensorFlow's aborts it
+(``python -c "import tensorflow, triton"``: a segfault with torch 2.13 + triton 3.7, ``LLVM ERROR:
+inconsistency in registered CommandLine options`` with torch 2.15 + triton 3.9). torch loads triton
+lazily, e.g. in ``torch.use_deterministic_algorithms`` or ``torch.compile``, so no import order makes
+a shared process safe. A worker holds one framework and nothing of the other.
+
+A second gain: the caller's process is left as it was. The parity settings (TF32 off, deterministic
+algorithms, TensorFlow's log level) are set in the workers, and the frameworks' RNGs and flags of
+the caller are never touched.
+
+``call(backend, "module:function", *args)`` runs a function of this package in ``backend``'s worker
+and returns its result, or raises the exception it raised (arguments, results and exceptions travel
+by pickle over the worker's stdin and stdout: NumPy arrays, cases, plain data). One worker per
+backend is started on first use (``python -m parity.isolation BACKEND``: a fresh interpreter that
+imports nothing of the caller's script, so a script needs no ``if __name__ == "__main__"`` guard) and
+kept for later calls; ``shutdown()`` stops them (also at exit). Its stderr is the caller's.
+``PARITY_IN_PROCESS=1`` runs everything in the calling process instead: only for debugging, and
+only safe where the two frameworks can share a process (e.g. the ``+cpu`` torch wheel, no triton).
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib
+import os
+import pickle
+import subprocess
+import sys
+from typing import IO, Any
+
+from parity.backends import BACKENDS
+
+IN_PROCESS_ENV = "PARITY_IN_PROCESS"
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where the parity package lives
+
+_workers: dict[str, subprocess.Popen] = {}
+_in_worker: str | None = None  # the backend this process serves, in a worker
+
+
+def _invoke(target: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+
+def in_process() -> bool:
+    """Whether calls run here: inside a worker already, or with ``PARITY_IN_PROCESS=1``."""
+    return _in_worker is not None or os.environ.get(IN_PROCESS_ENV, "") == "1"
+
+
+def _start(backend: str) -> subprocess.Popen:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, env.get("PYTHONPATH", "")) if p)
+    return subprocess.Popen([sys.executable, "-m", "parity.isolation", backend], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, env=env)
+
+
+def call(backend: str, target: str, *args: Any, **kwargs: Any) -> Any:
+    """``target(*args, **kwargs)`` (``'module:function'``) in ``backend``'s worker process."""
+    if backend not in BACKENDS:
+        raise ValueError(f"Expected backend 'tf' or 'torch'. Received: backend={backend!r}")
+    if in_process():
+        return _invoke(target, args, kwargs)
+    worker = _workers.get(backend)
+    if worker is None or worker.poll() is not None:
+        worker = _workers[backend] = _start(backend)
+    assert worker.stdin is not None and worker.stdout is not None
+    try:
+        pickle.dump((target, args, kwargs), worker.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+        worker.stdin.flush()
+        ok, value = pickle.load(worker.stdout)
+    except (EOFError, BrokenPipeError, pickle.UnpicklingError) as exc:
+        _workers.pop(backend, None)
+        code = worker.wait()
+        raise RuntimeError(f"the {backend} worker process died (exit code {code}) while running {target}: a crash in "
+                           f"the framework's native code (its message is above); {IN_PROCESS_ENV}=1 runs it here") from exc
+    if not ok:
+        raise value
+    return value
+
+
+def shutdown() -> None:
+    """Stop the worker processes (the next call starts fresh ones)."""
+    while _workers:
+        worker = _workers.popitem()[1]
+        if worker.stdin is not None:
+            worker.stdin.close()
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+
+
+atexit.register(shutdown)
+
+
+def _reply(out: IO[bytes], ok: bool, value: Any) -> None:
+    try:
+        data = pickle.dumps((ok, value), protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:  # an exception or result that does not pickle: send what it said
+        data = pickle.dumps((False, RuntimeError(f"{type(value).__name__}: {value} (not picklable: {exc})")))
+    out.write(data)
+    out.flush()
+
+
+def serve(backend: str) -> None:
+    """The worker's loop: read a call from stdin, answer on stdout, until stdin closes. Whatever the
+    frameworks print to stdout goes to stderr, so it cannot corrupt the answers."""
+    global _in_worker
+    _in_worker = backend
+    inp = os.fdopen(os.dup(0), "rb")
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    while True:
+        try:
+            target, args, kwargs = pickle.load(inp)
+        except EOFError:
+            return
+        try:
+            result = _invoke(target, args, kwargs)
+        except BaseException as exc:  # noqa: BLE001 - every failure goes back to the caller
+            _reply(out, False, exc)
+        else:
+            _reply(out, True, result)
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1])

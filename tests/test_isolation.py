@@ -1,0 +1,151 @@
+"""Backends in worker processes (parity.isolation), the Monte Carlo floor (parity.tolerance), and the
+harness leaving its caller's state as it was."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from tests.conftest import BOTH, HAVE
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_a_call_runs_in_the_backends_worker_and_its_errors_come_back():
+    from parity import isolation
+
+    assert isolation.call("torch", "os:getpid") != os.getpid()
+    assert isolation.call("torch", "os:getpid") == isolation.call("torch", "os:getpid")  # one kept worker
+    with pytest.raises(ValueError, match="Expected backend"):
+        isolation.call("jax", "os:getpid")
+    with pytest.raises(ZeroDivisionError):
+        isolation.call("torch", "operator:truediv", 1, 0)
+
+
+def test_a_worker_that_dies_is_a_clear_error_and_the_next_call_starts_a_new_one():
+    from parity import isolation
+
+    with pytest.raises(RuntimeError, match="the tf worker process died"):
+        isolation.call("tf", "os:_exit", 3)
+    assert isolation.call("tf", "operator:add", 2, 3) == 5
+
+
+def test_a_script_without_a_main_guard_can_call_the_harness(tmp_path):
+    """Workers are fresh interpreters that never import the caller's script."""
+    script = tmp_path / "unguarded.py"
+    script.write_text("from parity import isolation\nprint('got', isolation.call('torch', 'operator:mul', 6, 7))\n")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": ROOT})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["got 42"]
+
+
+@BOTH
+def test_check_leaves_the_callers_state_as_it_was():
+    """Flags, RNGs, environment and tracemalloc of the calling process are untouched by a check."""
+    import torch
+
+    from parity.case import default_cases
+    from parity.harness import check
+
+    torch.use_deterministic_algorithms(False)
+    torch.manual_seed(123)
+    np.random.seed(5)
+    random.seed(7)
+    tracemalloc.start()
+    blob = bytearray(4 << 20)  # a peak the caller owns
+    del blob
+    before = {
+        "deterministic": (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()),
+        "tf32": (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32),
+        "torch_rng": torch.get_rng_state(), "np_rng": np.random.get_state()[1].copy(), "py_rng": random.getstate(),
+        "env": dict(os.environ), "peak": tracemalloc.get_traced_memory()[1],
+    }
+    try:
+        assert check([default_cases()[1]]).passed
+        after = {
+            "deterministic": (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()),
+            "tf32": (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32),
+            "torch_rng": torch.get_rng_state(), "np_rng": np.random.get_state()[1].copy(), "py_rng": random.getstate(),
+            "env": dict(os.environ), "peak": tracemalloc.get_traced_memory()[1],
+        }
+        assert tracemalloc.is_tracing()
+    finally:
+        tracemalloc.stop()
+    assert after["deterministic"] == before["deterministic"]
+    assert after["tf32"] == before["tf32"]
+    assert torch.equal(after["torch_rng"], before["torch_rng"])
+    assert np.array_equal(after["np_rng"], before["np_rng"]) and after["py_rng"] == before["py_rng"]
+    assert after["env"] == before["env"]
+    assert after["peak"] >= before["peak"] >= 4 << 20  # not reset
+
+
+def test_perturbed_inputs_move_by_at_most_one_ulp_and_masks_stay():
+    from parity.case import Case
+
+    case = Case("p", {"num_filters": 3, "a_channels": 2, "h_channels": 2, "dropout_p": 0.5})
+    moved = case.perturbed(0)
+    assert moved.perturbed(0).arrays.keys() == case.arrays.keys()
+    changed = 0
+    for k, v in case.arrays.items():
+        w = moved.arrays[k]
+        assert w.dtype == v.dtype == np.float32 and w.shape == v.shape
+        if k == "dropout_mask":
+            assert np.array_equal(w, v)
+            continue
+        ulps = np.abs(w.view(np.int32).astype(np.int64) - v.view(np.int32).astype(np.int64))
+        assert ulps.max() <= 1, k
+        changed += int(ulps.sum())
+    assert changed > 0
+    assert all(np.array_equal(moved.arrays[k], case.perturbed(0).arrays[k]) for k in case.arrays)  # reproducible
+    assert any(not np.array_equal(moved.arrays[k], case.perturbed(1).arrays[k]) for k in case.arrays)
+
+
+def test_the_monte_carlo_spread_widens_only_the_reference_floor_it_exceeds():
+    from parity.tolerance import K, MCA, compare
+
+    r64 = np.linspace(1.0, 3.0, 100)  # >= FEW elements: the reference's own floor alone counts
+    ref = {"float32": r64.astype(np.float32), "float64": r64}
+    other = {"float32": (r64 + 2e-6).astype(np.float32), "float64": r64}
+    tight = compare("c", "t", "float32", ref, other)
+    assert not tight.passed  # float32 rounding of values up to 3 (<= 1.2e-7) cannot cover 2e-6
+    wide = compare("c", "t", "float32", {**ref, MCA: np.float64(1e-6)}, other)
+    assert wide.passed and wide.bound == pytest.approx(K * 1e-6) and "spread" in wide.source
+    same = compare("c", "t", "float32", {**ref, MCA: np.float64(1e-12)}, other)
+    assert same.bound == tight.bound and not same.passed
+
+
+def test_the_comparison_reports_bit_identity_overshoot_and_where_the_worst_is():
+    from parity.tolerance import compare
+
+    r64 = np.zeros((2, 3))
+    r32 = r64.astype(np.float32)
+    o32 = r32.copy()
+    o32[1, 2] = 1.0
+    o32[0, 1] = 0.5
+    c = compare("c", "t", "float32", {"float32": r32, "float64": r64}, {"float32": o32, "float64": r64})
+    assert not c.passed and c.over == 2 and c.worst_index == (1, 2) and c.identical == pytest.approx(4 / 6)
+
+
+@pytest.mark.skipif(not HAVE["torch"], reason="torch not installed")
+def test_records_carry_the_monte_carlo_spread_and_old_records_are_refused(tmp_path):
+    from safetensors.numpy import save_file
+
+    from parity.cli import BUILTIN_RECORD
+    from parity.harness import RECORD_FORMAT, load_record
+    from parity.tolerance import MCA
+
+    metadata, recorded = load_record(BUILTIN_RECORD)
+    assert metadata["format"] == RECORD_FORMAT and int(metadata["mca_samples"]) > 0
+    for _case, results in recorded:
+        assert set(results) == {"float32", "float64", MCA} and set(results[MCA]) == set(results["float32"])
+    old = tmp_path / "old.safetensors"
+    save_file({"0/in/x": np.zeros(1, np.float32)}, str(old), metadata={"format": "gated-resnet-parity-record/1"})
+    with pytest.raises(ValueError, match="record/2"):
+        load_record(old)
