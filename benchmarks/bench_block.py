@@ -332,7 +332,8 @@ def _add_ratios(rows: list[dict], device: str) -> None:
     for row in rows:
         if "error" in row:
             continue
-        group = [r for r in rows if r["size"] == row["size"] and r["mode"] == row["mode"] and "error" not in r]
+        group = [r for r in rows if r["size"] == row["size"] and r["mode"] == row["mode"] and r.get("round") == row.get("round")
+                 and "error" not in r]
         base = next((r for r in group if r["variant"] == "tf-function"), None) or next(
             (r for r in group if r["variant"] == "torch-eager"), None)
         row["baseline"] = base["variant"]
@@ -351,7 +352,52 @@ def _add_ratios(rows: list[dict], device: str) -> None:
             row["ema30_fraction_of_step"] = row["ema30_ms"]["median"] / step
 
 
-def format_table(rows: list[dict], device: str) -> str:
+PAIRS = (("torch-eager", "torch-idiomatic"), ("torch-channels-last", "torch-idiomatic"), ("tf-function", "tf1-graph"))
+
+
+def pair_ratios(rows: list[dict]) -> list[dict]:
+    """forward+backward time of ours over theirs (``PAIRS``), per round, then the median over rounds."""
+    out = []
+    for size in dict.fromkeys(r["size"] for r in rows):
+        for mode in dict.fromkeys(r["mode"] for r in rows):
+            for mine, theirs in PAIRS:
+                ratios = []
+                for rnd in dict.fromkeys(r.get("round", 0) for r in rows):
+                    got = {r["variant"]: r for r in rows if r["size"] == size and r["mode"] == mode
+                           and r.get("round", 0) == rnd and "error" not in r}
+                    if mine in got and theirs in got:
+                        ratios.append(got[mine]["forward_backward_ms"]["median"] / got[theirs]["forward_backward_ms"]["median"])
+                if ratios:
+                    out.append({"size": size, "mode": mode, "ours": mine, "theirs": theirs, "ratios": ratios,
+                                "median": statistics.median(ratios)})
+    return out
+
+
+def merge_rounds(rows: list[dict]) -> list[dict]:
+    """One row per size, mode and variant: times and rates as the median over rounds (ratios taken
+    within each round first, so slow drifts of a shared machine cancel)."""
+    merged: dict[tuple, list[dict]] = {}
+    for r in rows:
+        merged.setdefault((r["size"], r["mode"], r["variant"]), []).append(r)
+    out = []
+    for group in merged.values():
+        ok = [r for r in group if "error" not in r]
+        if not ok:
+            out.append(group[0])
+            continue
+        row = dict(ok[0], rounds=len(ok))
+        for key, value in ok[0].items():
+            if isinstance(value, dict) and "median" in value:
+                row[key] = {"median": statistics.median(r[key]["median"] for r in ok if key in r),
+                            "min": min(r[key]["min"] for r in ok if key in r), "n": sum(r[key]["n"] for r in ok if key in r)}
+            elif isinstance(value, float) and key != "first_call_s":
+                row[key] = statistics.median(r[key] for r in ok if key in r)
+        out.append(row)
+    return out
+
+
+def format_table(rows: list[dict], device: str, pair_ratios_of_table: list[dict] = ()) -> str:
+    """The merged rows as a table, then the GEMM rate, the pair ratios and the EMA fractions."""
     gpu = device.startswith("cuda")
     head = (f"{'size':<9} {'mode':<7} {'variant':<20} {'fwd ms':>8} {'x':>5} {'fwd+bwd ms':>10} {'x':>5} "
             f"{'init ms':>8} {'x':>5} {'peak MiB':>9} {'EMA30 ms':>9}")
@@ -372,20 +418,15 @@ def format_table(rows: list[dict], device: str) -> str:
         if gpu:
             line += f" {r['forward_tflops']:9.1f} {r['forward_backward_tflops']:6.1f} {r.get('peak_tflops', float('nan')):5.0f}"
         lines.append(line)
-    lines.append("x: median time over the baseline's median in the same run (baseline: tf-function, or torch-eager "
+    lines.append("x: median time over the baseline's median in the same round, median over rounds (baseline: tf-function, or torch-eager "
                  "without TensorFlow); * changes rounding (opt-in). EMA30: one Polyak update of a 30-block stack.")
     for r in rows:
         if "gemm_gflops" in r:
             lines.append(f"GFLOP/s: fwd+bwd of the two convolutions; this machine's large GEMM (torch.mm 2048^3 float32): "
                          f"{r['gemm_gflops']:.1f} GFLOP/s")
-    for size in dict.fromkeys(r["size"] for r in rows):
-        for mode in dict.fromkeys(r["mode"] for r in rows):
-            got = {r["variant"]: r for r in rows if r["size"] == size and r["mode"] == mode and "error" not in r}
-            for mine, theirs in (("torch-eager", "torch-idiomatic"), ("torch-channels-last", "torch-idiomatic"),
-                                 ("tf-function", "tf1-graph")):
-                if mine in got and theirs in got:
-                    ratio = got[mine]["forward_backward_ms"]["median"] / got[theirs]["forward_backward_ms"]["median"]
-                    lines.append(f"{size} {mode}: {mine} / {theirs}, forward+backward: {ratio:.2f}")
+    for pr in pair_ratios_of_table:
+        spread = f"; {min(pr['ratios']):.2f}-{max(pr['ratios']):.2f} over {len(pr['ratios'])} rounds" if len(pr["ratios"]) > 1 else ""
+        lines.append(f"{pr['size']} {pr['mode']}: {pr['ours']} / {pr['theirs']}, forward+backward: {pr['median']:.2f}{spread}")
     for r in rows:
         if "ema30_fraction_of_step" in r:
             lines.append(f"EMA30 / (30 x block fwd+bwd), {r['size']} {r['mode']} {r['variant']}: {100 * r['ema30_fraction_of_step']:.2f} %")
@@ -400,6 +441,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mode", default="parity", choices=["parity", "fast", "both"])
     p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of " + ",".join(VARIANTS))
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=1,
+                   help="run every variant this many times, interleaved; ratios are taken within a round, then the median")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per variant")
     p.add_argument("--json", default="benchmark.json", help="where to write the results")
@@ -424,25 +467,28 @@ def main(argv: list[str] | None = None) -> int:
     modes = ["parity", "fast"] if args.mode == "both" else [args.mode]
     rows = []
     sizes = {}
-    for size_name in args.size or ["pixelcnn", "small"]:
-        F_, B, H, W = SIZES[size_name]
-        sizes[size_name] = (F_, args.batch or B, H, W)
-        for mode in modes:
-            for variant in variants:
-                row = run_variant(variant, size_name, sizes[size_name], args.device, mode, args.repeats,
-                                  args.warmup, args.timeout)
-                print(f"  {size_name} {mode} {variant}: "
-                      + (row["error"] if "error" in row else f"fwd+bwd {row['forward_backward_ms']['median']:.2f} ms"),
-                      file=sys.stderr, flush=True)
-                rows.append(row)
+    for rnd in range(args.rounds):
+        for size_name in args.size or ["pixelcnn", "small"]:
+            F_, B, H, W = SIZES[size_name]
+            sizes[size_name] = (F_, args.batch or B, H, W)
+            for mode in modes:
+                for variant in variants:
+                    row = run_variant(variant, size_name, sizes[size_name], args.device, mode, args.repeats,
+                                      args.warmup, args.timeout)
+                    row["round"] = rnd
+                    print(f"  round {rnd} {size_name} {mode} {variant}: "
+                          + (row["error"] if "error" in row else f"fwd+bwd {row['forward_backward_ms']['median']:.2f} ms"),
+                          file=sys.stderr, flush=True)
+                    rows.append(row)
     _add_ratios(rows, args.device)
     machine = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
                "device": args.device, "sizes": {k: list(v) for k, v in sizes.items()}}
     print(f"GatedResnet(down_shifted_conv2d, concat_elu), float32, {machine['cpus']} CPUs, device {args.device}; "
           + ", ".join(f"{k}: F={v[0]} batch={v[1]} {v[2]}x{v[3]}" for k, v in sizes.items()))
-    print(format_table(rows, args.device))
+    pairs = pair_ratios(rows)
+    print(format_table(merge_rounds(rows), args.device, pairs))
     with open(args.json, "w") as f:
-        json.dump({"machine": machine, "rows": rows}, f, indent=1)
+        json.dump({"machine": machine, "rows": rows, "pairs": pairs}, f, indent=1)
     print(f"wrote {args.json}")
     return 0 if all("error" not in r for r in rows) else 1
 

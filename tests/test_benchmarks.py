@@ -13,7 +13,7 @@ from tests.conftest import HAVE
 def test_bench_block_runs_at_a_tiny_size_and_writes_json(tmp_path, capsys):
     from benchmarks.bench_block import conv_flops, main
 
-    variants = "torch-eager" + (",tf-function" if HAVE["tf"] else "")
+    variants = "torch-eager,torch-idiomatic" + (",tf-function,tf1-graph" if HAVE["tf"] else "")
     out = tmp_path / "b.json"
     rc = main(["--size", "tiny", "--repeats", "1", "--warmup", "0", "--variants", variants, "--json", str(out)])
     printed = capsys.readouterr().out
@@ -21,9 +21,14 @@ def test_bench_block_runs_at_a_tiny_size_and_writes_json(tmp_path, capsys):
     rows = json.loads(out.read_text())["rows"]
     assert [r["variant"] for r in rows] == variants.split(",")
     for r in rows:
-        assert r["forward_ms"]["median"] > 0 and r["forward_backward_ms"]["median"] > 0 and r["init_ms"]["median"] > 0
+        assert r["forward_ms"]["median"] > 0 and r["forward_backward_ms"]["median"] > 0
+        assert ("init_ms" in r) == (r["variant"] in ("torch-eager", "tf-function"))  # ports without the init: none
         assert r["baseline"] == ("tf-function" if HAVE["tf"] else "torch-eager")
     assert "ema30_ms" in rows[0] and "EMA30 / (30 x block fwd+bwd)" in printed
+    assert rows[0]["gemm_gflops"] > 0 and "large GEMM" in printed
+    assert "torch-eager / torch-idiomatic, forward+backward" in printed
+    if HAVE["tf"]:
+        assert "tf-function / tf1-graph, forward+backward" in printed
     # FLOPs of the two 2x3 convolutions of a concat_elu block: 2 * positions * 6 * (2F*F + 2F*2F).
     assert conv_flops(160, 64, 32, 32) == 2 * 64 * 32 * 32 * 6 * (2 * 160 * 160 + 2 * 160 * 320)
 
@@ -34,3 +39,19 @@ def test_bench_block_refuses_unknown_variants(capsys):
     with pytest.raises(SystemExit):
         main(["--variants", "torch-eager,jax"])
     assert "unknown variants ['jax']" in capsys.readouterr().err
+
+
+def test_rounds_are_merged_by_their_medians_and_pairs_are_ratios_within_a_round():
+    from benchmarks.bench_block import merge_rounds, pair_ratios
+
+    def row(variant, rnd, ms):
+        return {"size": "s", "mode": "parity", "variant": variant, "round": rnd, "forward_backward_ms": {"median": ms, "min": ms, "n": 1},
+                "forward_backward_ratio": ms / 10.0}
+
+    rows = [row("torch-eager", 0, 8.0), row("torch-idiomatic", 0, 10.0), row("torch-eager", 1, 16.0), row("torch-idiomatic", 1, 20.0),
+            row("torch-eager", 2, 9.0), row("torch-idiomatic", 2, 9.0)]
+    (pair,) = [p for p in pair_ratios(rows) if p["theirs"] == "torch-idiomatic" and p["ours"] == "torch-eager"]
+    assert pair["ratios"] == [0.8, 0.8, 1.0] and pair["median"] == 0.8
+    eager = next(r for r in merge_rounds(rows) if r["variant"] == "torch-eager")
+    assert eager["forward_backward_ms"] == {"median": 9.0, "min": 8.0, "n": 3} and eager["rounds"] == 3
+    assert eager["forward_backward_ratio"] == 0.9
