@@ -13,9 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from parity.weights import CHANNEL_MULTIPLIER, CONV_PERM, EMA_SUFFIX, WeightRow, normalize_config, random_weights, weight_table
-
-DEFAULT_DECAY = 0.9995
+from gated_spec import CHANNEL_MULTIPLIER, CONV_PERM, DEFAULT_POLYAK_DECAY, LAYER_KINDS
+from parity.weights import EMA_SUFFIX, WeightRow, normalize_config, random_weights, weight_table
 
 
 @dataclass
@@ -37,7 +36,7 @@ class Case:
     def __post_init__(self) -> None:
         self.config = normalize_config(self.config)
         if self.config["polyak_decay"] is None:
-            self.config["polyak_decay"] = DEFAULT_DECAY
+            self.config["polyak_decay"] = DEFAULT_POLYAK_DECAY
         if not self.arrays:
             self.arrays = make_arrays(self)
 
@@ -170,16 +169,6 @@ def wide_cases() -> list[Case]:
 
 
 # -- one weight-normalised layer (the transposed convs are not part of the block) ------------------
-LAYER_KINDS = {  # kind: (torch_impl / tf_impl class name, default filter, transposed)
-    "conv2d": ("WeightNormConv2D", (3, 3), False),
-    "deconv2d": ("WeightNormConv2DTranspose", (3, 3), True),
-    "down_shifted_conv2d": ("DownShiftedConv2D", (2, 3), False),
-    "down_right_shifted_conv2d": ("DownRightShiftedConv2D", (2, 2), False),
-    "down_shifted_deconv2d": ("DownShiftedConv2DTranspose", (2, 3), True),
-    "down_right_shifted_deconv2d": ("DownRightShiftedConv2DTranspose", (2, 2), True),
-}
-
-
 @dataclass
 class LayerCase:
     """One weight-normalised conv layer: its kind, channels, filter and stride, and its inputs.

@@ -24,6 +24,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from gated_spec import DEFAULT_POLYAK_DECAY, SHADOW_SUFFIX
 from parity.weights import (
     DEFAULT_FILTER,
     EMA_SUFFIX,
@@ -85,8 +86,8 @@ def infer_config(shapes: Mapping[str, tuple[int, ...]], overrides: Mapping[str, 
     mult = 2 if nl == "concat_elu" else 1
     a = shapes["nin_skip.V"][1] // mult if "nin_skip.V" in shapes else None
     h = shapes["hw"][0] if "hw" in shapes else None
-    has_shadows = any(k.endswith("_ema") for k in shapes)
-    decay = polyak_decay if polyak_decay is not None else (0.9995 if has_shadows else None)
+    has_shadows = any(k.endswith(SHADOW_SUFFIX) for k in shapes)
+    decay = polyak_decay if polyak_decay is not None else (DEFAULT_POLYAK_DECAY if has_shadows else None)
     return normalize_config({"num_filters": F_, "a_channels": a, "h_channels": h, "conv": conv, "nonlinearity": nl, "polyak_decay": decay})
 
 
@@ -98,7 +99,7 @@ def read_torch_file(path: str, overrides: Mapping[str, Any] | None = None, polya
         config = normalize_config({**json.loads(metadata["config"]), **(overrides or {})})
     else:
         config = infer_config({k: v.shape for k, v in tensors.items()}, overrides, polyak_decay)
-    shadows = any(k.endswith("_ema") for k in tensors)
+    shadows = any(k.endswith(SHADOW_SUFFIX) for k in tensors)
     table = weight_table(config, shadows=shadows)
     flags = {k: v for k, v in tensors.items() if k.endswith(".initialized")}
     weights = {k: v for k, v in tensors.items() if not k.endswith(".initialized")}

@@ -216,9 +216,10 @@ def _skip_nonlinearity_with_a() -> contextlib.AbstractContextManager:
 
 
 def _elu_for_concat_elu() -> contextlib.AbstractContextManager:
+    import torch_impl.block as tb
     import torch_impl.ops as ops
 
-    return _patched((ops.NONLINEARITIES, "concat_elu", ops.elu), (ops.CHANNEL_MULTIPLIER, "concat_elu", 1))
+    return _patched((ops.NONLINEARITIES, "concat_elu", ops.elu), (tb, "CHANNEL_MULTIPLIER", {**tb.CHANNEL_MULTIPLIER, "concat_elu": 1}))
 
 
 def _dropout2d() -> contextlib.AbstractContextManager:

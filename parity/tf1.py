@@ -21,11 +21,11 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from gated_spec import DEFAULT_POLYAK_DECAY
 from parity.convert import infer_config
 from parity.weights import EMA_SUFFIX, TF1Namer, WeightError, normalize_config, weight_table
 
 DEFAULT_SCOPE = "model"
-DEFAULT_DECAY = 0.9995  # the original training scripts' polyak_decay
 
 # Optimiser state: the original's hand-written Adam (unnamed ``Variable_k``, or ``<var>_adam_mg``,
 # ``<var>_adam_v``, ``adam_t``) and TensorFlow's own (``<var>/Adam``, ``<var>/Adam_1``, beta powers).
@@ -127,7 +127,7 @@ def _infer(model: Mapping[str, np.ndarray], counters: Mapping[str, int], overrid
         over["conv"] = conv
     config = infer_config(shapes, over, None)
     has_shadows = any(k.endswith(EMA_SUFFIX) for k in model)
-    decay = polyak_decay if polyak_decay is not None else (DEFAULT_DECAY if has_shadows else None)
+    decay = polyak_decay if polyak_decay is not None else (DEFAULT_POLYAK_DECAY if has_shadows else None)
     return normalize_config({**config, "polyak_decay": decay})
 
 

@@ -29,15 +29,13 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-EMA_SUFFIX = "/ExponentialMovingAverage"
+from gated_spec import CHANNEL_MULTIPLIER, CONV_KINDS as _CONV_FILTERS, CONV_PERM, DENSE_PERM, NONLINEARITIES, SHADOW_SUFFIX
+from gated_spec import TF1_SHADOW_SUFFIX as EMA_SUFFIX
+
 FORMAT = "gated-resnet-parity/1"
-CONV_KINDS = ("conv2d", "down_shifted_conv2d", "down_right_shifted_conv2d", "nin")
-NONLINEARITIES = ("concat_elu", "elu", "relu")
-DEFAULT_FILTER = {"conv2d": (3, 3), "down_shifted_conv2d": (2, 3), "down_right_shifted_conv2d": (2, 2)}
-CHANNEL_MULTIPLIER = {"concat_elu": 2, "elu": 1, "relu": 1}
+CONV_KINDS = tuple(_CONV_FILTERS)
+DEFAULT_FILTER = {kind: f for kind, f in _CONV_FILTERS.items() if f is not None}
 CONFIG_KEYS = ("num_filters", "a_channels", "h_channels", "conv", "nonlinearity", "dropout_p", "polyak_decay")
-CONV_PERM = (3, 2, 0, 1)
-DENSE_PERM = (1, 0)
 
 
 class WeightError(ValueError):
@@ -156,7 +154,7 @@ def weight_table(
     if not shadows:
         return raw
     return raw + [
-        WeightRow(r.tf1_name + EMA_SUFFIX, r.keras_path + "_ema", r.torch_key + "_ema", r.shape, r.torch_perm) for r in raw
+        WeightRow(r.tf1_name + EMA_SUFFIX, r.keras_path + SHADOW_SUFFIX, r.torch_key + SHADOW_SUFFIX, r.shape, r.torch_perm) for r in raw
     ]
 
 
@@ -170,7 +168,7 @@ def check_tensors(
     problems = []
     missing = [k for k in expected if k not in tensors]
     if allow_missing_shadows:
-        missing = [k for k in missing if not (k.endswith(EMA_SUFFIX) or k.endswith("_ema"))]
+        missing = [k for k in missing if not (k.endswith(EMA_SUFFIX) or k.endswith(SHADOW_SUFFIX))]
     problems += [f"missing tensor {k!r} (expected shape {expected[k].shape if layout == 'tf' else expected[k].torch_shape})" for k in missing]
     problems += [f"unexpected tensor {k!r} with shape {tuple(np.shape(v))}" for k, v in tensors.items() if k not in expected]
     dtypes = set()

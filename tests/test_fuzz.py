@@ -21,6 +21,7 @@ import time
 import numpy as np
 import pytest
 
+from gated_spec import CHANNEL_MULTIPLIER
 from tests.conftest import BOTH
 
 hypothesis = pytest.importorskip("hypothesis")
@@ -49,7 +50,7 @@ def _single_input_nin(config) -> bool:
     arithmetic, so both backends return pure rounding noise there, which a bound relative to the
     tensor's own scale cannot judge. Kept out of the search; test_single_input_nin_is_noise_only
     shows that such a config fails on those gradients and nothing else."""
-    mult = 2 if config["nonlinearity"] == "concat_elu" else 1
+    mult = CHANNEL_MULTIPLIER[config["nonlinearity"]]
     return (config["conv"] == "nin" and mult * config["num_filters"] == 1) or mult * (config["a_channels"] or 2) == 1
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from gated_spec import LAYER_KINDS
+
 from tests import reference as R
 
 EPS64 = np.finfo(np.float64).eps
@@ -47,8 +49,7 @@ DECONV_CASES = [
     ("DownShiftedConv2DTranspose", dict(stride=(2, 2)), lambda x, w: R.down_shifted_deconv2d(x, w, (2, 2))),
     ("DownRightShiftedConv2DTranspose", dict(stride=(2, 2)), lambda x, w: R.down_right_shifted_deconv2d(x, w, (2, 2))),
 ]
-DEFAULT_FILTER = {"DownShiftedConv2D": (2, 3), "DownRightShiftedConv2D": (2, 2), "DownShiftedConv2DTranspose": (2, 3),
-                  "DownRightShiftedConv2DTranspose": (2, 2)}
+DEFAULT_FILTER = {cls: filt for cls, filt, _ in LAYER_KINDS.values()}
 
 
 @pytest.mark.parametrize("cls,kwargs,ref", CONV_CASES, ids=lambda v: str(v) if not callable(v) else "")

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-TORCH_PERM = {2: (1, 0), 4: (3, 2, 0, 1)}  # TF layout -> torch layout of V
+from gated_spec import TORCH_PERM  # TF layout -> torch layout of V, by rank
 
 
 class TorchTwin:

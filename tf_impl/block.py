@@ -22,7 +22,8 @@ from typing import Any, Callable
 import keras
 import tensorflow as tf
 
-from tf_impl._checks import (
+from gated_spec import CHANNEL_MULTIPLIER, SECOND_CONV_INIT_SCALE, SHADOW_SUFFIX, STAGES
+from gated_spec.checks import (
     already_initialized,
     check_channels,
     check_dtype,
@@ -30,12 +31,9 @@ from tf_impl._checks import (
     check_rank,
     check_same_dims,
 )
-from tf_impl.ema import SHADOW_SUFFIX
 from tf_impl.layers import CONV_KINDS, Nin
-from tf_impl.ops import CHANNEL_MULTIPLIER, LAYOUT, get_nonlinearity
+from tf_impl.ops import LAYOUT, get_nonlinearity
 
-# Stages reported by ``GatedResnet.stages``, in the order they are computed.
-STAGES = ("c1_conv", "c1_skip", "c1", "c2_conv", "c2", "value", "gate_logits", "out")
 
 
 class GatedResnet(keras.layers.Layer):
@@ -95,7 +93,7 @@ class GatedResnet(keras.layers.Layer):
         common = {"polyak_decay": polyak_decay, "dtype": self.dtype_policy}
         self.conv_input = conv_cls(mult * F_, F_, name="conv_input", **common)
         self.nin_skip = Nin(mult * a_channels, F_, name="nin_skip", **common) if a_channels else None
-        self.conv_output = conv_cls(mult * F_, 2 * F_, init_scale=0.1, name="conv_output", **common)
+        self.conv_output = conv_cls(mult * F_, 2 * F_, init_scale=SECOND_CONV_INIT_SCALE, name="conv_output", **common)
 
     def build(self, input_shape: Any = None) -> None:
         for layer in self.wn_layers:

@@ -19,20 +19,9 @@ weights. Twin: ``torch_impl.ema``.
 from __future__ import annotations
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-SHADOW_SUFFIX = "_ema"
-
-
-def one_minus_decay(decay: float, num_updates: int | None = None) -> float:
-    """``1 - decay`` exactly as TensorFlow computes it: float32 throughout, including the ``num_updates`` cap."""
-    d = np.float32(decay)
-    if num_updates is not None:
-        n = np.float32(num_updates)
-        d = np.minimum(d, (np.float32(1.0) + n) / (np.float32(10.0) + n))
-    return float(np.float32(1.0) - d)
-
+from gated_spec import SHADOW_SUFFIX, one_minus_decay
 
 def averaged_pairs(layer: keras.layers.Layer) -> list[tuple[keras.layers.Layer, keras.Variable, keras.Variable]]:
     """(owner, variable, shadow) for every averaged variable under ``layer``, owners in depth-first order."""

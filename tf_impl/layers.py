@@ -29,28 +29,10 @@ from typing import Any, Sequence
 import keras
 import tensorflow as tf
 
-from tf_impl._checks import already_initialized, check_channels, check_dtype, check_positive, check_rank
-from tf_impl.ema import SHADOW_SUFFIX
+from gated_spec import CONV_INIT_EPS, DENSE_INIT_EPS, LAYER_KINDS, SHADOW_SUFFIX
+from gated_spec.checks import already_initialized, check_channels, check_dtype, check_pad, check_positive, check_rank, pair
 from tf_impl.ops import LAYOUT, get_nonlinearity, l2_normalize
 
-# eps added to the variance in the data-dependent init (SPEC.md, PITFALLS 18).
-DENSE_INIT_EPS = 1e-10
-CONV_INIT_EPS = 1e-8
-
-
-def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2:
-        raise ValueError(f"Expected {name} to be an int or a pair of ints. Received: {name}={value!r}")
-    for v in pair:
-        check_positive(name, v)
-    return pair  # type: ignore[return-value]
-
-
-def _check_pad(pad: str) -> str:
-    if pad not in ("SAME", "VALID"):
-        raise ValueError(f"Expected pad to be 'SAME' or 'VALID'. Received: pad={pad!r}")
-    return pad
 
 
 class _WeightNormLayer(keras.layers.Layer):
@@ -278,7 +260,7 @@ class _Convolution(_WeightNormLayer):
         self,
         in_channels: int,
         num_filters: int,
-        filter_size: int | Sequence[int] = (3, 3),
+        filter_size: int | Sequence[int] = LAYER_KINDS["conv2d"][1],
         stride: int | Sequence[int] = (1, 1),
         pad: str = "SAME",
         init_scale: float = 1.0,
@@ -286,9 +268,9 @@ class _Convolution(_WeightNormLayer):
         polyak_decay: float | None = None,
         **kwargs: Any,
     ) -> None:
-        self.filter_size = _pair(filter_size, "filter_size")
-        self.stride = _pair(stride, "stride")
-        self.pad = _check_pad(pad)
+        self.filter_size = pair(filter_size, "filter_size")
+        self.stride = pair(stride, "stride")
+        self.pad = check_pad(pad)
         super().__init__(in_channels, num_filters, init_scale, nonlinearity, polyak_decay, **kwargs)
 
     def get_config(self) -> dict[str, Any]:
@@ -347,7 +329,7 @@ class WeightNormConv2DTranspose(_Convolution):
 class _Shifted:
     """Shared constructor of the four shifted kinds: no ``pad`` argument (they pad or crop explicitly)."""
 
-    _default_filter: tuple[int, int] = (2, 3)
+    _default_filter: tuple[int, int] = LAYER_KINDS["down_shifted_conv2d"][1]
 
     def __init__(
         self,
@@ -381,7 +363,7 @@ class DownShiftedConv2D(_Shifted, WeightNormConv2D):
     Shapes: x (B, H, W, in) -> (B, H / sh, W / sw, num_filters). Twin: ``torch_impl.layers.DownShiftedConv2D``.
     """
 
-    _default_filter = (2, 3)
+    _default_filter = LAYER_KINDS["down_shifted_conv2d"][1]
 
     def _pre(self, x: tf.Tensor) -> tf.Tensor:
         kh, kw = self.filter_size
@@ -395,7 +377,7 @@ class DownRightShiftedConv2D(_Shifted, WeightNormConv2D):
     Shapes: x (B, H, W, in) -> (B, H / sh, W / sw, num_filters). Twin: ``torch_impl.layers.DownRightShiftedConv2D``.
     """
 
-    _default_filter = (2, 2)
+    _default_filter = LAYER_KINDS["down_right_shifted_conv2d"][1]
 
     def _pre(self, x: tf.Tensor) -> tf.Tensor:
         kh, kw = self.filter_size
@@ -410,7 +392,7 @@ class DownShiftedConv2DTranspose(_Shifted, WeightNormConv2DTranspose):
     Shapes: x (B, H, W, in) -> (B, H*sh, W*sw, num_filters). Twin: ``torch_impl.layers.DownShiftedConv2DTranspose``.
     """
 
-    _default_filter = (2, 3)
+    _default_filter = LAYER_KINDS["down_shifted_deconv2d"][1]
 
     def _post(self, y: tf.Tensor, x: tf.Tensor) -> tf.Tensor:
         kh, kw = self.filter_size
@@ -425,7 +407,7 @@ class DownRightShiftedConv2DTranspose(_Shifted, WeightNormConv2DTranspose):
     Shapes: x (B, H, W, in) -> (B, H*sh, W*sw, num_filters). Twin: ``torch_impl.layers.DownRightShiftedConv2DTranspose``.
     """
 
-    _default_filter = (2, 2)
+    _default_filter = LAYER_KINDS["down_right_shifted_deconv2d"][1]
 
     def _post(self, y: tf.Tensor, x: tf.Tensor) -> tf.Tensor:
         kh, kw = self.filter_size

@@ -12,7 +12,8 @@ from typing import Callable
 
 import tensorflow as tf
 
-from tf_impl._checks import check_rank
+from gated_spec import CHANNEL_MULTIPLIER, L2_NORMALIZE_EPS
+from gated_spec.checks import check_choice, check_rank
 
 LAYOUT = "NHWC"
 CHANNEL_AXIS = -1
@@ -39,19 +40,11 @@ NONLINEARITIES: dict[str, Callable[[tf.Tensor], tf.Tensor]] = {
     "relu": relu,
 }
 
-# How many output channels a nonlinearity makes of one input channel.
-CHANNEL_MULTIPLIER: dict[str, int] = {"concat_elu": 2, "elu": 1, "relu": 1}
-
 
 def get_nonlinearity(name: str | None) -> Callable[[tf.Tensor], tf.Tensor] | None:
     """The nonlinearity called ``name`` (``None`` for none); raises ``ValueError`` on unknown names."""
-    if name is None:
-        return None
-    if name not in NONLINEARITIES:
-        raise ValueError(
-            f"Expected nonlinearity to be one of {sorted(NONLINEARITIES)} or None. Received: nonlinearity={name!r}"
-        )
-    return NONLINEARITIES[name]
+    check_choice("nonlinearity", name, list(NONLINEARITIES), allow_none=True)
+    return None if name is None else NONLINEARITIES[name]
 
 
 def down_shift(x: tf.Tensor, step: int = 1) -> tf.Tensor:
@@ -83,4 +76,4 @@ def left_shift(x: tf.Tensor, step: int = 1) -> tf.Tensor:
 
 def l2_normalize(v: tf.Tensor, axes: tuple[int, ...]) -> tf.Tensor:
     """``tf.nn.l2_normalize``: ``v * rsqrt(max(sum(v**2, axes), 1e-12))``. Twin: ``torch_impl.ops.l2_normalize``."""
-    return tf.nn.l2_normalize(v, axis=list(axes))
+    return tf.nn.l2_normalize(v, axis=list(axes), epsilon=L2_NORMALIZE_EPS)

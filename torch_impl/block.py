@@ -25,7 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from torch_impl._checks import (
+from gated_spec import CHANNEL_MULTIPLIER, SECOND_CONV_INIT_SCALE, SHADOW_SUFFIX, STAGES
+from gated_spec.checks import (
     already_initialized,
     check_channels,
     check_dtype,
@@ -34,12 +35,9 @@ from torch_impl._checks import (
     check_same_dims,
 )
 from torch_impl._state import ValidatedLoad
-from torch_impl.ema import SHADOW_SUFFIX
 from torch_impl.layers import CONV_KINDS, Nin
-from torch_impl.ops import CHANNEL_MULTIPLIER, LAYOUT, get_nonlinearity
+from torch_impl.ops import LAYOUT, get_nonlinearity
 
-# Stages reported by ``GatedResnet.stages``, in the order they are computed.
-STAGES = ("c1_conv", "c1_skip", "c1", "c2_conv", "c2", "value", "gate_logits", "out")
 
 
 def _dtype_name(t: torch.Tensor) -> str:
@@ -103,7 +101,7 @@ class GatedResnet(ValidatedLoad, nn.Module):
         F_ = num_filters
         self.conv_input = conv_cls(mult * F_, F_, polyak_decay=polyak_decay, **factory)
         self.nin_skip = Nin(mult * a_channels, F_, polyak_decay=polyak_decay, **factory) if a_channels else None
-        self.conv_output = conv_cls(mult * F_, 2 * F_, init_scale=0.1, polyak_decay=polyak_decay, **factory)
+        self.conv_output = conv_cls(mult * F_, 2 * F_, init_scale=SECOND_CONV_INIT_SCALE, polyak_decay=polyak_decay, **factory)
         if h_channels:
             self.hw = nn.Parameter(torch.empty(h_channels, 2 * F_, **factory).normal_(0.0, 0.05))  # [K, 2F]
             if polyak_decay is not None:

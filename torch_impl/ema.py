@@ -23,25 +23,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-import numpy as np
 import torch
 from torch import nn
 
-SHADOW_SUFFIX = "_ema"
-
-
-def one_minus_decay(decay: float, num_updates: int | None = None) -> float:
-    """``1 - decay`` exactly as TensorFlow computes it: float32 throughout, including the ``num_updates`` cap.
-
-    The result is a float32 value returned as a Python float (exact), which a float32 or float64
-    tensor op then uses without further rounding.
-    """
-    d = np.float32(decay)
-    if num_updates is not None:
-        n = np.float32(num_updates)
-        d = np.minimum(d, (np.float32(1.0) + n) / (np.float32(10.0) + n))
-    return float(np.float32(1.0) - d)
-
+from gated_spec import SHADOW_SUFFIX, one_minus_decay
 
 def averaged_pairs(module: nn.Module) -> list[tuple[nn.Module, torch.Tensor, torch.Tensor]]:
     """(owner, variable, shadow) for every averaged parameter under ``module``, in ``modules()`` order."""

@@ -29,29 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torch_impl._checks import already_initialized, check_channels, check_dtype, check_positive, check_rank
+from gated_spec import CONV_INIT_EPS, DENSE_INIT_EPS, LAYER_KINDS, SHADOW_SUFFIX
+from gated_spec.checks import already_initialized, check_channels, check_dtype, check_pad, check_positive, check_rank, pair
 from torch_impl._state import ValidatedLoad
-from torch_impl.ema import SHADOW_SUFFIX
 from torch_impl.ops import LAYOUT, get_nonlinearity, l2_normalize
 
-# eps added to the variance in the data-dependent init (SPEC.md, PITFALLS 18).
-DENSE_INIT_EPS = 1e-10
-CONV_INIT_EPS = 1e-8
-
-
-def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2:
-        raise ValueError(f"Expected {name} to be an int or a pair of ints. Received: {name}={value!r}")
-    for v in pair:
-        check_positive(name, v)
-    return pair  # type: ignore[return-value]
-
-
-def _check_pad(pad: str) -> str:
-    if pad not in ("SAME", "VALID"):
-        raise ValueError(f"Expected pad to be 'SAME' or 'VALID'. Received: pad={pad!r}")
-    return pad
 
 
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -265,7 +247,7 @@ class _Convolution(_WeightNormLayer):
         self,
         in_channels: int,
         num_filters: int,
-        filter_size: int | Sequence[int] = (3, 3),
+        filter_size: int | Sequence[int] = LAYER_KINDS["conv2d"][1],
         stride: int | Sequence[int] = (1, 1),
         pad: str = "SAME",
         init_scale: float = 1.0,
@@ -275,9 +257,9 @@ class _Convolution(_WeightNormLayer):
         device: Any = None,
         dtype: Any = None,
     ) -> None:
-        self.filter_size = _pair(filter_size, "filter_size")
-        self.stride = _pair(stride, "stride")
-        self.pad = _check_pad(pad)
+        self.filter_size = pair(filter_size, "filter_size")
+        self.stride = pair(stride, "stride")
+        self.pad = check_pad(pad)
         v_shape = self._v_shape(in_channels, num_filters, *self.filter_size)
         super().__init__(in_channels, num_filters, v_shape, init_scale, nonlinearity, polyak_decay, device, dtype)
 
@@ -359,7 +341,7 @@ class WeightNormConv2DTranspose(_Convolution):
 class _Shifted:
     """Shared constructor of the four shifted kinds: no ``pad`` argument (they pad or crop explicitly)."""
 
-    _default_filter: tuple[int, int] = (2, 3)
+    _default_filter: tuple[int, int] = LAYER_KINDS["down_shifted_conv2d"][1]
 
     def __init__(
         self,
@@ -395,7 +377,7 @@ class DownShiftedConv2D(_Shifted, WeightNormConv2D):
     Shapes: x (B, in, H, W) -> (B, num_filters, H / sh, W / sw). Twin: ``tf_impl.layers.DownShiftedConv2D``.
     """
 
-    _default_filter = (2, 3)
+    _default_filter = LAYER_KINDS["down_shifted_conv2d"][1]
 
     def _pre(self, x: torch.Tensor) -> torch.Tensor:
         kh, kw = self.filter_size
@@ -409,7 +391,7 @@ class DownRightShiftedConv2D(_Shifted, WeightNormConv2D):
     Shapes: x (B, in, H, W) -> (B, num_filters, H / sh, W / sw). Twin: ``tf_impl.layers.DownRightShiftedConv2D``.
     """
 
-    _default_filter = (2, 2)
+    _default_filter = LAYER_KINDS["down_right_shifted_conv2d"][1]
 
     def _pre(self, x: torch.Tensor) -> torch.Tensor:
         kh, kw = self.filter_size
@@ -423,7 +405,7 @@ class DownShiftedConv2DTranspose(_Shifted, WeightNormConv2DTranspose):
     Shapes: x (B, in, H, W) -> (B, num_filters, H*sh, W*sw). Twin: ``tf_impl.layers.DownShiftedConv2DTranspose``.
     """
 
-    _default_filter = (2, 3)
+    _default_filter = LAYER_KINDS["down_shifted_deconv2d"][1]
 
     def _post(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         kh, kw = self.filter_size
@@ -438,7 +420,7 @@ class DownRightShiftedConv2DTranspose(_Shifted, WeightNormConv2DTranspose):
     Shapes: x (B, in, H, W) -> (B, num_filters, H*sh, W*sw). Twin: ``tf_impl.layers.DownRightShiftedConv2DTranspose``.
     """
 
-    _default_filter = (2, 2)
+    _default_filter = LAYER_KINDS["down_right_shifted_deconv2d"][1]
 
     def _post(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         kh, kw = self.filter_size

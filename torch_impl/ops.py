@@ -17,7 +17,8 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from torch_impl._checks import check_rank
+from gated_spec import CHANNEL_MULTIPLIER, L2_NORMALIZE_EPS
+from gated_spec.checks import check_choice, check_rank
 
 LAYOUT = "NCHW"
 CHANNEL_AXIS = 1
@@ -64,19 +65,11 @@ NONLINEARITIES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu": relu,
 }
 
-# How many output channels a nonlinearity makes of one input channel.
-CHANNEL_MULTIPLIER: dict[str, int] = {"concat_elu": 2, "elu": 1, "relu": 1}
-
 
 def get_nonlinearity(name: str | None) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """The nonlinearity called ``name`` (``None`` for none); raises ``ValueError`` on unknown names."""
-    if name is None:
-        return None
-    if name not in NONLINEARITIES:
-        raise ValueError(
-            f"Expected nonlinearity to be one of {sorted(NONLINEARITIES)} or None. Received: nonlinearity={name!r}"
-        )
-    return NONLINEARITIES[name]
+    check_choice("nonlinearity", name, list(NONLINEARITIES), allow_none=True)
+    return None if name is None else NONLINEARITIES[name]
 
 
 def down_shift(x: torch.Tensor, step: int = 1) -> torch.Tensor:
@@ -110,4 +103,4 @@ def l2_normalize(v: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
     (PITFALLS 24). Twin: ``tf_impl.ops.l2_normalize``.
     """
     square_sum = torch.sum(v * v, dim=dims, keepdim=True)
-    return v * torch.rsqrt(torch.clamp(square_sum, min=1e-12))
+    return v * torch.rsqrt(torch.clamp(square_sum, min=L2_NORMALIZE_EPS))
