@@ -17,7 +17,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from parity.case import SUITES
+from parity.atomic import atomic_path
 from parity.harness import DTYPES, Report
+from parity.isolation import WorkerDied
 from parity.tolerance import policy
 
 EXIT_OK, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
@@ -120,7 +122,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         args.weights, inputs, backend=args.backend, use_ema=args.ema, init=args.init,
         save_weights=args.save_weights, device=args.device,
     )
-    np.savez(args.out, **outputs)
+    with atomic_path(args.out) as tmp, open(tmp, "wb") as f:  # a file object: np.savez adds no ".npz"
+        np.savez(f, **outputs)
     print(f"wrote {', '.join(f'{k} {tuple(v.shape)}' for k, v in outputs.items())} to {args.out}")
     return EXIT_OK
 
@@ -215,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, ImportError, FileNotFoundError) as exc:
+    except (ValueError, ImportError, OSError, WorkerDied) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
 

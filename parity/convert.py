@@ -25,6 +25,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from gated_spec import DEFAULT_POLYAK_DECAY, SHADOW_SUFFIX
+from parity.atomic import atomic_path
 from parity.weights import (
     DEFAULT_FILTER,
     EMA_SUFFIX,
@@ -119,7 +120,8 @@ def write_torch_file(path: str, tensors: Mapping[str, np.ndarray], config: Mappi
     for attr in ("conv_input", "nin_skip", "conv_output"):
         if any(k.startswith(attr + ".") for k in state):
             state[f"{attr}.initialized"] = np.array(bool(initialized))
-    save_file(state, path, metadata={"format": TORCH_FORMAT, "config": json.dumps(config)})
+    with atomic_path(path) as tmp:
+        save_file(state, tmp, metadata={"format": TORCH_FORMAT, "config": json.dumps(config)})
 
 
 def _read_tf1(path: str, overrides: Mapping[str, Any] | None, polyak_decay: float | None, scope: str,
@@ -195,7 +197,8 @@ def write_any(path: str, tensors: Mapping[str, np.ndarray], config: Mapping[str,
         dtype = np.asarray(next(iter(tensors.values()))).dtype.name
         block = tfb.build(config, dtype)
         tfb.import_weights(block, tensors, initialized)
-        _keras_model(block).save_weights(path)
+        with atomic_path(path) as tmp:
+            _keras_model(block).save_weights(tmp)
     elif kind == "tf1":
         raise ValueError(f"{path}: writing TF1 checkpoints is not supported; convert to .safetensors or .weights.h5")
     elif path.lower().endswith(".torch.safetensors"):

@@ -19,6 +19,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from parity import isolation
+from parity.atomic import atomic_path
 from parity.backends import get_backend
 from parity.case import Case, LayerCase, default_cases, under_prefix
 from parity.tolerance import MCA, MCA_SAMPLES, Comparison, compare, max_abs_diff
@@ -218,7 +219,8 @@ def record(path: str | os.PathLike, backend: str = "tf", device: str = "cpu",
         "settings": json.dumps(settings(device, [backend])),
         "cases": json.dumps(meta_cases),
     }
-    save_file(tensors, str(path), metadata=metadata)
+    with atomic_path(path) as tmp:
+        save_file(tensors, tmp, metadata=metadata)
 
 
 def load_record(path: str | os.PathLike) -> tuple[dict[str, Any], list[tuple[Case | LayerCase, dict[str, dict[str, np.ndarray]]]]]:

@@ -16,7 +16,10 @@ and returns its result, or raises the exception it raised (arguments, results an
 by pickle over the worker's stdin and stdout: NumPy arrays, cases, plain data). One worker per
 backend is started on first use (``python -m parity.isolation BACKEND``: a fresh interpreter that
 imports nothing of the caller's script, so a script needs no ``if __name__ == "__main__"`` guard) and
-kept for later calls; ``shutdown()`` stops them (also at exit). Its stderr is the caller's.
+kept for later calls; ``shutdown()`` stops them (also at exit). What a worker writes to stderr
+reaches the caller's stderr, except TensorFlow's start-up notices that say nothing about the run
+(``START_UP_NOISE``: the oneDNN notice, "Could not find cuda drivers", "failed call to cuInit" on a
+machine without a GPU, the CPU-instructions notice); ``PARITY_TF_LOGS=1`` keeps them.
 ``PARITY_IN_PROCESS=1`` runs everything in the calling process instead: only for debugging, and
 only safe where the two frameworks can share a process (e.g. the ``+cpu`` torch wheel, no triton).
 """
@@ -29,14 +32,29 @@ import os
 import pickle
 import subprocess
 import sys
+import threading
 from typing import IO, Any
 
 from parity.backends import BACKENDS
 
 IN_PROCESS_ENV = "PARITY_IN_PROCESS"
+LOGS_ENV = "PARITY_TF_LOGS"
+START_UP_NOISE = (
+    "All log messages before absl::InitializeLog() is called are written to STDERR",
+    "oneDNN custom operations are on",
+    "Could not find cuda drivers on your machine",
+    "failed call to cuInit",
+    "This TensorFlow binary is optimized to use available CPU instructions",
+    "rebuild TensorFlow with the appropriate compiler flags",
+)
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where the parity package lives
 
 _workers: dict[str, subprocess.Popen] = {}
+
+
+class WorkerDied(RuntimeError):
+    """A backend's worker process ended while it ran a call (a crash in native code, or killed)."""
+
 _in_worker: str | None = None  # the backend this process serves, in a worker
 
 
@@ -53,8 +71,20 @@ def in_process() -> bool:
 def _start(backend: str) -> subprocess.Popen:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, env.get("PYTHONPATH", "")) if p)
-    return subprocess.Popen([sys.executable, "-m", "parity.isolation", backend], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, env=env)
+    keep_all = os.environ.get(LOGS_ENV, "") == "1"
+    worker = subprocess.Popen([sys.executable, "-m", "parity.isolation", backend], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=None if keep_all else subprocess.PIPE, env=env)
+    if not keep_all:
+        threading.Thread(target=_forward_stderr, args=(worker.stderr,), daemon=True).start()
+    return worker
+
+
+def _forward_stderr(stream: IO[bytes]) -> None:
+    """Copy a worker's stderr to ours, line by line, without the start-up notices."""
+    for line in iter(stream.readline, b""):
+        if not any(noise.encode() in line for noise in START_UP_NOISE):
+            sys.stderr.write(line.decode(errors="replace"))
+            sys.stderr.flush()
 
 
 def call(backend: str, target: str, *args: Any, **kwargs: Any) -> Any:
@@ -74,7 +104,7 @@ def call(backend: str, target: str, *args: Any, **kwargs: Any) -> Any:
     except (EOFError, BrokenPipeError, pickle.UnpicklingError) as exc:
         _workers.pop(backend, None)
         code = worker.wait()
-        raise RuntimeError(f"the {backend} worker process died (exit code {code}) while running {target}: a crash in "
+        raise WorkerDied(f"the {backend} worker process died (exit code {code}) while running {target}: a crash in "
                            f"the framework's native code (its message is above); {IN_PROCESS_ENV}=1 runs it here") from exc
     if not ok:
         raise value

@@ -31,6 +31,7 @@ import numpy as np
 
 from gated_spec import CHANNEL_MULTIPLIER, CONV_KINDS as _CONV_FILTERS, CONV_PERM, DENSE_PERM, NONLINEARITIES, SHADOW_SUFFIX
 from gated_spec import TF1_SHADOW_SUFFIX as EMA_SUFFIX
+from parity.atomic import atomic_path
 
 FORMAT = "gated-resnet-parity/1"
 CONV_KINDS = tuple(_CONV_FILTERS)
@@ -201,7 +202,8 @@ def save_canonical(
     c = normalize_config(config)
     check_tensors(weight_table(c, shadows=any(k.endswith(EMA_SUFFIX) for k in tensors)), tensors, where="tensors to save")
     metadata = {"format": FORMAT, "config": json.dumps(c), "initialized": json.dumps(bool(initialized))}
-    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(path), metadata=metadata)
+    with atomic_path(path) as tmp:
+        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, tmp, metadata=metadata)
 
 
 def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]]:

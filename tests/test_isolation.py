@@ -149,3 +149,21 @@ def test_records_carry_the_monte_carlo_spread_and_old_records_are_refused(tmp_pa
     save_file({"0/in/x": np.zeros(1, np.float32)}, str(old), metadata={"format": "gated-resnet-parity-record/1"})
     with pytest.raises(ValueError, match="record/2"):
         load_record(old)
+
+
+def test_tensorflows_start_up_notices_are_dropped_and_other_stderr_kept(tmp_path):
+    """A worker's stderr reaches the caller's without the start-up lines that say nothing about the run."""
+    script = tmp_path / "noisy.py"
+    script.write_text(
+        "from parity import isolation\n"
+        "isolation.call('torch', 'os:write', 2, b'I0000 00:00:1 port.cc:153] oneDNN custom operations are on. You may\\n')\n"
+        "isolation.call('torch', 'os:write', 2, b'a real warning\\n')\n"
+        "isolation.shutdown()\n")
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    env.pop("PARITY_TF_LOGS", None)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=ROOT, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "a real warning" in proc.stderr and "oneDNN custom operations" not in proc.stderr
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=ROOT,
+                          env={**env, "PARITY_TF_LOGS": "1"})
+    assert "oneDNN custom operations" in proc.stderr

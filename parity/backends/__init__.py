@@ -21,5 +21,8 @@ def get_backend(name: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        extra = {"tf": "tf", "torch": "torch"}[name]
-        raise ImportError(f"backend {name!r} needs its framework ({exc}); install the '{extra}' extra") from exc
+        if name == "tf":
+            raise ImportError(f"the TensorFlow backend needs tensorflow and keras ({exc}): pip install -e '.[tf]'. "
+                              "Without TensorFlow, `verify` checks torch against a recorded reference") from exc
+        raise ImportError(f"the PyTorch backend needs torch ({exc}): pip install -e '.[torch]'. "
+                          "Without PyTorch, `verify --backend tf` checks TensorFlow against a recorded reference") from exc
