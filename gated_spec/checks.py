@@ -86,6 +86,31 @@ def check_choice(name: str, value: object, choices: Sequence[object], allow_none
         raise ValueError(f"Expected {name} to be one of {sorted(choices)}{extra}. Received: {name}={value!r}")
 
 
+def check_given(owner: str, name: str, value: object, built_with: str, built_value: object) -> None:
+    """Raise if a block built for an input (``a_channels``, ``h_channels``) is called without it, or the reverse."""
+    if value is None and built_value is not None:
+        raise ValueError(f"{owner}: expected `{name}` (this block was built with {built_with}={built_value!r}); received none")
+    if value is not None and built_value is None:
+        raise ValueError(f"{owner}: received `{name}`, but this block was built with {built_with}=None")
+
+
+def check_batch(owner: str, x: Any) -> None:
+    """Raise unless the batch holds at least one image (moments over an empty batch are NaN)."""
+    batch = _shape(x)[0]
+    if batch is not None and batch < 1:
+        raise ValueError(f"{owner}: expected an init batch of at least one image; received shape {_shape(x)}")
+
+
+def check_mask_dtype(owner: str, got: str, expected: str) -> None:
+    """A dropout keep-mask is bool or the block's dtype (0 or 1)."""
+    if got not in ("bool", expected):
+        raise ValueError(f"{owner}: expected `dropout_mask` of dtype bool or {expected}; received dtype {got}")
+
+
+UNINITIALIZED_WARNING = ("{owner}: called before initialize(): its g and b are placeholders (1 and 0), not the "
+                         "data-dependent init; run initialize() on a batch first, or load initialised weights")
+
+
 def already_initialized(owner: str) -> ValueError:
     """The error for a second data-dependent initialisation (it runs once, PITFALLS 23)."""
     return ValueError(

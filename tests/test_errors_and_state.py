@@ -45,12 +45,15 @@ H = RNG.normal(size=(2, 2))
         ("h batch", dict(x=X, h=H[:1]), "expected `h` with the B of `x` (B=2)"),
         ("h size", dict(x=X, h=RNG.normal(size=(2, 5))), "expected `h` with 2 channels"),
         ("dtype", dict(x=X.astype(np.float32)), "expected `x` of dtype float64; received dtype float32"),
+        ("a missing", dict(x=X, a=None), "expected `a` (this block was built with a_channels=3); received none"),
+        ("h missing", dict(x=X, h=None), "expected `h` (this block was built with h_channels=2); received none"),
     ],
 )
 def test_block_bad_input(twin, what, args, message):
+    """Each bad input alone (the others as the block was built for): a one-line error naming it."""
     block = _block(twin)
     with pytest.raises(ValueError) as err:
-        _call(twin, block, args["x"], args.get("a"), args.get("h"))
+        _call(twin, block, args["x"], args.get("a", A), args.get("h", H))
     assert message in str(err.value), str(err.value)
 
 

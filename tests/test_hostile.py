@@ -324,3 +324,67 @@ def test_comparing_a_big_tensor_needs_a_few_chunks_of_memory_not_float64_copies(
         c = compare("big", "t", "float32", {"float32": r32, "float64": r64}, {"float32": o32, "float64": o64})
     assert c.max_abs > 0 and c.ulp >= 1
     assert peak[0] < 64, f"peak extra memory {peak[0]:.1f} MiB"
+
+
+# -- initialize: every argument checked before the first write; a failure changes nothing ----------
+def _fresh_block(twin, **config):
+    config = {"num_filters": 3, "a_channels": 2, "h_channels": 2, "conv": "down_shifted_conv2d", "dropout_p": 0.5, **config}
+    return twin.make("GatedResnet", **config)
+
+
+def _flags(block):
+    return [m.is_initialized for m in block.wn_layers]
+
+
+_RNG = np.random.default_rng(3)
+_X, _A, _H = _RNG.normal(size=(2, 4, 5, 3)), _RNG.normal(size=(2, 4, 5, 2)), _RNG.normal(size=(2, 2))
+
+
+@pytest.mark.parametrize("what", ["a missing", "h missing", "batch 0", "mask of the wrong type"])
+def test_a_refused_initialize_changes_nothing_and_can_be_retried(twin, what):
+    block = _fresh_block(twin)
+    before = [(twin.get(layer, "g").copy(), twin.get(layer, "b").copy()) for layer in block.wn_layers]
+    x, a, h, mask = twin.tensor(_X), twin.tensor(_A), twin.tensor(_H), None
+    if what == "a missing":
+        a = None
+    elif what == "h missing":
+        h = None
+    elif what == "batch 0":
+        x, a, h = twin.tensor(_X[:0]), twin.tensor(_A[:0]), twin.tensor(_H[:0])
+    else:
+        mask = np.ones((2, 4, 5, 6)) if twin.name == "torch" else twin.tensor(np.ones((2, 4, 5, 6), np.int32))
+    expected = {"a missing": "expected `a`", "h missing": "expected `h`", "batch 0": "at least one image",
+                "mask of the wrong type": "dropout_mask"}[what]
+    with pytest.raises(ValueError, match=expected):
+        block.initialize(x, a, h, dropout_mask=mask)
+    assert _flags(block) == [False] * len(block.wn_layers)
+    for layer, (g, b) in zip(block.wn_layers, before):
+        np.testing.assert_array_equal(twin.get(layer, "g"), g)
+        np.testing.assert_array_equal(twin.get(layer, "b"), b)
+    block.initialize(twin.tensor(_X), twin.tensor(_A), twin.tensor(_H))  # the retry works
+    assert _flags(block) == [True] * len(block.wn_layers)
+
+
+def test_a_layer_refuses_an_empty_init_batch(twin):
+    layer = twin.make("DownShiftedConv2D", 3, 4)
+    with pytest.raises(ValueError, match="at least one image"):
+        twin.initialize(layer, _X[:0])
+    assert not layer.is_initialized
+
+
+def test_a_block_called_before_initialize_warns_once(twin):
+    import warnings
+
+    block = _fresh_block(twin, dropout_p=0.0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            block(twin.tensor(_X), twin.tensor(_A), twin.tensor(_H))
+    assert [str(w.message) for w in caught if "before initialize()" in str(w.message)] and \
+        sum("before initialize()" in str(w.message) for w in caught) == 1
+    block2 = _fresh_block(twin, dropout_p=0.0)
+    block2.initialize(twin.tensor(_X), twin.tensor(_A), twin.tensor(_H))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        block2(twin.tensor(_X), twin.tensor(_A), twin.tensor(_H))
+    assert not [w for w in caught if "before initialize()" in str(w.message)]

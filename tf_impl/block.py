@@ -17,6 +17,7 @@ Twin: ``torch_impl.block.GatedResnet``.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable
 
 import keras
@@ -24,6 +25,10 @@ import tensorflow as tf
 
 from gated_spec import CHANNEL_MULTIPLIER, SECOND_CONV_INIT_SCALE, SHADOW_SUFFIX, STAGES
 from gated_spec.checks import (
+    UNINITIALIZED_WARNING,
+    check_batch,
+    check_given,
+    check_mask_dtype,
     already_initialized,
     check_channels,
     check_dtype,
@@ -85,6 +90,7 @@ class GatedResnet(keras.layers.Layer):
         self.nonlinearity = nonlinearity
         self.dropout_p = float(dropout_p)
         self.polyak_decay = polyak_decay
+        self._warned_uninitialized = False  # the warning for a call before initialize() is given once
         self._convert_input_args = False
         self._allow_non_tensor_positional_args = True
         mult = CHANNEL_MULTIPLIER[nonlinearity]
@@ -151,17 +157,15 @@ class GatedResnet(keras.layers.Layer):
         check_channels(owner, "x", x, self.num_filters, -1, LAYOUT)
         x = tf.convert_to_tensor(x)
         check_dtype(owner, "x", x.dtype.name, dtype)
+        check_given(owner, "a", a, "a_channels", self.a_channels)
+        check_given(owner, "h", h, "h_channels", self.h_channels)
         if a is not None:
-            if self.nin_skip is None:
-                raise ValueError(f"{owner}: received `a`, but this block was built with a_channels=None")
             check_rank(owner, "a", a, LAYOUT)
             check_same_dims(owner, "a", a, x, (0, 1, 2), "x", ("B", "H", "W"))
             check_channels(owner, "a", a, self.a_channels, -1, LAYOUT)
             a = tf.convert_to_tensor(a)
             check_dtype(owner, "a", a.dtype.name, dtype)
         if h is not None:
-            if self.h_channels is None:
-                raise ValueError(f"{owner}: received `h`, but this block was built with h_channels=None")
             check_rank(owner, "h", h, LAYOUT, rank=2)
             check_same_dims(owner, "h", h, x, (0,), "x", ("B",))
             check_channels(owner, "h", h, self.h_channels, 1, LAYOUT)
@@ -172,6 +176,8 @@ class GatedResnet(keras.layers.Layer):
                 raise ValueError(f"{owner}: received `dropout_mask`, but this block was built with dropout_p=0")
             B, H, W, _ = x.shape
             expected = (B, H, W, self.num_filters * CHANNEL_MULTIPLIER[self.nonlinearity])
+            dropout_mask = tf.convert_to_tensor(dropout_mask)
+            check_mask_dtype(owner, dropout_mask.dtype.name, dtype)
             got = tuple(dropout_mask.shape)
             if any(e is not None and g is not None and e != g for e, g in zip(expected, got)) or len(got) != 4:
                 raise ValueError(
@@ -249,12 +255,24 @@ class GatedResnet(keras.layers.Layer):
         """The forward pass with its named intermediate tensors (``STAGES``; ``c1_skip`` only with ``a``)."""
         self._ensure_built()
         x, a, h, dropout_mask = self._check_inputs(x, a, h, dropout_mask)
+        if not self._warned_uninitialized and tf.executing_eagerly() and not self.initialized:
+            self._warned_uninitialized = True
+            warnings.warn(UNINITIALIZED_WARNING.format(owner="GatedResnet"), UserWarning, stacklevel=3)
         hw = None
         if h is not None:
             if use_ema and self.polyak_decay is None:
                 raise ValueError("GatedResnet: use_ema=True needs averaged weights; this block was built with polyak_decay=None")
             hw = self.hw_ema if use_ema else self.hw
         return self._run(x, a, h, dropout_mask, bool(training), lambda layer, t: layer(t, use_ema=use_ema), hw)
+
+    def compute_output_spec(self, x: Any, a: Any = None, h: Any = None, training: bool | None = None,
+                            use_ema: bool = False, dropout_mask: Any = None) -> Any:
+        """The output has the shape and dtype of ``x``. Keras asks this of a symbolic call (a
+        ``Sequential`` model holding the block is called with ``x`` alone); a real call still
+        needs every input the block was built for."""
+        check_rank("GatedResnet", "x", x, LAYOUT)
+        check_channels("GatedResnet", "x", x, self.num_filters, -1, LAYOUT)
+        return keras.KerasTensor(x.shape, dtype=x.dtype)
 
     def call(
         self,
@@ -279,6 +297,7 @@ class GatedResnet(keras.layers.Layer):
         if any(m.is_initialized for m in self.wn_layers):
             raise already_initialized("GatedResnet")
         x, a, h, dropout_mask = self._check_inputs(x, a, h, dropout_mask)
+        check_batch("GatedResnet", x)
         out = self._run(x, a, h, dropout_mask, True, lambda layer, t: layer.initialize(t), self.hw)["out"]
         for var, shadow in self._own_averages():
             shadow.assign(var.value)

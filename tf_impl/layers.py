@@ -30,7 +30,7 @@ import keras
 import tensorflow as tf
 
 from gated_spec import CONV_INIT_EPS, DENSE_INIT_EPS, LAYER_KINDS, SHADOW_SUFFIX
-from gated_spec.checks import already_initialized, check_channels, check_dtype, check_pad, check_positive, check_rank, pair
+from gated_spec.checks import already_initialized, check_batch, check_channels, check_dtype, check_pad, check_positive, check_rank, pair
 from tf_impl.ops import LAYOUT, get_nonlinearity, l2_normalize
 
 
@@ -166,6 +166,7 @@ class _WeightNormLayer(keras.layers.Layer):
         if self.is_initialized:
             raise already_initialized(type(self).__name__)
         x = self._check(x)
+        check_batch(type(self).__name__, x)
         t = self._op(self._pre(x), self._init_direction())
         m, v = self._moments(t, list(range(len(t.shape) - 1)))
         s = self.init_scale / tf.sqrt(v + self._init_eps)

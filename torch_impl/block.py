@@ -20,6 +20,7 @@ channels-last output. Twin: ``tf_impl.block.GatedResnet``.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -27,6 +28,10 @@ from torch import nn
 
 from gated_spec import CHANNEL_MULTIPLIER, SECOND_CONV_INIT_SCALE, SHADOW_SUFFIX, STAGES
 from gated_spec.checks import (
+    UNINITIALIZED_WARNING,
+    check_batch,
+    check_given,
+    check_mask_dtype,
     already_initialized,
     check_channels,
     check_dtype,
@@ -95,6 +100,7 @@ class GatedResnet(ValidatedLoad, nn.Module):
         self.nonlinearity = nonlinearity
         self.dropout_p = float(dropout_p)
         self.polyak_decay = polyak_decay
+        self._warned_uninitialized = False  # the warning for a call before initialize() is given once
         factory = {"device": device, "dtype": dtype}
         mult = CHANNEL_MULTIPLIER[nonlinearity]
         conv_cls = CONV_KINDS[conv]
@@ -145,16 +151,14 @@ class GatedResnet(ValidatedLoad, nn.Module):
         check_rank(owner, "x", x, LAYOUT)
         check_channels(owner, "x", x, self.num_filters, 1, LAYOUT)
         check_dtype(owner, "x", _dtype_name(x), dtype)
+        check_given(owner, "a", a, "a_channels", self.a_channels)
+        check_given(owner, "h", h, "h_channels", self.h_channels)
         if a is not None:
-            if self.nin_skip is None:
-                raise ValueError(f"{owner}: received `a`, but this block was built with a_channels=None")
             check_rank(owner, "a", a, LAYOUT)
             check_same_dims(owner, "a", a, x, (0, 2, 3), "x", ("B", "H", "W"))
             check_channels(owner, "a", a, self.a_channels, 1, LAYOUT)
             check_dtype(owner, "a", _dtype_name(a), dtype)
         if h is not None:
-            if self.hw is None:
-                raise ValueError(f"{owner}: received `h`, but this block was built with h_channels=None")
             check_rank(owner, "h", h, LAYOUT, rank=2)
             check_same_dims(owner, "h", h, x, (0,), "x", ("B",))
             check_channels(owner, "h", h, self.h_channels, 1, LAYOUT)
@@ -164,6 +168,9 @@ class GatedResnet(ValidatedLoad, nn.Module):
                 raise ValueError(f"{owner}: received `dropout_mask`, but this block was built with dropout_p=0")
             B, _, H, W = x.shape
             expected = (B, self.num_filters * CHANNEL_MULTIPLIER[self.nonlinearity], H, W)
+            if not isinstance(dropout_mask, torch.Tensor):
+                raise ValueError(f"{owner}: expected `dropout_mask` as a torch.Tensor; received {type(dropout_mask).__name__}")
+            check_mask_dtype(owner, _dtype_name(dropout_mask), dtype)
             if tuple(dropout_mask.shape) != expected:
                 raise ValueError(
                     f"{owner}: expected `dropout_mask` of shape {expected}, the shape of c1 ({LAYOUT}); "
@@ -253,6 +260,9 @@ class GatedResnet(ValidatedLoad, nn.Module):
     ) -> dict[str, torch.Tensor]:
         """The forward pass with its named intermediate tensors (``STAGES``; ``c1_skip`` only with ``a``)."""
         self._check_inputs(x, a, h, dropout_mask)
+        if not self._warned_uninitialized and not torch.compiler.is_compiling() and not self.initialized:
+            self._warned_uninitialized = True
+            warnings.warn(UNINITIALIZED_WARNING.format(owner="GatedResnet"), UserWarning, stacklevel=3)
         hw = None
         if h is not None:
             if use_ema and self.polyak_decay is None:
@@ -290,6 +300,7 @@ class GatedResnet(ValidatedLoad, nn.Module):
         if any(m.is_initialized for m in self.wn_layers):
             raise already_initialized("GatedResnet")
         self._check_inputs(x, a, h, dropout_mask)
+        check_batch("GatedResnet", x)
         out = self._run(x, a, h, dropout_mask, True, lambda layer, t: layer.initialize(t), self.hw)["out"]
         for var, shadow in self._own_averages():
             shadow.copy_(var)

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gated_spec import CONV_INIT_EPS, DENSE_INIT_EPS, LAYER_KINDS, SHADOW_SUFFIX
-from gated_spec.checks import already_initialized, check_channels, check_dtype, check_pad, check_positive, check_rank, pair
+from gated_spec.checks import already_initialized, check_batch, check_channels, check_dtype, check_pad, check_positive, check_rank, pair
 from torch_impl._state import ValidatedLoad
 from torch_impl.ops import LAYOUT, get_nonlinearity, l2_normalize
 
@@ -151,6 +151,7 @@ class _WeightNormLayer(ValidatedLoad, nn.Module):
         if self.is_initialized:
             raise already_initialized(type(self).__name__)
         self._check(x)
+        check_batch(type(self).__name__, x)
         t = self._op(self._pre(x), self._init_direction())
         axis = self._t_axis % t.dim()
         m, v = self._moments(t, tuple(d for d in range(t.dim()) if d != axis))
