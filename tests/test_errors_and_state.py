@@ -244,3 +244,48 @@ def test_torch_cuda_matches_cpu():
         return block(x, a).detach().numpy(), gpu(x.cuda(), a.cuda()).detach().cpu().numpy()
 
     _within_parity_bound("cuda vs cpu", cuda)
+
+
+@pytest.mark.skipif(not HAVE["tf"], reason="tf not installed")
+def test_keras_saving_needs_no_custom_objects_and_deepcopy_works(tmp_path):
+    import copy
+
+    import keras
+
+    import tf_impl
+
+    x = X.astype(np.float32)
+    block = tf_impl.GatedResnet(4, conv="down_shifted_conv2d", polyak_decay=0.99)
+    block.initialize(x)
+    model = keras.Sequential([keras.Input((5, 7, 4)), block])
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")  # every tf_impl class is registered
+    np.testing.assert_array_equal(loaded(x).numpy(), model(x).numpy())
+    clone = copy.deepcopy(block)
+    np.testing.assert_array_equal(clone(x, use_ema=True).numpy(), block(x, use_ema=True).numpy())
+    for name in tf_impl.__all__:
+        obj = getattr(tf_impl, name)
+        if isinstance(obj, type) and issubclass(obj, keras.layers.Layer):
+            assert keras.saving.get_registered_object(f"gated_resnet_parity>{name}") is obj, name
+
+
+@pytest.mark.skipif(not HAVE["tf"], reason="tf not installed")
+def test_mixed_precision_is_refused_at_construction_and_init_inside_tf_function_is_a_clear_error():
+    import keras
+    import tensorflow as tf
+
+    import tf_impl
+
+    with pytest.raises(ValueError, match="computes in its variables' dtype.*mixed_float16"):
+        tf_impl.GatedResnet(4, dtype="mixed_float16")
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        with pytest.raises(ValueError, match="mixed_bfloat16"):
+            tf_impl.DownShiftedConv2D(3, 4)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    block = tf_impl.GatedResnet(4)
+    with pytest.raises(RuntimeError, match="initialize\\(\\) runs eagerly"):
+        tf.function(block.initialize)(X.astype(np.float32))
+    assert not block.initialized

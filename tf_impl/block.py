@@ -36,11 +36,12 @@ from gated_spec.checks import (
     check_rank,
     check_same_dims,
 )
-from tf_impl.layers import CONV_KINDS, Nin
+from tf_impl.layers import CONV_KINDS, Nin, _serializable, eager_only, refuse_mixed_precision
 from tf_impl.ops import LAYOUT, get_nonlinearity
 
 
 
+@_serializable
 class GatedResnet(keras.layers.Layer):
     """The original ``gated_resnet(x, a, h, nonlinearity, conv, init, ema, dropout_p)``.
 
@@ -71,6 +72,7 @@ class GatedResnet(keras.layers.Layer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        refuse_mixed_precision(self)
         check_positive("num_filters", num_filters)
         if a_channels is not None:
             check_positive("a_channels", a_channels)
@@ -293,6 +295,7 @@ class GatedResnet(keras.layers.Layer):
         (SPEC.md); dropout is active (``dropout_mask`` if given); ``hw`` keeps its initial value.
         Runs once; shadows restart as copies.
         """
+        eager_only("GatedResnet")
         self._ensure_built()
         if any(m.is_initialized for m in self.wn_layers):
             raise already_initialized("GatedResnet")

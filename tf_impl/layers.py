@@ -35,6 +35,29 @@ from tf_impl.ops import LAYOUT, get_nonlinearity, l2_normalize
 
 
 
+# Every public layer is registered with Keras under this package name, so that a model holding one
+# saves and loads (keras.models.load_model) and deep-copies without custom_objects.
+PACKAGE = "gated_resnet_parity"
+_serializable = keras.saving.register_keras_serializable(package=PACKAGE)
+
+
+def refuse_mixed_precision(layer: keras.layers.Layer) -> None:
+    """The port computes in its variables' dtype, as the original does: a policy that computes in
+    another dtype (``mixed_float16``, ``mixed_bfloat16``) is refused at construction."""
+    policy = layer.dtype_policy
+    if policy.compute_dtype != policy.variable_dtype:
+        raise ValueError(
+            f"{type(layer).__name__}: expected a dtype policy that computes in its variables' dtype (float32 or "
+            f"float64, as the original); received {policy.name!r} (compute {policy.compute_dtype}, variables "
+            f"{policy.variable_dtype}). Pass dtype='float32' to this layer.")
+
+
+def eager_only(owner: str) -> None:
+    """The data-dependent init runs once, eagerly, before training (it reads and sets its flags)."""
+    if not tf.executing_eagerly():
+        raise RuntimeError(f"{owner}: initialize() runs eagerly, once, before training; call it outside tf.function")
+
+
 class _WeightNormLayer(keras.layers.Layer):
     """Holds ``V``, ``g``, ``b``, the ``initialized`` flag and the optional shadows.
 
@@ -55,6 +78,7 @@ class _WeightNormLayer(keras.layers.Layer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        refuse_mixed_precision(self)
         check_positive("in_channels", in_channels)
         check_positive("num_filters", num_filters)
         if polyak_decay is not None and not 0.0 <= polyak_decay <= 1.0:
@@ -162,6 +186,7 @@ class _WeightNormLayer(keras.layers.Layer):
         ``s * (t - m)`` (then the nonlinearity and, for the shifted transposed convs, the crop).
         Runs once: a second call raises. Shadows, if any, restart as copies.
         """
+        eager_only(type(self).__name__)
         self._ensure_built()
         if self.is_initialized:
             raise already_initialized(type(self).__name__)
@@ -193,6 +218,7 @@ class _WeightNormLayer(keras.layers.Layer):
         return s * (t - m)
 
 
+@_serializable
 class WeightNormDense(_WeightNormLayer):
     """The original ``dense``: ``(x @ V) * (g / sqrt(sum(V**2, 0))) + b``, scale after the matmul.
 
@@ -239,6 +265,7 @@ class WeightNormDense(_WeightNormLayer):
         return self._activate(self._post(y, x))
 
 
+@_serializable
 class Nin(WeightNormDense):
     """The original ``nin``: reshape (B, H, W, C) to (B*H*W, C), ``dense``, reshape back.
 
@@ -280,6 +307,7 @@ class _Convolution(_WeightNormLayer):
         return config
 
 
+@_serializable
 class WeightNormConv2D(_Convolution):
     """The original ``conv2d``: ``tf.nn.conv2d(x, g * l2_normalize(V, [0, 1, 2]), stride, pad) + b``.
 
@@ -297,6 +325,7 @@ class WeightNormConv2D(_Convolution):
         return tf.nn.conv2d(x, W, strides=[1, *self.stride, 1], padding=self.pad)
 
 
+@_serializable
 class WeightNormConv2DTranspose(_Convolution):
     """The original ``deconv2d``: ``tf.nn.conv2d_transpose(x, g * l2_normalize(V, [0, 1, 3]), target) + b``.
 
@@ -357,6 +386,7 @@ class _Shifted:
         )
 
 
+@_serializable
 class DownShiftedConv2D(_Shifted, WeightNormConv2D):
     """The original ``down_shifted_conv2d`` (filter [2, 3] by default): pad ``kh - 1`` rows on top and
     ``(kw - 1) // 2`` columns on each side with zeros, then a ``'VALID'`` conv.
@@ -371,6 +401,7 @@ class DownShiftedConv2D(_Shifted, WeightNormConv2D):
         return tf.pad(x, [[0, 0], [kh - 1, 0], [(kw - 1) // 2, (kw - 1) // 2], [0, 0]])
 
 
+@_serializable
 class DownRightShiftedConv2D(_Shifted, WeightNormConv2D):
     """The original ``down_right_shifted_conv2d`` (filter [2, 2] by default): pad ``kh - 1`` rows on top
     and ``kw - 1`` columns on the left, then a ``'VALID'`` conv.
@@ -385,6 +416,7 @@ class DownRightShiftedConv2D(_Shifted, WeightNormConv2D):
         return tf.pad(x, [[0, 0], [kh - 1, 0], [kw - 1, 0], [0, 0]])
 
 
+@_serializable
 class DownShiftedConv2DTranspose(_Shifted, WeightNormConv2DTranspose):
     """The original ``down_shifted_deconv2d`` (filter [2, 3] by default): a ``'VALID'`` ``deconv2d``, then
     keep rows ``[0, H' - kh + 1)`` and columns ``[(kw - 1) // 2, W' - (kw - 1) // 2)``; the init moments
@@ -401,6 +433,7 @@ class DownShiftedConv2DTranspose(_Shifted, WeightNormConv2DTranspose):
         return y[:, : y.shape[1] - kh + 1, side : y.shape[2] - side, :]
 
 
+@_serializable
 class DownRightShiftedConv2DTranspose(_Shifted, WeightNormConv2DTranspose):
     """The original ``down_right_shifted_deconv2d`` (filter [2, 2] by default): a ``'VALID'`` ``deconv2d``,
     then keep rows ``[0, H' - kh + 1)`` and columns ``[0, W' - kw + 1)``; moments before the crop.
