@@ -270,3 +270,46 @@ def test_shipped_records_verify_with_torch(device):
         bad = [f"{c.case} {c.tensor} {c.dtype}: {c.max_abs:.3e} > {c.bound:.3e}" for r in report.cases
                for c in r.comparisons if not c.passed]
         assert not bad, f"{os.path.basename(path)}: {bad[:3]}"
+
+
+def _tampered(tmp_path, change):
+    """The shipped record with ``change(tensors)`` applied to its first case."""
+    from safetensors.numpy import load_file, save_file
+    from safetensors import safe_open
+
+    from parity.cli import BUILTIN_RECORD
+
+    tensors = load_file(BUILTIN_RECORD)
+    with safe_open(BUILTIN_RECORD, "np") as f:
+        metadata = f.metadata()
+    change(tensors)
+    out = tmp_path / "tampered.safetensors"
+    save_file(tensors, str(out), metadata=metadata)
+    return out
+
+
+@pytest.mark.skipif(not HAVE["torch"], reason="torch not installed")
+def test_a_tampered_record_is_refused_or_fails_the_float64_gate(tmp_path):
+    """One float64 element moved by 0.01 would widen every float32 bound of that tensor; the record's
+    own consistency check refuses it. Moved together with its recorded spread, the record is
+    consistent again, and the float64 comparison (run even with --dtype float32) fails it."""
+    from parity.harness import verify
+
+    key = "0/out/float64/forward/out"
+
+    def move(tensors):
+        tensors[key] = tensors[key].copy()
+        tensors[key].flat[0] += 0.01
+
+    with pytest.raises(ValueError, match="not a consistent record.*forward/out"):
+        verify(_tampered(tmp_path, move), "torch", dtypes=("float32",))
+
+    def move_with_spread(tensors):
+        move(tensors)
+        tensors["0/out/mca/forward/out"] = np.array(1.0)
+
+    report = verify(_tampered(tmp_path, move_with_spread), "torch", dtypes=("float32",))
+    assert not report.passed
+    bad = [c for c in report.cases[0].comparisons if not c.passed]
+    assert [(c.dtype, c.tensor) for c in bad][:1] == [("float64", "forward/out")] and "float64 gate" in bad[0].note
+    assert all(c.passed for c in report.cases[0].comparisons if c.dtype == "float32")  # what the attack aimed at
