@@ -161,9 +161,10 @@ def weight_table(
 
 def check_tensors(
     table: Iterable[WeightRow], tensors: Mapping[str, np.ndarray], key: str = "tf1_name", layout: str = "tf",
-    where: str = "weights", allow_missing_shadows: bool = False,
+    where: str = "weights", allow_missing_shadows: bool = False, target_dtype: str | None = None,
 ) -> None:
-    """Raise one :class:`WeightError` listing every missing, unexpected, mis-shaped or non-float tensor."""
+    """Raise one :class:`WeightError` listing every missing, unexpected, mis-shaped or non-float tensor,
+    and, with ``target_dtype``, every value that the cast to it would change beyond rounding."""
     table = list(table)
     expected = {getattr(r, key): r for r in table}
     problems = []
@@ -187,10 +188,30 @@ def check_tensors(
             dtypes.add(dt.name)
             if not np.all(np.isfinite(v)):
                 problems.append(f"tensor {k!r} holds NaN or Inf values")
+            elif target_dtype is not None:
+                problems += cast_problems(k, np.asarray(v), target_dtype)
     if len(dtypes) > 1:
         problems.append(f"tensors mix dtypes {sorted(dtypes)}; expected one")
     if problems:
         raise WeightError(problems, where)
+
+
+def cast_problems(name: str, value: np.ndarray, dtype: str) -> list[str]:
+    """Values that the cast to ``dtype`` would change beyond rounding: beyond its range (they would
+    load as Inf) or nonzero below its smallest normal number (subnormal or 0 after the cast)."""
+    target = np.dtype(dtype)
+    if value.dtype.itemsize <= target.itemsize:
+        return []
+    info = np.finfo(target)
+    magnitude = np.abs(value)
+    problems = []
+    if np.any(magnitude > info.max):
+        problems.append(f"tensor {name!r} holds values beyond {target.name}'s range (|v| up to {magnitude.max():.3e}); "
+                        f"they would load as Inf")
+    if np.any((magnitude < info.tiny) & (magnitude > 0)):
+        problems.append(f"tensor {name!r} holds nonzero values below {target.name}'s smallest normal number "
+                        f"({info.tiny:.3e}); they would load as subnormals or 0")
+    return problems
 
 
 def save_canonical(

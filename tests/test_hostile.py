@@ -388,3 +388,36 @@ def test_a_block_called_before_initialize_warns_once(twin):
         warnings.simplefilter("always")
         block2(twin.tensor(_X), twin.tensor(_A), twin.tensor(_H))
     assert not [w for w in caught if "before initialize()" in str(w.message)]
+
+
+@pytest.mark.parametrize("value,message", [(1e39, "beyond float32's range"), (1e-40, "below float32's smallest normal")])
+def test_float64_values_that_float32_cannot_hold_are_refused_on_load(twin, tmp_path, value, message):
+    """Checked in the dtype they will have after loading: a float64 file into a float32 block."""
+    from parity.convert import load_into
+    from parity.weights import WeightError, random_weights, save_canonical
+
+    config = {"num_filters": 3, "conv": "down_shifted_conv2d"}
+    w = random_weights(config, seed=0, dtype=np.float64)
+    w["conv2d_0/g"][1] = value
+    save_canonical(tmp_path / "w64.safetensors", w, config, initialized=True)
+    block = twin.make("GatedResnet", 3, conv="down_shifted_conv2d", dtype="float32")
+    before = twin.get(block.conv_input, "g").copy()
+    with pytest.raises(WeightError, match=message):
+        load_into(block, str(tmp_path / "w64.safetensors"))
+    np.testing.assert_array_equal(twin.get(block.conv_input, "g"), before)
+
+
+def test_torch_load_state_dict_refuses_values_the_parameter_dtype_cannot_hold():
+    torch = pytest.importorskip("torch")
+    import torch_impl
+
+    layer = torch_impl.DownShiftedConv2D(3, 4)
+    state = {k: v.double() if v.is_floating_point() else v for k, v in layer.state_dict().items()}
+    state["g"] = state["g"].clone()
+    state["g"][0] = 1e39
+    state["b"] = state["b"].clone()
+    state["b"][0] = 1e-300
+    with pytest.raises(torch_impl.StateDictError) as err:
+        layer.load_state_dict(state)
+    assert "beyond torch.float32's range" in str(err.value) and "smallest normal" in str(err.value)
+    assert torch.all(layer.g == 1)

@@ -41,8 +41,28 @@ def check_state_dict(owner: str, own: Mapping[str, torch.Tensor], incoming: Mapp
             problems.append(f"{key!r}: expected a floating dtype like {want.dtype}; received {value.dtype}")
         elif not bool(torch.isfinite(value).all()):
             problems.append(f"{key!r}: holds NaN or Inf values")
+        else:
+            problems += _cast_problems(key, value, want.dtype)
     if problems:
         raise StateDictError(f"Error(s) in loading state_dict for {owner} (nothing was loaded):\n  - " + "\n  - ".join(problems))
+
+
+def _cast_problems(key: str, value: torch.Tensor, dtype: torch.dtype) -> list[str]:
+    """Values that the cast to the parameter's dtype would change beyond rounding: out of its range
+    (they would load as Inf) or below its smallest normal number while nonzero (they would lose
+    their precision, or flush to 0)."""
+    if not value.dtype.is_floating_point or torch.finfo(value.dtype).bits <= torch.finfo(dtype).bits:
+        return []
+    info = torch.finfo(dtype)
+    magnitude = value.detach().abs()
+    problems = []
+    if bool((magnitude > info.max).any()):
+        problems.append(f"{key!r}: holds values beyond {dtype}'s range (|v| up to {float(magnitude.max()):.3e}); "
+                        f"they would load as Inf")
+    if bool(((magnitude < info.tiny) & (magnitude > 0)).any()):
+        problems.append(f"{key!r}: holds nonzero values below {dtype}'s smallest normal number ({info.tiny:.3e}); "
+                        f"they would load as subnormals or 0")
+    return problems
 
 
 class ValidatedLoad:

@@ -63,7 +63,7 @@ def import_weights(block: tf_impl.GatedResnet, tensors: Mapping[str, np.ndarray]
     """Load canonical tensors; all-or-nothing. Missing shadows (for a block with ``polyak_decay``)
     restart as copies of the raw weights, as creating the average would."""
     table = weight_table(_config(block))
-    check_tensors(table, tensors, allow_missing_shadows=True)
+    check_tensors(table, tensors, allow_missing_shadows=True, target_dtype=block.variable_dtype)
     variables = _variables(block)
     values = {}
     for row in table:

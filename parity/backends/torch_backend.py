@@ -62,7 +62,7 @@ def import_weights(block: torch_impl.GatedResnet, tensors: Mapping[str, np.ndarr
     """Load canonical tensors; all-or-nothing. Missing shadows (for a block with ``polyak_decay``)
     restart as copies of the raw weights, as creating the average would."""
     table = weight_table(_config(block))
-    check_tensors(table, tensors, allow_missing_shadows=True)
+    check_tensors(table, tensors, allow_missing_shadows=True, target_dtype=str(block.conv_input.V.dtype).replace("torch.", ""))
     dtype = block.conv_input.V.dtype
     device = block.conv_input.V.device
     state = {}
