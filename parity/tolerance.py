@@ -24,14 +24,22 @@ from the same float32-representable weights and inputs. Then:
   stays within ``K * floor_ref``. We take ``K = 4``: the translation may round up to 3x worse than the
   reference, never differ by a bug. A floor is never below one unit roundoff at the tensor's scale
   (``eps * max|ref64|``), so a tensor the reference happens to compute exactly still gets a bound.
+* ``floor_other`` is a sample of float32 noise too, of the other side's kernels: two correct float32
+  kernels of one function can round differently by several times, depending on the CPU and the
+  library build (torch's oneDNN convolution on an AVX2 CPU had 6.5x TensorFlow's forward error at
+  PixelCNN++ width, while agreeing in float64). So it counts, capped at ``OTHER_UP_TO = 4`` times the
+  reference's spread: ``floor = max(floor_ref, min(floor_other, 4 floor_ref), 1 ulp)``. A kernel that
+  rounds up to 4x worse than the reference passes with K's margin on top; a loss of precision cannot
+  raise the bound past ``K * 4 = 16`` times the reference's spread (TF32 keeps 10 of float32's 23
+  mantissa bits, 8192x coarser) and fails, and a wrong function fails in float64.
 * ``floor_ref`` is a maximum over the tensor's elements; for a tensor of a few elements it is one
   or two draws of the rounding error and can be lucky. The fuzz suite found such tensors: one-element
   ``g`` gradients (sums with cancellation) that TensorFlow rounded 0.1-0.7 ulp from exact and torch
   5-17 ulp. So for a tensor of fewer than ``FEW = 64`` elements the other backend's own float32 error
-  counts as a second sample of the same computation's noise, capped at ``ALLOWANCE_ULPS = 16`` units
-  at the tensor's scale: ``floor = max(floor_ref, min(floor_other, 16 ulp), 1 ulp)``. No precision
-  loss larger than the cap can raise the bound (TF32 is ~4096 ulp, float16 ~8192), and a wrong
-  function is caught in float64. Larger tensors keep ``floor = max(floor_ref, 1 ulp)``.
+  counts up to ``ALLOWANCE_ULPS = 16`` units at the tensor's scale even where that is more than 4x the
+  reference's spread: ``floor = max(floor_ref, min(floor_other, max(4 floor_ref, 16 ulp)), 1 ulp)``.
+  No precision loss larger than the cap can raise the bound (TF32 is ~4096 ulp, float16 ~8192), and
+  a wrong function is caught in float64.
 * float64 runs are checked the same way: rounding errors scale with the unit roundoff, so the
   float64 floor is that floor times ``eps64 / eps32 = 2**-29``; bound ``K`` times that. This is
   extrapolated, not measured, and the twins reach float64 results by different algorithms (torch has
@@ -61,6 +69,7 @@ import numpy as np
 K = 4.0
 MCA_SAMPLES = 3  # perturbed float32 re-runs of the reference per case (Monte Carlo arithmetic)
 MCA = "mca"  # key of a run's per-tensor spread (float64 scalars) next to "float32" and "float64"
+OTHER_UP_TO = 4.0  # the other backend's own float32 floor counts up to this many times the reference's spread
 FEW = 64  # below this many elements a tensor's own floor is too few samples to trust alone
 ALLOWANCE_ULPS = 16.0  # for such tensors: cap on the other backend's float32 floor, least float64 floor (ulps at scale)
 EPS = {"float32": float(np.finfo(np.float32).eps), "float64": float(np.finfo(np.float64).eps)}
@@ -68,10 +77,11 @@ EPS = {"float32": float(np.finfo(np.float32).eps), "float64": float(np.finfo(np.
 
 def policy() -> str:
     """The bound in one sentence, written from the constants above (the report's footer)."""
-    return (f"Bound: K={K:g} x the reference's float32 spread (its float32 run and {MCA_SAMPLES} runs on inputs and "
-            f"weights moved by up to 1 ulp, each against its float64 run; for tensors under {FEW} elements the other "
-            f"backend's floor counts too, up to {ALLOWANCE_ULPS:g} ulps); float64: that x 2^-29 (at least "
-            f"{ALLOWANCE_ULPS:g} float64 ulps under {FEW} elements); EMA shadows: exact. See parity/tolerance.py.")
+    return (f"Bound: K={K:g} x the float32 noise floor: the reference's spread (its float32 run and {MCA_SAMPLES} runs "
+            f"on inputs and weights moved by up to 1 ulp, each against its float64 run), or the other backend's own "
+            f"float32 error where larger, up to {OTHER_UP_TO:g}x that spread (under {FEW} elements, up to "
+            f"{ALLOWANCE_ULPS:g} ulps); float64: that x 2^-29 (at least {ALLOWANCE_ULPS:g} float64 ulps under {FEW} "
+            f"elements); EMA shadows: exact. See parity/tolerance.py.")
 
 
 @dataclass
@@ -132,7 +142,7 @@ def max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
     return worst
 
 
-def _finite_max(a: np.ndarray) -> float:
+def finite_max(a: np.ndarray) -> float:
     worst = 0.0
     for (c,) in _flat_chunks(a):
         f = np.abs(c[np.isfinite(c)])
@@ -228,13 +238,15 @@ def compare(
     r64 = ref["float64"]
     floor_ref = max(max_abs_diff(ref["float32"], r64), float(np.max(ref.get(MCA, 0.0))))
     floor_other = max_abs_diff(other["float32"], other["float64"])
-    scale = _finite_max(r64)
+    scale = finite_max(r64)
     few = r.size < FEW
     unit32 = EPS["float32"] * scale
-    pooled = min(floor_other, ALLOWANCE_ULPS * unit32) if few else 0.0
+    cap = max(OTHER_UP_TO * floor_ref, ALLOWANCE_ULPS * unit32 if few else 0.0)
+    pooled = min(floor_other, cap)
     floor = max(floor_ref, pooled, unit32)
     what = ("reference float32 spread" if floor == floor_ref else
-            f"other's float32 floor (at most {ALLOWANCE_ULPS:g} ulp)" if floor == pooled else "1 ulp at scale")
+            f"other's float32 floor (at most {OTHER_UP_TO:g}x the reference's spread"
+            + (f" or {ALLOWANCE_ULPS:g} ulp" if few else "") + ")" if floor == pooled else "1 ulp at scale")
     if exact:
         bound, source = 0.0, "exact: same float32 decay and formula (PITFALLS 26)"
     elif dtype == "float32":
