@@ -5,7 +5,7 @@ TensorFlow and PyTorch), one after the other in this one run, on the same sizes:
 
 * ``tf-eager``, ``tf-function`` (``tf.function``), ``tf-xla`` (``jit_compile=True``: changes rounding);
 * ``tf1-graph``: the original TF1 code as a ``tf.compat.v1`` graph in a ``Session`` (the tests' graph of
-  SPEC.md, ``tests/tf1_original.py``), what ``tf-function`` must not be slower than;
+  docs/spec.md, ``tests/tf1_original.py``), what ``tf-function`` must not be slower than;
 * ``torch-eager`` (NCHW), ``torch-channels-last``, ``torch-compile`` (inductor: changes rounding);
 * ``torch-idiomatic``: the block as most ports write it (``nn.Conv2d`` + torch's weight-norm
   parametrisation, ``benchmarks/idiomatic_torch.py``), what ``torch-eager`` must not be slower than
@@ -218,7 +218,7 @@ def _tf_worker(variant: str, size: tuple[int, int, int, int], device: str, mode:
     cuda = device.startswith("cuda")
     if cuda:
         for gpu in tf.config.list_physical_devices("GPU"):
-            tf.config.experimental.set_memory_growth(gpu, True)  # PITFALLS 32
+            tf.config.experimental.set_memory_growth(gpu, True)  # pitfall 32
     tf.config.experimental.enable_tensor_float_32_execution(mode == "fast")
     F_, B, H, W = size
     rng = tf.random.Generator.from_seed(0)

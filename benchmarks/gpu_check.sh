@@ -27,7 +27,7 @@ if [ -f "$WIDE" ]; then
 else
   echo "== no $WIDE here: parity at PixelCNN++ width not checked (record it on CPU with --suite wide, ~78 MB)"
 fi
-echo "== parity with TF32 on (expected to fail: PITFALLS 29)"
+echo "== parity with TF32 on (expected to fail: pitfall 29)"
 python -m parity verify "$REF" --backend torch --device cuda --tf32 > "$OUT/verify_cuda_tf32.txt"; echo "exit $?"
 grep -m 3 FAIL "$OUT/verify_cuda_tf32.txt"; tail -n 2 "$OUT/verify_cuda_tf32.txt"
 

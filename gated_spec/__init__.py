@@ -13,7 +13,8 @@ and where each fact comes from (``docs/spec.md`` describes the original block):
 * the permutation that takes each kind of ``V`` from the TF layout to torch's;
 * argument checks with one wording (:mod:`gated_spec.checks`).
 
-Adding a nonlinearity or a conv kind: one row here, then one function per twin.
+Adding a nonlinearity or a conv kind: one row here, then one function per twin. Across the project,
+"pitfall n" cites ``docs/translation_pitfalls.md`` and "docs/spec.md" the original's behaviour.
 """
 
 from __future__ import annotations
@@ -45,11 +46,11 @@ NONLINEARITIES: tuple[str, ...] = tuple(CHANNEL_MULTIPLIER)
 DEFAULT_NONLINEARITY = "concat_elu"
 
 # -- weight norm and the data-dependent init (docs/spec.md "Data-dependent initialisation") ---------
-CONV_INIT_EPS = 1e-8  # added to the variance in conv2d / deconv2d's init (PITFALLS 18)
+CONV_INIT_EPS = 1e-8  # added to the variance in conv2d / deconv2d's init (pitfall 18)
 DENSE_INIT_EPS = 1e-10  # and in dense / nin's
 DEFAULT_INIT_SCALE = 1.0
-SECOND_CONV_INIT_SCALE = 0.1  # the block's second conv (PITFALLS 19)
-L2_NORMALIZE_EPS = 1e-12  # l2_normalize clamps the squared norm here (PITFALLS 24)
+SECOND_CONV_INIT_SCALE = 0.1  # the block's second conv (pitfall 19)
+L2_NORMALIZE_EPS = 1e-12  # l2_normalize clamps the squared norm here (pitfall 24)
 
 # -- Polyak averaging (docs/spec.md "Polyak averaging") --------------------------------------------
 DEFAULT_POLYAK_DECAY = 0.9995  # the original training scripts'
@@ -59,7 +60,7 @@ TF1_SHADOW_SUFFIX = "/ExponentialMovingAverage"  # a shadow in a TF1 checkpoint 
 
 def one_minus_decay(decay: float, num_updates: int | None = None) -> float:
     """``1 - decay`` exactly as TensorFlow's ``ExponentialMovingAverage`` computes it: float32
-    throughout, the ``num_updates`` cap ``min(decay, (1 + n) / (10 + n))`` included (PITFALLS 26, 28).
+    throughout, the ``num_updates`` cap ``min(decay, (1 + n) / (10 + n))`` included (pitfalls 26, 28).
 
     The result is a float32 value returned as a Python float (exact), which a float32 or float64
     tensor op then uses without further rounding: ``5.0002337e-4`` for 0.9995, not ``5e-4``.

@@ -112,7 +112,7 @@ UNINITIALIZED_WARNING = ("{owner}: called before initialize(): its g and b are p
 
 
 def already_initialized(owner: str) -> ValueError:
-    """The error for a second data-dependent initialisation (it runs once, PITFALLS 23)."""
+    """The error for a second data-dependent initialisation (it runs once, pitfall 23)."""
     return ValueError(
         f"{owner}: the data-dependent initialisation has already run; it runs once. "
         "Build a new layer (or load uninitialised weights) to run it again."

@@ -116,7 +116,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from parity.convert import apply_block
 
-    with np.load(args.inputs, allow_pickle=False) as f:
+    loaded = np.load(args.inputs, allow_pickle=False)
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise ValueError(f"{args.inputs}: expected an .npz archive of named arrays (x, and a, h where the block has "
+                         f"them); received a single array of shape {np.shape(loaded)}")
+    with loaded as f:
         inputs = {k: f[k] for k in f.files}
     outputs = apply_block(
         args.weights, inputs, backend=args.backend, use_ema=args.ema, init=args.init,
@@ -157,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help="print the report as JSON")
         p.add_argument("--verbose", "-v", action="store_true", help="one row per tensor")
         p.add_argument("--tf32", action="store_true",
-                       help="turn TF32 on for the backend under test (off by default; shows what it costs, PITFALLS 29)")
+                       help="turn TF32 on for the backend under test (off by default; shows what it costs, pitfall 29)")
 
     p = sub.add_parser("check", help="run both backends on the built-in suite and compare (the default)")
     p.add_argument("--reference", default="tf", choices=["tf", "torch"])

@@ -96,14 +96,25 @@ def read_torch_file(path: str, overrides: Mapping[str, Any] | None = None, polya
                     ) -> tuple[dict[str, np.ndarray], dict[str, Any], bool]:
     """(canonical tensors, config, initialized) from a torch ``state_dict`` safetensors file."""
     tensors, metadata = read_safetensors(path)
-    if "config" in metadata:
-        config = normalize_config({**json.loads(metadata["config"]), **(overrides or {})})
-    else:
-        config = infer_config({k: v.shape for k, v in tensors.items()}, overrides, polyak_decay)
+    if tensors and all(k.startswith("module.") for k in tensors):
+        raise WeightError(["every key starts with 'module.': a state_dict saved from nn.DataParallel or "
+                           "DistributedDataParallel; save model.module.state_dict() instead, or strip the prefix"], path)
     shadows = any(k.endswith(SHADOW_SUFFIX) for k in tensors)
+    if "config" in metadata:
+        try:
+            stored = json.loads(metadata["config"])
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: expected a JSON block config in the metadata; received {metadata['config'][:60]!r} ({exc})") from exc
+        config = normalize_config({**stored, **(overrides or {})})
+    else:
+        if shadows and polyak_decay is None:
+            raise ValueError(f"{path}: holds Polyak shadows (*{SHADOW_SUFFIX}) but no config, so their decay is not "
+                             f"known; pass --polyak-decay (polyak_decay=...) with the decay the block was built with")
+        config = infer_config({k: tuple(np.shape(v)) for k, v in tensors.items()}, overrides, polyak_decay)
     table = weight_table(config, shadows=shadows)
-    flags = {k: v for k, v in tensors.items() if k.endswith(".initialized")}
-    weights = {k: v for k, v in tensors.items() if not k.endswith(".initialized")}
+    layers = {r.torch_key.rsplit(".", 1)[0] for r in table if "." in r.torch_key}
+    flags = {k: v for k, v in tensors.items() if k.endswith(".initialized") and k.rsplit(".", 1)[0] in layers}
+    weights = {k: v for k, v in tensors.items() if k not in flags}
     check_tensors(table, weights, key="torch_key", layout="torch", where=path)
     initialized = bool(flags) and all(bool(np.asarray(v)) for v in flags.values())
     return {r.tf1_name: r.from_torch_layout(weights[r.torch_key]) for r in table}, config, initialized
@@ -230,18 +241,27 @@ def apply_block(weights: str, inputs: Mapping[str, np.ndarray], backend: str = "
 
     if "x" not in inputs:
         raise ValueError(f"expected inputs to contain 'x'; received {sorted(inputs)}")
+    unknown = sorted(set(inputs) - {"x", "a", "h"})
+    if unknown:
+        raise ValueError(f"expected inputs named x, a, h; received also {unknown}")
+    for k, v in inputs.items():
+        if np.asarray(v).dtype not in (np.float32, np.float64):
+            raise ValueError(f"expected `{k}` of dtype float32 or float64 (no silent casts); received dtype {np.asarray(v).dtype}")
     tensors, config, initialized = read_any(weights)
+    if use_ema and not any(k.endswith(EMA_SUFFIX) for k in tensors):
+        raise ValueError(f"--ema: {weights} holds no averaged weights (no {EMA_SUFFIX} tensors); run without --ema")
     if init and initialized:
         raise ValueError(f"{weights}: the weights are already initialised; --init runs the data-dependent init once")
     if save_weights and not init:
         raise ValueError("--save-weights goes with --init")
     module = get_backend(backend)
-    dtype = np.asarray(next(iter(tensors.values()))).dtype.name
-    block = module.build(config, dtype, device)
-    module.import_weights(block, tensors, initialized)
-    out = module.apply(block, inputs, use_ema=use_ema, init=init)
-    if save_weights:
-        write_any(save_weights, module.export_weights(block), config, True)
+    with module.parity_mode(device):  # TF32 off, as in the parity check; a missing CUDA device is named here
+        dtype = np.asarray(next(iter(tensors.values()))).dtype.name
+        block = module.build(config, dtype, device)
+        module.import_weights(block, tensors, initialized)
+        out = module.apply(block, inputs, use_ema=use_ema, init=init)
+        if save_weights:
+            write_any(save_weights, module.export_weights(block), config, True)
     return {"out": out}
 
 

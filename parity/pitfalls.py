@@ -1,6 +1,6 @@
 """The translation pitfall gallery: naive PyTorch translations, each caught by the harness at its stage.
 
-Each entry of ``../shared/PITFALLS.md`` that applies to this block has a *naive* variant: a small
+Each entry of ``docs/translation_pitfalls.md`` that applies to this block has a *naive* variant: a small
 override of the real translation (one method, one attribute, one converter function) that makes
 exactly that mistake, installed only while the entry runs. The harness runs the TensorFlow reference
 and the torch side on the entry's case; the real translation must pass, the naive one must fail, and
@@ -30,7 +30,7 @@ LOAD = "load"
 
 @dataclass(frozen=True)
 class Pitfall:
-    key: str  # the number in PITFALLS.md, or "seed"
+    key: str  # the number in docs/translation_pitfalls.md, or "seed"
     title: str
     naive: str  # what the naive translation does
     expect: str  # the tensor (or "load") the harness must flag first

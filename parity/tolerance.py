@@ -50,11 +50,11 @@ from the same float32-representable weights and inputs. Then:
   ulps, ~1.4e-14 relative; function-level bugs are many orders larger); otherwise one unit.
   In practice the twins agree to ~1e-15 relative.
 * Tensors that must be bit-identical (the EMA shadows: the same float32 ``1 - decay`` and the same
-  formula, PITFALLS 26) get bound 0.
+  formula, pitfall 26) get bound 0.
 
 The bound is on the max *absolute* error, relative to the tensor's scale: relative errors of single
 elements are reported but not judged, since ``exp(x) - 1`` vs ``expm1`` differ by up to 100 % relative
-on tiny values that are equal in absolute terms (PITFALLS 16, 33).
+on tiny values that are equal in absolute terms (pitfalls 16, 33).
 
 NaN and Inf: their positions must agree exactly; the bound applies to the finite entries.
 """
@@ -248,7 +248,7 @@ def compare(
             f"other's float32 floor (at most {OTHER_UP_TO:g}x the reference's spread"
             + (f" or {ALLOWANCE_ULPS:g} ulp" if few else "") + ")" if floor == pooled else "1 ulp at scale")
     if exact:
-        bound, source = 0.0, "exact: same float32 decay and formula (PITFALLS 26)"
+        bound, source = 0.0, "exact: same float32 decay and formula (pitfall 26)"
     elif dtype == "float32":
         bound, source = K * floor, f"K={K:g} x {what}"
     else:

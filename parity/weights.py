@@ -17,7 +17,7 @@ dense / nin ``V``      ``[in, out]``           ``(out, in)``           ``(1, 0)`
 =====================  ======================  ======================  ==============
 
 Original names come from :class:`TF1Namer`, which walks layers in the original's call order with
-one counter per layer kind (SPEC.md "Variable names"), so a whole-model port can reuse it.
+one counter per layer kind (docs/spec.md "Names in an original checkpoint"), so a whole-model port can reuse it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A hand-written NumPy float64 reference of SPEC.md, NHWC, weights in the original TF layout.
+"""A hand-written NumPy float64 reference of docs/spec.md, NHWC, weights in the original TF layout.
 
 Written from the formulas, not from either implementation: convolutions are sums of shifted
 matrix products over the kernel taps; the transposed conv scatters each input pixel.

@@ -94,7 +94,7 @@ def test_init_matches_reference_and_normalises(twin, conv):
     for name, (g, b) in ref_gb.items():
         assert_close64(got[f"{name}/g"], g, 200, f"init {name}/g")
         assert_close64(got[f"{name}/b"], b, 200, f"init {name}/b")
-    # The hw matrix takes no part (PITFALLS 22); V keeps its value.
+    # The hw matrix takes no part (pitfall 22); V keeps its value.
     np.testing.assert_array_equal(got["conditional_weights_0/hw"], w["conditional_weights_0/hw"])
     assert block.initialized
 
@@ -111,7 +111,7 @@ def test_init_output_has_mean_zero_and_std_init_scale(twin, cls, args, scale):
 
 
 def test_init_uses_biased_variance_on_tiny_batch(twin):
-    """B*H*W = 8: an unbiased variance would change g by sqrt(8/7) - 1 = 7 % (PITFALLS 17)."""
+    """B*H*W = 8: an unbiased variance would change g by sqrt(8/7) - 1 = 7 % (pitfall 17)."""
     layer = twin.make("WeightNormConv2D", 3, 4, filter_size=(1, 1))
     x = RNG.normal(size=(2, 2, 2, 3))
     V = twin.get(layer, "V")
@@ -174,7 +174,7 @@ def test_ema_decay_zero_returns_variable(twin):
 
 
 def test_ema_first_update_averages(twin):
-    """One step from w0 to w1 gives d*w0 + (1-d)*w1, not a copy of w1 (PITFALLS 25)."""
+    """One step from w0 to w1 gives d*w0 + (1-d)*w1, not a copy of w1 (pitfall 25)."""
     d = 0.9
     config, w0, (backend, block) = _ema_block(twin, d)
     twin.impl.reset_averages(block)

@@ -173,7 +173,7 @@ def test_torch_deepcopy_pickle_and_state_dict_keep_everything():
     fresh = torch_impl.GatedResnet(4, a_channels=3, h_channels=2, polyak_decay=0.9)
     fresh.load_state_dict(block.state_dict())
     assert fresh.initialized
-    assert "hw" in dict(fresh.named_parameters())  # created eagerly: visible to an optimiser (PITFALLS 7)
+    assert "hw" in dict(fresh.named_parameters())  # created eagerly: visible to an optimiser (pitfall 7)
 
 
 def _within_parity_bound(name, run):

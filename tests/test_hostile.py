@@ -421,3 +421,96 @@ def test_torch_load_state_dict_refuses_values_the_parameter_dtype_cannot_hold():
         layer.load_state_dict(state)
     assert "beyond torch.float32's range" in str(err.value) and "smallest normal" in str(err.value)
     assert torch.all(layer.g == 1)
+
+
+# -- the command line: a user's mistake is one line on stderr and exit code 2, never a traceback ----
+def _cli_files(tmp_path, shadows=True):
+    """A good canonical file (with or without shadows), its torch state_dict file, and good inputs."""
+    from parity.convert import write_torch_file
+    from parity.weights import random_weights, save_canonical
+
+    config = dict(CONFIG) if shadows else {**CONFIG, "polyak_decay": None}
+    w = random_weights(config, seed=0, shadows=shadows)
+    save_canonical(tmp_path / "w.safetensors", w, config, initialized=True)
+    write_torch_file(str(tmp_path / "w.torch.safetensors"), w, config, initialized=True)
+    rng = np.random.default_rng(0)
+    inputs = {"x": rng.normal(size=(2, 4, 5, 4)).astype(np.float32), "a": rng.normal(size=(2, 4, 5, 3)).astype(np.float32),
+              "h": rng.normal(size=(2, 2)).astype(np.float32)}
+    np.savez(tmp_path / "x.npz", **inputs)
+    return inputs
+
+
+def _rewrite_torch_file(path, change, metadata=None):
+    from safetensors import safe_open
+    from safetensors.numpy import load_file, save_file
+
+    tensors = load_file(str(path))
+    with safe_open(str(path), "np") as f:
+        meta = f.metadata() or {}
+    tensors, meta = change(tensors, meta)
+    save_file(tensors, str(path), metadata=meta)
+
+
+def _npz(**arrays):
+    """Rewrite the inputs file with ``arrays`` changed (``None``: left out)."""
+    def write(tmp_path, inputs):
+        merged = {**inputs, **arrays}
+        np.savez(tmp_path / "x.npz", **{k: v for k, v in merged.items() if v is not None})
+    return write
+
+
+CLI_CASES = [  # (case id, how to spoil the files, extra arguments, message). Listed in docs/hostile_files.md.
+    ("npy-inputs", lambda t, i: np.save(t / "x.npz.npy", i["x"]), ["--inputs", "{t}/x.npz.npy"], "expected an .npz archive of named arrays"),
+    ("input-int", _npz(x=np.zeros((2, 4, 5, 4), np.int32)), [], "expected `x` of dtype float32 or float64 (no silent casts); received dtype int32"),
+    ("input-complex", _npz(h=np.zeros((2, 2), np.complex64)), [], "expected `h` of dtype float32 or float64 (no silent casts); received dtype complex64"),
+    ("input-unknown-name", _npz(y=np.zeros(1, np.float32)), [], "expected inputs named x, a, h; received also ['y']"),
+    ("input-missing-a", _npz(a=None), [], "expected `a` (this block was built with a_channels=3); received none"),
+    ("directory-as-weights", lambda t, i: os.mkdir(t / "dir.safetensors"), ["--weights", "{t}/dir.safetensors"], "error: "),
+    ("torch-module-prefix", lambda t, i: _rewrite_torch_file(t / "w.torch.safetensors", lambda ts, m: ({f"module.{k}": v for k, v in ts.items()}, m)),
+     ["--weights", "{t}/w.torch.safetensors"], "every key starts with 'module.'"),
+    ("torch-shadows-no-config", lambda t, i: _rewrite_torch_file(t / "w.torch.safetensors", lambda ts, m: (ts, {})),
+     ["--weights", "{t}/w.torch.safetensors"], "holds Polyak shadows (*_ema) but no config, so their decay is not known; pass --polyak-decay"),
+    ("torch-stray-initialized", lambda t, i: _rewrite_torch_file(t / "w.torch.safetensors", lambda ts, m: ({**ts, "extra.initialized": np.ones((), bool)}, m)),
+     ["--weights", "{t}/w.torch.safetensors"], "unexpected tensor 'extra.initialized'"),
+    ("torch-bad-json-config", lambda t, i: _rewrite_torch_file(t / "w.torch.safetensors", lambda ts, m: (ts, {**m, "config": "{num_filters: 4"})),
+     ["--weights", "{t}/w.torch.safetensors"], "expected a JSON block config in the metadata"),
+]
+
+
+@pytest.mark.skipif(not HAVE["torch"], reason="needs PyTorch")
+@pytest.mark.parametrize("case_id,spoil,extra,message", CLI_CASES, ids=[c[0] for c in CLI_CASES])
+def test_a_user_mistake_on_the_command_line_is_one_line(tmp_path, capsys, case_id, spoil, extra, message):
+    from parity.cli import main
+
+    inputs = _cli_files(tmp_path)
+    spoil(tmp_path, inputs)
+    args = {"--weights": str(tmp_path / "w.safetensors"), "--inputs": str(tmp_path / "x.npz")}
+    extra = [e.format(t=tmp_path) for e in extra]
+    for flag, value in zip(extra[::2], extra[1::2]):
+        args[flag] = value
+    argv = ["run", "--backend", "torch", "--out", str(tmp_path / "y.npz")] + [x for kv in args.items() for x in kv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err, err
+    assert not (tmp_path / "y.npz").exists()
+
+
+@pytest.mark.skipif(not HAVE["torch"], reason="needs PyTorch")
+def test_ema_on_a_file_without_shadows_and_cuda_without_a_gpu_are_refused(tmp_path, capsys):
+    import torch
+
+    from parity.cli import main
+
+    _cli_files(tmp_path, shadows=False)
+    base = ["run", "--weights", str(tmp_path / "w.safetensors"), "--inputs", str(tmp_path / "x.npz"), "--out", str(tmp_path / "y.npz")]
+    assert main(base + ["--ema"]) == 2
+    assert "holds no averaged weights" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(base + ["--device", "cuda"]) == 2
+        assert "expected a CUDA device for device='cuda'" in capsys.readouterr().err
+
+
+def test_the_docs_list_every_command_line_case():
+    text = open(os.path.join(ROOT, "docs", "hostile_files.md")).read()
+    missing = [c[0] for c in CLI_CASES if f"`{c[0]}`" not in text]
+    assert not missing, f"docs/hostile_files.md does not list {missing}"

@@ -101,7 +101,7 @@ def test_shifts_and_concat_elu(twin):
 
 
 def test_l2_normalize_clamps_zero_filter(twin):
-    """An all-zero filter gives a zero kernel, not NaN (PITFALLS 24)."""
+    """An all-zero filter gives a zero kernel, not NaN (pitfall 24)."""
     layer = twin.make("WeightNormConv2D", 3, 4)
     w = weights((3, 3, 3, 4), 4)
     w["V"][..., 1] = 0.0

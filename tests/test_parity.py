@@ -34,7 +34,7 @@ def test_harness_passes_every_default_case(case):
 
 @BOTH
 def test_harness_flags_a_wrong_translation_at_its_stage(monkeypatch):
-    """Swapping value and gate in torch (PITFALLS 11) fails at forward/value, not earlier. The patch
+    """Swapping value and gate in torch (pitfall 11) fails at forward/value, not earlier. The patch
     lives in this process, so the backends run here too (safe in the tests, see conftest.py)."""
     import torch_impl.block as tb
     from parity.harness import compare_runs, run_backend

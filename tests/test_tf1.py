@@ -1,4 +1,4 @@
-"""Original TF1 checkpoints: written by a ``tf.compat.v1`` graph of SPEC.md (tests/tf1_original.py),
+"""Original TF1 checkpoints: written by a ``tf.compat.v1`` graph of docs/spec.md (tests/tf1_original.py),
 converted with ``gated-resnet-parity convert``, run in both backends, compared with the graph's own
 outputs (live and averaged weights) and its own init pass, within the parity bound."""
 

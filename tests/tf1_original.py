@@ -1,4 +1,4 @@
-"""The original block as a TensorFlow 1 graph, written from SPEC.md, and a checkpoint writer that
+"""The original block as a TensorFlow 1 graph, written from docs/spec.md, and a checkpoint writer that
 saves it the way the original trainer does.
 
 ``tf.compat.v1`` graph mode: ``make_template('model', ...)``, ``variable_scope`` + ``get_variable`` with
@@ -38,7 +38,7 @@ NONLINEARITY: dict[str, Callable] = {"concat_elu": concat_elu, "elu": tf.nn.elu,
 
 
 def _init_pass(t, axes, init_scale, eps, dtype):
-    """SPEC.md's init: g and b get data-dependent initial values; returns s * (t - m)."""
+    """docs/spec.md's init: g and b get data-dependent initial values; returns s * (t - m)."""
     m, v = tf.nn.moments(t, axes)
     s = init_scale / tf.sqrt(v + eps)
     _var("g", None, dtype=dtype, initializer=s)
@@ -91,7 +91,7 @@ CONV = {"conv2d": conv2d, "down_shifted_conv2d": down_shifted_conv2d,
 
 
 def gated_resnet(x, a=None, h=None, nonlinearity="concat_elu", conv="conv2d", *, init=False, ema=None, dtype=tf.float32):
-    """SPEC.md's gated_resnet (no dropout: a checkpoint does not depend on it)."""
+    """docs/spec.md's gated_resnet (no dropout: a checkpoint does not depend on it)."""
     counters: dict[str, int] = {}
     kw = dict(counters=counters, init=init, ema=ema, dtype=dtype)
     nl, cv = NONLINEARITY[nonlinearity], CONV[conv]

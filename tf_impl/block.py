@@ -196,7 +196,7 @@ class GatedResnet(keras.layers.Layer):
             mask = tf.random.uniform(tf.shape(c1), dtype=c1.dtype) >= self.dropout_p  # keep probability 1 - p
         return c1 * (1.0 / (1.0 - self.dropout_p)) * tf.cast(mask, c1.dtype)
 
-    # The steps of SPEC.md's gated_resnet, one method each (twin of torch_impl's).
+    # The steps of docs/spec.md's gated_resnet, one method each (twin of torch_impl's).
     def _skip(self, a: tf.Tensor, layer_call: Callable[[keras.layers.Layer, tf.Tensor], tf.Tensor]) -> tf.Tensor:
         """Step 2: ``nin(nonlinearity(a), F)``."""
         return layer_call(self.nin_skip, self._nonlinearity(a))
@@ -292,7 +292,7 @@ class GatedResnet(keras.layers.Layer):
         """The original's ``init=True`` pass over one batch; returns its output.
 
         Each layer initialises, in call order, on the already-normalised output of the one before
-        (SPEC.md); dropout is active (``dropout_mask`` if given); ``hw`` keeps its initial value.
+        (docs/spec.md); dropout is active (``dropout_mask`` if given); ``hw`` keeps its initial value.
         Runs once; shadows restart as copies.
         """
         eager_only("GatedResnet")

@@ -7,7 +7,7 @@ The original keeps a shadow for every trainable variable (``V``, ``g``, ``b``, `
 * every update averages, the first one included:
   ``shadow -= (shadow - var) * (1 - decay)``, with ``decay = min(decay, (1 + n) / (10 + n))`` when a
   step count ``n`` is given; ``1 - decay`` is computed in float32 and then cast to the variable's
-  dtype, as ``assign_moving_average`` does (PITFALLS 25, 26).
+  dtype, as ``assign_moving_average`` does (pitfalls 25, 26).
 
 Keras' optimizer EMA (``use_ema=True``) differs: its averages start at zero and copy after step one.
 

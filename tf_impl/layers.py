@@ -344,7 +344,7 @@ class WeightNormConv2DTranspose(_Convolution):
         return tf.reshape(g, [1, 1, self.num_filters, 1])  # V is [kh, kw, out, in]
 
     def output_size(self, h: int, w: int) -> tuple[int, int]:
-        """The original's target shape (SPEC.md, ``deconv2d``)."""
+        """The original's target shape (docs/spec.md, ``deconv2d``)."""
         (kh, kw), (sh, sw) = self.filter_size, self.stride
         if self.pad == "SAME":
             return h * sh, w * sw

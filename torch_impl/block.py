@@ -3,17 +3,17 @@
 With ``F`` the channel count of ``x`` and ``nl`` the nonlinearity::
 
     c1 = conv_input(nl(x))                # F channels
-    c1 += nin_skip(nl(a))                 # if a is given (any channel count; PITFALLS 12)
-    c1 = dropout(nl(c1))                  # nl applied whether or not a is given (PITFALLS 13)
+    c1 += nin_skip(nl(a))                 # if a is given (any channel count; pitfall 12)
+    c1 = dropout(nl(c1))                  # nl applied whether or not a is given (pitfall 13)
     c2 = conv_output(c1)                  # 2F channels, init_scale 0.1
-    c2 += (h @ hw).view(B, 2F, 1, 1)      # if h is given; hw is [K, 2F] (PITFALLS 7)
-    value, gate = c2[:, :F], c2[:, F:]    # value first (PITFALLS 11)
+    c2 += (h @ hw).view(B, 2F, 1, 1)      # if h is given; hw is [K, 2F] (pitfall 7)
+    value, gate = c2[:, :F], c2[:, F:]    # value first (pitfall 11)
     out = x + value * sigmoid(gate)
 
 Submodules carry descriptive names (``conv_input``, ``nin_skip``, ``conv_output``); the original's
 checkpoint names (``conv2d_0``, ``dense_0``, ...) depend on the conv kind and call order and are
 mapped by ``parity.weights``. ``hw`` is created here, at construction, so an optimiser built before
-the first call sees it (PITFALLS 7). On the CPU an NCHW input runs channels-last inside (oneDNN's
+the first call sees it (pitfall 7). On the CPU an NCHW input runs channels-last inside (oneDNN's
 native layout for the convolutions) and the output comes back NCHW; a channels-last input gives a
 channels-last output. Twin: ``tf_impl.block.GatedResnet``.
 """
@@ -185,7 +185,7 @@ class GatedResnet(ValidatedLoad, nn.Module):
             mask = torch.rand_like(c1) >= self.dropout_p  # keep probability 1 - p
         return c1 * (1.0 / (1.0 - self.dropout_p)) * mask.to(c1.dtype)
 
-    # The steps of SPEC.md's gated_resnet, one method each (the pitfall gallery overrides them).
+    # The steps of docs/spec.md's gated_resnet, one method each (the pitfall gallery overrides them).
     def _skip(self, a: torch.Tensor, layer_call: Any) -> torch.Tensor:
         """Step 2: ``nin(nonlinearity(a), F)``."""
         return layer_call(self.nin_skip, self._nonlinearity(a))
@@ -294,8 +294,8 @@ class GatedResnet(ValidatedLoad, nn.Module):
         """The original's ``init=True`` pass over one batch; returns its output.
 
         Each layer initialises, in call order, on the already-normalised output of the one before
-        (SPEC.md); dropout is active (``dropout_mask`` if given); ``hw`` keeps its initial value and is
-        added after the second conv's statistics (PITFALLS 22). Runs once; shadows restart as copies.
+        (docs/spec.md); dropout is active (``dropout_mask`` if given); ``hw`` keeps its initial value and is
+        added after the second conv's statistics (pitfall 22). Runs once; shadows restart as copies.
         """
         if any(m.is_initialized for m in self.wn_layers):
             raise already_initialized("GatedResnet")

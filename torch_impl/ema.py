@@ -8,7 +8,7 @@ The original keeps a shadow for every trainable variable (``V``, ``g``, ``b``, `
   ``shadow -= (shadow - var) * (1 - decay)``, with ``decay = min(decay, (1 + n) / (10 + n))`` when a
   step count ``n`` is given. TensorFlow forms ``decay`` as a float32 tensor and computes ``1 - decay``
   in float32 (``5.0002337e-4`` for 0.9995, not ``5e-4``) before casting it to the variable's dtype;
-  :func:`one_minus_decay` does the same, so shadows are bit-identical to TensorFlow's (PITFALLS 25, 26).
+  :func:`one_minus_decay` does the same, so shadows are bit-identical to TensorFlow's (pitfalls 25, 26).
 
 ``torch.optim.swa_utils.AveragedModel`` differs: it *copies* on its first ``update_parameters``.
 

@@ -14,7 +14,7 @@ layer                         original ``V``          torch ``V``               
 
 Dense keeps torch's ``(out, in)`` layout so that ``F.linear`` takes ``V`` as it is, like any
 ``nn.Linear`` weight; the transposed conv is normalised per *output* channel (dims 0, 2, 3), which
-``torch.nn.utils.weight_norm(dim=0)`` gets wrong (PITFALLS 4).
+``torch.nn.utils.weight_norm(dim=0)`` gets wrong (pitfall 4).
 
 Each layer also holds a boolean buffer ``initialized`` (saved in ``state_dict``) and, when built with
 ``polyak_decay``, the Polyak-averaged shadows ``V_ema``, ``g_ema``, ``b_ema`` as buffers.
@@ -37,7 +37,7 @@ from torch_impl.ops import LAYOUT, get_nonlinearity, l2_normalize
 
 
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
-    """TensorFlow's ``'SAME'`` padding (before, after) along one axis: the odd one goes after (PITFALLS 8)."""
+    """TensorFlow's ``'SAME'`` padding (before, after) along one axis: the odd one goes after (pitfall 8)."""
     out = -(-size // stride)
     total = max((out - 1) * stride + kernel - size, 0)
     return total // 2, total - total // 2
@@ -165,18 +165,18 @@ class _WeightNormLayer(ValidatedLoad, nn.Module):
 
     # The steps of the init pass, one method each (the pitfall gallery overrides them).
     def _init_direction(self) -> torch.Tensor:
-        """The kernel the init measures: the unit-norm direction ``l2_normalize(V)`` (PITFALLS 21)."""
+        """The kernel the init measures: the unit-norm direction ``l2_normalize(V)`` (pitfall 21)."""
         return l2_normalize(self.V, self._norm_dims)
 
     @staticmethod
     def _moments(t: torch.Tensor, dims: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and *biased* variance, as ``tf.nn.moments`` (PITFALLS 17)."""
+        """Mean and *biased* variance, as ``tf.nn.moments`` (pitfall 17)."""
         m = torch.mean(t, dim=dims, keepdim=True)
         return m, torch.mean(torch.square(t - m), dim=dims, keepdim=True)
 
     @staticmethod
     def _init_output(s: torch.Tensor, t: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-        """What the init pass returns: the normalised ``s * (t - m)`` (PITFALLS 20)."""
+        """What the init pass returns: the normalised ``s * (t - m)`` (pitfall 20)."""
         return s * (t - m)
 
     def extra_repr(self) -> str:
@@ -272,7 +272,7 @@ class WeightNormConv2D(_Convolution):
     """The original ``conv2d``: ``conv2d(x, g * l2_normalize(V, [0, 1, 2]), stride, pad) + b``.
 
     Shapes: x (B, in, H, W) -> (B, num_filters, H', W'). ``'SAME'`` pads as TensorFlow does, the
-    extra row/column at the bottom/right (PITFALLS 8); the conv itself is torch's ``F.conv2d``
+    extra row/column at the bottom/right (pitfall 8); the conv itself is torch's ``F.conv2d``
     (oneDNN on the CPU, cuDNN on CUDA), bias fused. Twin: ``tf_impl.layers.WeightNormConv2D``.
     """
 
@@ -306,9 +306,9 @@ class WeightNormConv2DTranspose(_Convolution):
 
     Shapes: x (B, in, H, W) -> (B, num_filters, H*sh, W*sw) for ``'SAME'``, and
     (B, num_filters, H*sh + kh - 1, W*sw + kw - 1) for ``'VALID'``: the original asks TensorFlow for that
-    target, ``sh - 1`` rows more than torch's ``ConvTranspose2d`` gives (PITFALLS 9); they are zeros
+    target, ``sh - 1`` rows more than torch's ``ConvTranspose2d`` gives (pitfall 9); they are zeros
     plus the bias. ``V`` is ``(in, num_filters, kh, kw)`` and normalised per *output* channel
-    (dims 0, 2, 3; PITFALLS 4). Twin: ``tf_impl.layers.WeightNormConv2DTranspose``.
+    (dims 0, 2, 3; pitfall 4). Twin: ``tf_impl.layers.WeightNormConv2DTranspose``.
     """
 
     _norm_dims = (0, 2, 3)
@@ -318,7 +318,7 @@ class WeightNormConv2DTranspose(_Convolution):
         return (in_channels, num_filters, kh, kw)
 
     def output_size(self, h: int, w: int) -> tuple[int, int]:
-        """The original's target shape (SPEC.md, ``deconv2d``)."""
+        """The original's target shape (docs/spec.md, ``deconv2d``)."""
         (kh, kw), (sh, sw) = self.filter_size, self.stride
         if self.pad == "SAME":
             return h * sh, w * sw

@@ -2,12 +2,12 @@
 
 ``concat_elu`` concatenates ``[x, -x]`` on the channel axis (axis 1 here, the last axis in the
 original) before the ELU, so the channel count doubles and the first half of the next kernel's input
-channels sees ``x``, the second half ``-x`` (PITFALLS 6). The shifts move rows or columns and fill
+channels sees ``x``, the second half ``-x`` (pitfall 6). The shifts move rows or columns and fill
 with zeros, keeping the shape.
 
 Where the translation differs: torch's ``elu`` uses ``expm1`` for negative inputs, TensorFlow
 ``exp(x) - 1``; for tiny negative inputs the *relative* difference can reach 100 % while the absolute
-difference stays below one float32 ULP of 1 (PITFALLS 16). Twin: ``tf_impl.ops``.
+difference stays below one float32 ULP of 1 (pitfall 16). Twin: ``tf_impl.ops``.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def l2_normalize(v: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
     """``v * rsqrt(max(sum(v**2, dims), 1e-12))``, as ``tf.nn.l2_normalize``.
 
     The clamp makes an all-zero filter give zeros where ``torch.nn.utils.weight_norm`` gives NaN
-    (PITFALLS 24). Twin: ``tf_impl.ops.l2_normalize``.
+    (pitfall 24). Twin: ``tf_impl.ops.l2_normalize``.
     """
     square_sum = torch.sum(v * v, dim=dims, keepdim=True)
     return v * torch.rsqrt(torch.clamp(square_sum, min=L2_NORMALIZE_EPS))

@@ -24,7 +24,9 @@ NAME = "tf"
 
 @contextlib.contextmanager
 def parity_mode(device: str, tf32: bool = False) -> Iterator[dict[str, Any]]:
-    """TF32 off (unless ``tf32``, to show what it costs), no XLA (PITFALLS 29, 31); yields the settings."""
+    """TF32 off (unless ``tf32``, to show what it costs), no XLA (pitfalls 29, 31); yields the settings."""
+    if _tf_device(device) != "/CPU:0" and not tf.config.list_physical_devices("GPU"):
+        raise ValueError(f"expected a GPU for device={device!r}; TensorFlow {tf.__version__} sees none here")
     saved = tf.config.experimental.tensor_float_32_execution_enabled()
     tf.config.experimental.enable_tensor_float_32_execution(tf32)
     try:

@@ -25,7 +25,10 @@ def _dtype(dtype: str) -> torch.dtype:
 @contextlib.contextmanager
 def parity_mode(device: str, tf32: bool = False) -> Iterator[dict[str, Any]]:
     """TF32 off (unless ``tf32``, to show what it costs) and deterministic algorithms on
-    (PITFALLS 29, 30); yields the settings for the report."""
+    (pitfalls 29, 30); yields the settings for the report."""
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"expected a CUDA device for device={device!r}; torch {torch.__version__} sees none here "
+                         f"(built with CUDA: {torch.version.cuda or 'no'})")
     saved = (
         torch.backends.cuda.matmul.allow_tf32,
         torch.backends.cudnn.allow_tf32,
