@@ -24,14 +24,14 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from gated_spec import DEFAULT_POLYAK_DECAY, SHADOW_SUFFIX
+from gated_spec import SHADOW_SUFFIX
 from parity.atomic import atomic_path
 from parity.weights import (
-    DEFAULT_FILTER,
     EMA_SUFFIX,
     FORMAT,
     WeightError,
     check_tensors,
+    infer_config,
     load_canonical,
     normalize_config,
     read_safetensors,
@@ -57,39 +57,6 @@ def _kind(path: str) -> str:
     if is_checkpoint(path):
         return "tf1"
     raise ValueError(f"{path}: expected a .safetensors, .weights.h5 file or a TF1 checkpoint prefix; received an unknown kind")
-
-
-def infer_config(shapes: Mapping[str, tuple[int, ...]], overrides: Mapping[str, Any] | None = None,
-                 polyak_decay: float | None = None) -> dict[str, Any]:
-    """A block config from torch-keyed tensor shapes (``conv_input.V``, ``nin_skip.V``, ``hw``).
-
-    The conv kind follows from the filter size (3x3 conv2d, 2x3 down-shifted, 2x2 down-right-shifted,
-    2-D nin); ``concat_elu`` from an input twice the filters; ``elu`` vs ``relu`` cannot be told and
-    needs ``nonlinearity`` in ``overrides``.
-    """
-    overrides = dict(overrides or {})
-    if "conv_input.V" not in shapes:
-        raise WeightError(["missing tensor 'conv_input.V' (cannot infer the block config)"], "tensors")
-    v = shapes["conv_input.V"]
-    F_, cin = v[0], v[1]
-    conv = overrides.get("conv")
-    if conv is None:
-        by_filter = {f: k for k, f in DEFAULT_FILTER.items()}
-        conv = "nin" if len(v) == 2 else by_filter.get(tuple(v[2:]))
-        if conv is None:
-            raise ValueError(f"cannot tell the conv kind of filter {tuple(v[2:])}; pass --conv")
-    nl = overrides.get("nonlinearity")
-    if nl is None:
-        if cin == 2 * F_:
-            nl = "concat_elu"
-        else:
-            raise ValueError("cannot tell elu from relu by the shapes; pass --nonlinearity")
-    mult = 2 if nl == "concat_elu" else 1
-    a = shapes["nin_skip.V"][1] // mult if "nin_skip.V" in shapes else None
-    h = shapes["hw"][0] if "hw" in shapes else None
-    has_shadows = any(k.endswith(SHADOW_SUFFIX) for k in shapes)
-    decay = polyak_decay if polyak_decay is not None else (DEFAULT_POLYAK_DECAY if has_shadows else None)
-    return normalize_config({"num_filters": F_, "a_channels": a, "h_channels": h, "conv": conv, "nonlinearity": nl, "polyak_decay": decay})
 
 
 def read_torch_file(path: str, overrides: Mapping[str, Any] | None = None, polyak_decay: float | None = None

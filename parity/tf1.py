@@ -22,8 +22,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from gated_spec import DEFAULT_POLYAK_DECAY
-from parity.convert import infer_config
-from parity.weights import EMA_SUFFIX, TF1Namer, WeightError, normalize_config, weight_table
+from parity.weights import EMA_SUFFIX, TF1Namer, WeightError, infer_config, normalize_config, weight_table
 
 DEFAULT_SCOPE = "model"
 
@@ -157,6 +156,8 @@ def map_checkpoint(
     has_shadows = any(k.endswith(EMA_SUFFIX) for k in model)
     start = dict(namer.counters)
     table = weight_table(config, shadows=has_shadows, namer=namer)
+    if namer.named:
+        _check_counters_named(model, table, set(start))
     problems = []
     for row in table:
         full = f"{scope}/{row.tf1_name}" if scope else row.tf1_name
@@ -186,6 +187,23 @@ def map_checkpoint(
     return CheckpointMap(tensors, config, sorted(slots), other)
 
 
+def _check_counters_named(model: Mapping[str, np.ndarray], table: list, named: set[str]) -> None:
+    """With ``--counters``, every layer kind the block uses must be named, unless the checkpoint holds
+    no more layers of that kind than the block uses (then the counter can only be where it is):
+    otherwise the block's layers of that kind would silently come from another block."""
+    unnamed = []
+    for kind in dict.fromkeys(r.tf1_name.split("/")[0].rsplit("_", 1)[0] for r in table):
+        if kind in named:
+            continue
+        used = {r.tf1_name.split("/")[0] for r in table if r.tf1_name.split("/")[0].rsplit("_", 1)[0] == kind}
+        present = {k.split("/")[0] for k in model if re.fullmatch(rf"{kind}_\d+", k.split("/")[0])}
+        if len(present) > len(used):
+            unnamed.append(f"{kind} ({len(present)} in the checkpoint, {len(used)} in the block)")
+    if unnamed:
+        raise ValueError(f"--counters names {sorted(named)} but not {', '.join(unnamed)}: the block's place cannot "
+                         f"be told for those kinds; name them too, e.g. {unnamed[0].split(' ')[0]}=N")
+
+
 def read_tf1(prefix: str, overrides: Mapping[str, Any] | None = None, scope: str = DEFAULT_SCOPE,
              namer: TF1Namer | None = None, polyak_decay: float | None = None) -> CheckpointMap:
     """Read a TF1 checkpoint and map it onto one block (see :func:`map_checkpoint`)."""
@@ -196,12 +214,12 @@ def parse_counters(text: str | None) -> TF1Namer | None:
     """``conv2d=4,dense=2`` -> a namer whose counters start there (the block's place in a whole model)."""
     if not text:
         return None
-    namer = TF1Namer()
+    counters = {}
     for part in text.split(","):
         kind, _, k = part.partition("=")
         kind = kind.strip()
         if kind not in set(TF1Namer.KIND_OF.values()) or not k.strip().isdigit():
             raise ValueError(f"expected counters like conv2d=4,dense=2 (kinds conv2d, dense, deconv2d, "
                              f"conditional_weights); received {part!r}")
-        namer.counters[kind] = int(k)
-    return namer
+        counters[kind] = int(k)
+    return TF1Namer(counters, named=True)

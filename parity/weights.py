@@ -29,8 +29,9 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from gated_spec import CHANNEL_MULTIPLIER, CONV_KINDS as _CONV_FILTERS, CONV_PERM, DENSE_PERM, NONLINEARITIES, SHADOW_SUFFIX
+from gated_spec import CHANNEL_MULTIPLIER, CONV_KINDS as _CONV_FILTERS, CONV_PERM, DEFAULT_POLYAK_DECAY, DENSE_PERM, NONLINEARITIES, SHADOW_SUFFIX
 from gated_spec import TF1_SHADOW_SUFFIX as EMA_SUFFIX
+from gated_spec.checks import check_positive
 from parity.atomic import atomic_path
 
 FORMAT = "gated-resnet-parity/1"
@@ -62,7 +63,21 @@ def normalize_config(config: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError(
             f"Expected nonlinearity to be one of {list(NONLINEARITIES)}. Received: nonlinearity={out['nonlinearity']!r}"
         )
+    check_positive("num_filters", out["num_filters"])
+    for key in ("a_channels", "h_channels"):
+        if out[key] is not None:
+            check_positive(key, out[key])
+    _check_fraction("dropout_p", out["dropout_p"], upper_open=True)
+    if out["polyak_decay"] is not None:
+        _check_fraction("polyak_decay", out["polyak_decay"], upper_open=False)
     return {k: out[k] for k in CONFIG_KEYS}
+
+
+def _check_fraction(name: str, value: Any, upper_open: bool) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value and (
+        value < 1.0 if upper_open else value <= 1.0)
+    if not ok:
+        raise ValueError(f"Expected {name} to be a number in [0, 1{')' if upper_open else ']'}. Received: {name}={value!r}")
 
 
 class TF1Namer:
@@ -84,8 +99,11 @@ class TF1Namer:
         "conditional_weights": "conditional_weights",
     }
 
-    def __init__(self) -> None:
-        self.counters: dict[str, int] = {}
+    def __init__(self, counters: Mapping[str, int] | None = None, named: bool = False) -> None:
+        self.counters: dict[str, int] = dict(counters or {})
+        # Whether the counters were named by a user (``--counters``): then a kind left out is not
+        # taken as 0 where the checkpoint holds more layers of it than the block uses.
+        self.named = named
 
     def next(self, layer_kind: str) -> str:
         kind = self.KIND_OF[layer_kind]
@@ -157,6 +175,39 @@ def weight_table(
     return raw + [
         WeightRow(r.tf1_name + EMA_SUFFIX, r.keras_path + SHADOW_SUFFIX, r.torch_key + SHADOW_SUFFIX, r.shape, r.torch_perm) for r in raw
     ]
+
+
+def infer_config(shapes: Mapping[str, tuple[int, ...]], overrides: Mapping[str, Any] | None = None,
+                 polyak_decay: float | None = None) -> dict[str, Any]:
+    """A block config from torch-keyed tensor shapes (``conv_input.V``, ``nin_skip.V``, ``hw``).
+
+    The conv kind follows from the filter size (3x3 conv2d, 2x3 down-shifted, 2x2 down-right-shifted,
+    2-D nin); ``concat_elu`` from an input twice the filters; ``elu`` vs ``relu`` cannot be told and
+    needs ``nonlinearity`` in ``overrides``.
+    """
+    overrides = dict(overrides or {})
+    if "conv_input.V" not in shapes:
+        raise WeightError(["missing tensor 'conv_input.V' (cannot infer the block config)"], "tensors")
+    v = shapes["conv_input.V"]
+    F_, cin = v[0], v[1]
+    conv = overrides.get("conv")
+    if conv is None:
+        by_filter = {f: k for k, f in DEFAULT_FILTER.items()}
+        conv = "nin" if len(v) == 2 else by_filter.get(tuple(v[2:]))
+        if conv is None:
+            raise ValueError(f"cannot tell the conv kind of filter {tuple(v[2:])}; pass --conv")
+    nl = overrides.get("nonlinearity")
+    if nl is None:
+        if cin == 2 * F_:
+            nl = "concat_elu"
+        else:
+            raise ValueError("cannot tell elu from relu by the shapes; pass --nonlinearity")
+    mult = CHANNEL_MULTIPLIER[nl]
+    a = shapes["nin_skip.V"][1] // mult if "nin_skip.V" in shapes else None
+    h = shapes["hw"][0] if "hw" in shapes else None
+    has_shadows = any(k.endswith(SHADOW_SUFFIX) for k in shapes)
+    decay = polyak_decay if polyak_decay is not None else (DEFAULT_POLYAK_DECAY if has_shadows else None)
+    return normalize_config({"num_filters": F_, "a_channels": a, "h_channels": h, "conv": conv, "nonlinearity": nl, "polyak_decay": decay})
 
 
 def check_tensors(
@@ -259,7 +310,10 @@ def load_canonical(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict
         raise ValueError(f"{path}: expected metadata 'config' (JSON) and 'initialized' (true/false); received {metadata}") from exc
     if not isinstance(initialized, bool):
         raise ValueError(f"{path}: expected metadata initialized to be true or false; received {initialized!r}")
-    check_tensors(weight_table(config, shadows=any(k.endswith(EMA_SUFFIX) for k in tensors)), tensors,
+    shadows = any(k.endswith(EMA_SUFFIX) for k in tensors)
+    if shadows and config["polyak_decay"] is None:
+        raise WeightError([f"holds Polyak shadows (*{EMA_SUFFIX}) but its config has polyak_decay=None"], str(path))
+    check_tensors(weight_table(config, shadows=shadows), tensors,
                   where=f"{path} (tensors against the config in its metadata: {json.dumps(config)})")
     return tensors, config, initialized
 

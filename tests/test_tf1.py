@@ -212,6 +212,12 @@ def test_scope_and_counters_pick_a_block_out_of_a_larger_model(tmp_path_factory,
     np.testing.assert_array_equal(nxt.tensors["conv2d_0/V"], 2 * first.tensors["conv2d_0/V"])
     picked = map_checkpoint(both, namer=parse_counters("conv2d=2,dense=1,conditional_weights=1"))
     np.testing.assert_array_equal(picked.tensors["dense_0/g"], nxt.tensors["dense_0/g"])
+    # Naming some kinds only: the others cannot be told where the checkpoint holds more of them.
+    with pytest.raises(ValueError, match=r"--counters names \['conv2d'\] but not dense \(2 in the checkpoint, 1 in the block\), "
+                       r"conditional_weights \(2 in the checkpoint, 1 in the block\)"):
+        map_checkpoint(both, namer=parse_counters("conv2d=2"))
+    only_first = {k: v for k, v in both.items() if not k.startswith(("model/dense_1/", "model/conditional_weights_1/"))}
+    assert map_checkpoint(only_first, namer=parse_counters("conv2d=0")).tensors.keys() == first.tensors.keys()
     with pytest.raises(WeightError, match=r"no variables under scope 'pixel_cnn'.*\['model'\]"):
         map_checkpoint(names, scope="pixel_cnn")
     with pytest.raises(ValueError, match="expected counters like"):
