@@ -35,6 +35,7 @@ from parity.weights import (
     load_canonical,
     normalize_config,
     read_safetensors,
+    read_safetensors_header,
     save_canonical,
     weight_table,
 )
@@ -62,11 +63,11 @@ def _kind(path: str) -> str:
 def read_torch_file(path: str, overrides: Mapping[str, Any] | None = None, polyak_decay: float | None = None
                     ) -> tuple[dict[str, np.ndarray], dict[str, Any], bool]:
     """(canonical tensors, config, initialized) from a torch ``state_dict`` safetensors file."""
-    tensors, metadata = read_safetensors(path)
-    if tensors and all(k.startswith("module.") for k in tensors):
+    header, metadata = read_safetensors_header(path)
+    if header and all(k.startswith("module.") for k in header):
         raise WeightError(["every key starts with 'module.': a state_dict saved from nn.DataParallel or "
                            "DistributedDataParallel; save model.module.state_dict() instead, or strip the prefix"], path)
-    shadows = any(k.endswith(SHADOW_SUFFIX) for k in tensors)
+    shadows = any(k.endswith(SHADOW_SUFFIX) for k in header)
     if "config" in metadata:
         try:
             stored = json.loads(metadata["config"])
@@ -77,11 +78,14 @@ def read_torch_file(path: str, overrides: Mapping[str, Any] | None = None, polya
         if shadows and polyak_decay is None:
             raise ValueError(f"{path}: holds Polyak shadows (*{SHADOW_SUFFIX}) but no config, so their decay is not "
                              f"known; pass --polyak-decay (polyak_decay=...) with the decay the block was built with")
-        config = infer_config({k: tuple(np.shape(v)) for k, v in tensors.items()}, overrides, polyak_decay)
+        config = infer_config({k: tuple(np.shape(v)) for k, v in header.items()}, overrides, polyak_decay)
     table = weight_table(config, shadows=shadows)
     layers = {r.torch_key.rsplit(".", 1)[0] for r in table if "." in r.torch_key}
-    flags = {k: v for k, v in tensors.items() if k.endswith(".initialized") and k.rsplit(".", 1)[0] in layers}
-    weights = {k: v for k, v in tensors.items() if k not in flags}
+    flag_names = {k for k in header if k.endswith(".initialized") and k.rsplit(".", 1)[0] in layers}
+    check_tensors(table, {k: v for k, v in header.items() if k not in flag_names}, key="torch_key", layout="torch", where=path)
+    tensors, _ = read_safetensors(path)
+    flags = {k: tensors[k] for k in flag_names}
+    weights = {k: v for k, v in tensors.items() if k not in flag_names}
     check_tensors(table, weights, key="torch_key", layout="torch", where=path)
     initialized = bool(flags) and all(bool(np.asarray(v)) for v in flags.values())
     return {r.tf1_name: r.from_torch_layout(weights[r.torch_key]) for r in table}, config, initialized
@@ -119,7 +123,7 @@ def read_any(path: str, overrides: Mapping[str, Any] | None = None, polyak_decay
         return mapped.tensors, mapped.config, True
     if kind == "keras":
         return read_keras_file(path, overrides or {}, polyak_decay)
-    _, metadata = read_safetensors(path)
+    _, metadata = read_safetensors_header(path)
     fmt = metadata.get("format")
     if fmt == FORMAT:
         return load_canonical(path)

@@ -225,13 +225,26 @@ def record(path: str | os.PathLike, backend: str = "tf", device: str = "cpu",
 
 def load_record(path: str | os.PathLike) -> tuple[dict[str, Any], list[tuple[Case | LayerCase, dict[str, dict[str, np.ndarray]]]]]:
     """(metadata, [(case, {dtype: results})]) from a record file."""
-    from parity.weights import read_safetensors
+    from parity.weights import read_safetensors, read_safetensors_header
 
-    tensors, metadata = read_safetensors(path)
+    header, metadata = read_safetensors_header(path)
     if metadata.get("format") != RECORD_FORMAT:
         raise ValueError(f"{path}: expected metadata format={RECORD_FORMAT!r}; received {metadata.get('format')!r}")
+    try:
+        cases = json.loads(metadata["cases"])
+        expected = {f"{i}/out/{dt}/{k}" for i, meta in enumerate(cases) for dt in (*DTYPES, MCA) for k in meta["order"]}
+    except (KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: expected metadata 'cases' (JSON, each with its 'order'); could not read it ({exc})") from None
+    inputs = {k for k in header if k.split("/", 2)[1:2] == ["in"] and k.split("/", 1)[0].isdigit()
+              and int(k.split("/", 1)[0]) < len(cases)}
+    unknown, missing = sorted(set(header) - expected - inputs), sorted(expected - set(header))
+    if unknown or missing:
+        raise ValueError(f"{path}: the tensors do not match the cases in its metadata: "
+                         + "; ".join(p for p in (f"unexpected {unknown[:3]}{' ...' if len(unknown) > 3 else ''}" if unknown else "",
+                                                 f"missing {missing[:3]}{' ...' if len(missing) > 3 else ''}" if missing else "") if p))
+    tensors, _ = read_safetensors(path)
     out = []
-    for i, meta in enumerate(json.loads(metadata["cases"])):
+    for i, meta in enumerate(cases):
         order = meta.pop("order")
         prefix = f"{i}/in/"
         arrays = under_prefix(tensors, prefix)

@@ -522,3 +522,53 @@ def test_the_docs_list_every_command_line_case():
     text = open(os.path.join(ROOT, "docs", "hostile_files.md")).read()
     missing = [c[0] for c in CLI_CASES if f"`{c[0]}`" not in text]
     assert not missing, f"docs/hostile_files.md does not list {missing}"
+
+
+def _sparse_safetensors(path, name, shape, metadata):
+    """A safetensors file whose header declares one huge float32 tensor, its data a hole (sparse)."""
+    import json
+    import struct
+
+    size = int(np.prod(shape)) * 4
+    header = json.dumps({name: {"dtype": "F32", "shape": list(shape), "data_offsets": [0, size]},
+                         "__metadata__": metadata}).encode()
+    header += b" " * (-len(header) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(header)) + header)
+        f.truncate(8 + len(header) + size)
+
+
+def test_a_file_declaring_a_huge_tensor_is_refused_from_its_header_alone(tmp_path, monkeypatch):
+    """Names and shapes are checked against the table before any tensor is read: a small sparse file
+    that declares a 1 GiB tensor costs nothing."""
+    import json
+
+    import parity.weights as weights
+    from parity.weights import FORMAT, WeightError, load_canonical, normalize_config
+
+    path = tmp_path / "huge.safetensors"
+    _sparse_safetensors(path, "conv2d_0/V", (16384, 16384),
+                        {"format": FORMAT, "config": json.dumps(normalize_config(CONFIG)), "initialized": "true"})
+    assert os.stat(path).st_blocks * 512 < 1 << 20  # the hole takes no disk
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("tensor data was read before the header was checked")
+
+    monkeypatch.setattr(weights, "read_safetensors", no_reading)
+    with pytest.raises(WeightError, match=r"tensor 'conv2d_0/V' has shape \(16384, 16384\); expected \(2, 3, 8, 4\)"):
+        load_canonical(path)
+
+
+def test_a_record_with_tensors_its_cases_do_not_name_is_refused(tmp_path):
+    from safetensors import safe_open
+    from safetensors.numpy import load_file, save_file
+
+    from parity.cli import BUILTIN_RECORD
+    from parity.harness import load_record
+
+    tensors = load_file(BUILTIN_RECORD)
+    with safe_open(BUILTIN_RECORD, "np") as f:
+        metadata = f.metadata()
+    save_file({**tensors, "0/out/float32/forward/extra": np.zeros(1, np.float32)}, str(tmp_path / "r.safetensors"), metadata=metadata)
+    with pytest.raises(ValueError, match=r"do not match the cases in its metadata: unexpected \['0/out/float32/forward/extra'\]"):
+        load_record(tmp_path / "r.safetensors")
