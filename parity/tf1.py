@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
@@ -41,22 +41,72 @@ def is_checkpoint(path: str) -> bool:
     return path.endswith(".index") or os.path.exists(path + ".index")
 
 
+class LazyCheckpoint(Mapping[str, np.ndarray]):
+    """A TF1 checkpoint's tensors by name, each read from disk only when asked for (then kept):
+    mapping one block out of a whole model reads that block's variables, not the model's."""
+
+    def __init__(self, prefix: str) -> None:
+        if prefix.endswith(".index"):
+            prefix = prefix[: -len(".index")]
+        if not os.path.exists(prefix + ".index"):
+            raise FileNotFoundError(f"{prefix}: expected a TF1 checkpoint prefix with {prefix}.index next to it; found none")
+        try:
+            import tensorflow as tf
+        except ImportError as exc:
+            raise ImportError("reading a TF1 checkpoint needs TensorFlow (pip install -e '.[tf]')") from exc
+        self.prefix = prefix
+        try:
+            self._reader = tf.train.load_checkpoint(prefix)
+            self._names = sorted(self._reader.get_variable_to_shape_map())
+        except Exception as exc:  # DataLossError, NotFoundError, ... from a damaged or partial checkpoint
+            raise self._error(exc) from None
+        self._read: dict[str, np.ndarray] = {}
+
+    def _error(self, exc: Exception) -> ValueError:
+        return ValueError(f"{self.prefix}: could not read it as a TF1 checkpoint ({type(exc).__name__}: {exc})")
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._read:
+            if name not in self._names:
+                raise KeyError(name)
+            try:
+                self._read[name] = np.asarray(self._reader.get_tensor(name))
+            except Exception as exc:
+                raise self._error(exc) from None
+        return self._read[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
 def read_checkpoint(prefix: str) -> dict[str, np.ndarray]:
     """Every tensor of a TF1 Saver checkpoint by name, read with TensorFlow's checkpoint reader."""
-    if prefix.endswith(".index"):
-        prefix = prefix[: -len(".index")]
-    if not os.path.exists(prefix + ".index"):
-        raise FileNotFoundError(f"{prefix}: expected a TF1 checkpoint prefix with {prefix}.index next to it; found none")
-    try:
-        import tensorflow as tf
-    except ImportError as exc:
-        raise ImportError("reading a TF1 checkpoint needs TensorFlow (pip install -e '.[tf]')") from exc
-    try:
-        reader = tf.train.load_checkpoint(prefix)
-        names = sorted(reader.get_variable_to_shape_map())
-        return {n: np.asarray(reader.get_tensor(n)) for n in names}
-    except Exception as exc:  # DataLossError, NotFoundError, ... from a damaged or partial checkpoint
-        raise ValueError(f"{prefix}: could not read it as a TF1 checkpoint ({type(exc).__name__}: {exc})") from None
+    return dict(LazyCheckpoint(prefix))
+
+
+class _Scoped(Mapping[str, np.ndarray]):
+    """The entries of ``base`` named ``prefix + key``, by key (read from ``base`` only when asked for)."""
+
+    def __init__(self, base: Mapping[str, np.ndarray], prefix: str, keys: list[str]) -> None:
+        self._base, self._prefix, self._keys = base, prefix, keys
+        self._set = set(keys)
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        if key not in self._set:
+            raise KeyError(key)
+        return self._base[self._prefix + key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._set
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
 
 
 @dataclass
@@ -77,18 +127,19 @@ class CheckpointMap:
         return text
 
 
-def _split(variables: Mapping[str, np.ndarray], scope: str) -> tuple[dict[str, np.ndarray], list[str], list[str]]:
-    """(model tensors relative to ``scope``, optimiser slots, names outside the scope)."""
+def _split(variables: Mapping[str, np.ndarray], scope: str) -> tuple[Mapping[str, np.ndarray], list[str], list[str]]:
+    """(model tensors relative to ``scope``, optimiser slots, names outside the scope); by name
+    only: no tensor is read here."""
     prefix = scope.rstrip("/") + "/" if scope else ""
-    model, slots, outside = {}, [], []
-    for name, value in variables.items():
+    keys, slots, outside = [], [], []
+    for name in variables:
         if is_optimizer_slot(name):
             slots.append(name)
         elif name.startswith(prefix):
-            model[name[len(prefix):]] = value
+            keys.append(name[len(prefix):])
         else:
             outside.append(name)
-    return model, slots, outside
+    return _Scoped(variables, prefix, keys), slots, outside
 
 
 def _infer(model: Mapping[str, np.ndarray], counters: Mapping[str, int], overrides: Mapping[str, Any],
@@ -207,7 +258,7 @@ def _check_counters_named(model: Mapping[str, np.ndarray], table: list, named: s
 def read_tf1(prefix: str, overrides: Mapping[str, Any] | None = None, scope: str = DEFAULT_SCOPE,
              namer: TF1Namer | None = None, polyak_decay: float | None = None) -> CheckpointMap:
     """Read a TF1 checkpoint and map it onto one block (see :func:`map_checkpoint`)."""
-    return map_checkpoint(read_checkpoint(prefix), overrides, scope, namer, polyak_decay)
+    return map_checkpoint(LazyCheckpoint(prefix), overrides, scope, namer, polyak_decay)
 
 
 def parse_counters(text: str | None) -> TF1Namer | None:

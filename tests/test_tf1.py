@@ -242,3 +242,15 @@ def test_a_damaged_checkpoint_is_a_clear_error(tmp_path_factory, tmp_path):
         read_checkpoint(broken)
     with pytest.raises(FileNotFoundError, match="expected a TF1 checkpoint prefix"):
         read_checkpoint(str(tmp_path / "nothing"))
+
+
+def test_a_checkpoint_is_read_variable_by_variable_for_the_block_only(tmp_path_factory):
+    """The optimiser slots (and any variable outside the block) are listed by name, never read."""
+    from parity.tf1 import LazyCheckpoint, map_checkpoint
+
+    prefix, *_ = _checkpoint(tmp_path_factory, "conv2d", True)
+    lazy = LazyCheckpoint(prefix)
+    mapped = map_checkpoint(lazy)
+    read = set(lazy._read)
+    assert read == {f"model/{k}" for k in mapped.tensors}
+    assert mapped.skipped_slots and not read & set(mapped.skipped_slots)
