@@ -5,6 +5,8 @@ is renamed over the destination only once the write has finished (``os.replace``
 Windows). A failed write (full disk, a crash, an exception) leaves the destination as it was and
 removes the temporary file; two concurrent writers each rename a complete file, the last one wins;
 writing over the file being read works, since the reader's file is replaced only at the end.
+A process killed mid-write (HDF5 can crash on a full disk while Keras writes ``.weights.h5``) leaves
+the destination intact and a ``.tmp-*`` file beside it.
 """
 
 from __future__ import annotations
@@ -27,8 +29,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
         raise IsADirectoryError(f"expected a file path to write; received a directory: {path!r}")
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="-" + os.path.basename(path), dir=directory)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~umask)  # the permissions a plain open() would give, not mkstemp's 0600
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

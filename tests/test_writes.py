@@ -82,3 +82,14 @@ def test_run_writes_exactly_the_out_path_it_prints(tmp_path, capsys):
     assert main(["run", "--weights", str(w), "--inputs", str(tmp_path / "x.npz"), "--out",
                  str(tmp_path / "missing" / "y.npz")]) == 2
     assert "expected an existing directory" in capsys.readouterr().err
+
+
+def test_a_written_file_gets_the_permissions_open_would_give(tmp_path):
+    from parity.weights import save_canonical
+
+    umask = os.umask(0o022)
+    try:
+        save_canonical(tmp_path / "w.safetensors", _weights(), CONFIG, initialized=True)
+    finally:
+        os.umask(umask)
+    assert os.stat(tmp_path / "w.safetensors").st_mode & 0o777 == 0o644
