@@ -141,7 +141,11 @@ def read_keras_file(path: str, overrides: Mapping[str, Any], polyak_decay: float
     # Keras stores each layer's own variables as layers/<block>/<sublayer>/vars/<i>, in creation
     # order: V, g, b, initialized, then the shadows; the block's own hw (and hw_ema) as layers/<block>/vars/<i>.
     torch_shapes: dict[str, tuple[int, ...]] = {}
-    with h5py.File(path, "r") as f:
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise ValueError(f"{path}: expected a Keras .weights.h5 (HDF5) file; could not read it ({exc})") from None
+    with f:
         blocks = list(f.get("layers", {}))
         if len(blocks) != 1:
             raise ValueError(f"{path}: expected one GatedResnet under layers/; found {blocks}")
@@ -149,6 +153,8 @@ def read_keras_file(path: str, overrides: Mapping[str, Any], polyak_decay: float
         for attr in ("conv_input", "nin_skip", "conv_output"):
             if attr in root and "0" in root[attr].get("vars", {}):
                 v = tuple(root[attr]["vars"]["0"].shape)
+                if len(v) not in (2, 4):
+                    raise ValueError(f"{path}: {attr}'s V has shape {v}; expected a 2-D (nin) or 4-D (conv) V")
                 torch_shapes[f"{attr}.V"] = v[::-1] if len(v) == 2 else (v[3], v[2], v[0], v[1])
                 if "4" in root[attr]["vars"]:
                     torch_shapes[f"{attr}.V_ema"] = v

@@ -188,7 +188,9 @@ def infer_config(shapes: Mapping[str, tuple[int, ...]], overrides: Mapping[str, 
     overrides = dict(overrides or {})
     if "conv_input.V" not in shapes:
         raise WeightError(["missing tensor 'conv_input.V' (cannot infer the block config)"], "tensors")
-    v = shapes["conv_input.V"]
+    v = tuple(shapes["conv_input.V"])
+    if len(v) not in (2, 4):
+        raise WeightError([f"tensor 'conv_input.V' has shape {v}; expected a 2-D (nin) or 4-D (conv) V"], "tensors")
     F_, cin = v[0], v[1]
     conv = overrides.get("conv")
     if conv is None:

@@ -572,3 +572,31 @@ def test_a_record_with_tensors_its_cases_do_not_name_is_refused(tmp_path):
     save_file({**tensors, "0/out/float32/forward/extra": np.zeros(1, np.float32)}, str(tmp_path / "r.safetensors"), metadata=metadata)
     with pytest.raises(ValueError, match=r"do not match the cases in its metadata: unexpected \['0/out/float32/forward/extra'\]"):
         load_record(tmp_path / "r.safetensors")
+
+
+@pytest.mark.skipif(not HAVE["tf"], reason="needs TensorFlow (Keras files)")
+def test_keras_files_that_are_not_a_block_are_one_line_errors(tmp_path, capsys):
+    import h5py
+
+    from parity.cli import main
+
+    text = tmp_path / "text.weights.h5"
+    text.write_text("not hdf5")
+    assert main(["convert", str(text), str(tmp_path / "o.safetensors"), "--polyak-decay", "0.9"]) == 2
+    assert "expected a Keras .weights.h5 (HDF5) file; could not read it" in capsys.readouterr().err
+    rank3 = tmp_path / "rank3.weights.h5"
+    with h5py.File(rank3, "w") as f:
+        f.create_dataset("layers/gated_resnet/conv_input/vars/0", data=np.zeros((2, 3, 4), np.float32))
+    assert main(["convert", str(rank3), str(tmp_path / "o.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert "conv_input's V has shape (2, 3, 4); expected a 2-D (nin) or 4-D (conv) V" in err and "Traceback" not in err
+
+
+def test_a_torch_file_with_a_rank_1_v_is_a_clear_error(tmp_path, capsys):
+    from safetensors.numpy import save_file
+
+    from parity.cli import main
+
+    save_file({"conv_input.V": np.zeros(4, np.float32)}, str(tmp_path / "w.torch.safetensors"))
+    assert main(["convert", str(tmp_path / "w.torch.safetensors"), str(tmp_path / "o.safetensors")]) == 2
+    assert "tensor 'conv_input.V' has shape (4,); expected a 2-D (nin) or 4-D (conv) V" in capsys.readouterr().err
