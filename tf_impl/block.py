@@ -92,7 +92,7 @@ class GatedResnet(keras.layers.Layer):
         self.nonlinearity = nonlinearity
         self.dropout_p = float(dropout_p)
         self.polyak_decay = polyak_decay
-        self._warned_uninitialized = False  # the warning for a call before initialize() is given once
+        self._init_checked = False  # whether a call has checked for initialize() (warns once if not run)
         self._convert_input_args = False
         self._allow_non_tensor_positional_args = True
         mult = CHANNEL_MULTIPLIER[nonlinearity]
@@ -257,9 +257,10 @@ class GatedResnet(keras.layers.Layer):
         """The forward pass with its named intermediate tensors (``STAGES``; ``c1_skip`` only with ``a``)."""
         self._ensure_built()
         x, a, h, dropout_mask = self._check_inputs(x, a, h, dropout_mask)
-        if not self._warned_uninitialized and tf.executing_eagerly() and not self.initialized:
-            self._warned_uninitialized = True
-            warnings.warn(UNINITIALIZED_WARNING.format(owner="GatedResnet"), UserWarning, stacklevel=3)
+        if not self._init_checked and tf.executing_eagerly():
+            self._init_checked = True  # once per block: reading the flags costs a device read on every call
+            if not self.initialized:
+                warnings.warn(UNINITIALIZED_WARNING.format(owner="GatedResnet"), UserWarning, stacklevel=3)
         hw = None
         if h is not None:
             if use_ema and self.polyak_decay is None:

@@ -100,7 +100,7 @@ class GatedResnet(ValidatedLoad, nn.Module):
         self.nonlinearity = nonlinearity
         self.dropout_p = float(dropout_p)
         self.polyak_decay = polyak_decay
-        self._warned_uninitialized = False  # the warning for a call before initialize() is given once
+        self._init_checked = False  # whether a call has checked for initialize() (warns once if not run)
         factory = {"device": device, "dtype": dtype}
         mult = CHANNEL_MULTIPLIER[nonlinearity]
         conv_cls = CONV_KINDS[conv]
@@ -260,9 +260,10 @@ class GatedResnet(ValidatedLoad, nn.Module):
     ) -> dict[str, torch.Tensor]:
         """The forward pass with its named intermediate tensors (``STAGES``; ``c1_skip`` only with ``a``)."""
         self._check_inputs(x, a, h, dropout_mask)
-        if not self._warned_uninitialized and not torch.compiler.is_compiling() and not self.initialized:
-            self._warned_uninitialized = True
-            warnings.warn(UNINITIALIZED_WARNING.format(owner="GatedResnet"), UserWarning, stacklevel=3)
+        if not self._init_checked and not torch.compiler.is_compiling():
+            self._init_checked = True  # once per block: reading the flags would sync a GPU on every call
+            if not self.initialized:
+                warnings.warn(UNINITIALIZED_WARNING.format(owner="GatedResnet"), UserWarning, stacklevel=3)
         hw = None
         if h is not None:
             if use_ema and self.polyak_decay is None:
