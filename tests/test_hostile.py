@@ -474,6 +474,8 @@ CLI_CASES = [  # (case id, how to spoil the files, extra arguments, message). Li
     ("input-unknown-name", _npz(y=np.zeros(1, np.float32)), [], "expected inputs named x, a, h; received also ['y']"),
     ("input-missing-a", _npz(a=None), [], "expected `a` (this block was built with a_channels=3); received none"),
     ("directory-as-weights", lambda t, i: os.mkdir(t / "dir.safetensors"), ["--weights", "{t}/dir.safetensors"], "error: "),
+    ("symlink-loop", lambda t, i: (os.symlink(t / "b.safetensors", t / "a.safetensors"), os.symlink(t / "a.safetensors", t / "b.safetensors")),
+     ["--weights", "{t}/a.safetensors"], "Too many levels of symbolic links"),
     ("torch-module-prefix", lambda t, i: _rewrite_torch_file(t / "w.torch.safetensors", lambda ts, m: ({f"module.{k}": v for k, v in ts.items()}, m)),
      ["--weights", "{t}/w.torch.safetensors"], "every key starts with 'module.'"),
     ("torch-shadows-no-config", lambda t, i: _rewrite_torch_file(t / "w.torch.safetensors", lambda ts, m: (ts, {})),
