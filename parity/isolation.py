@@ -50,12 +50,11 @@ START_UP_NOISE = (
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where the parity package lives
 
 _workers: dict[str, subprocess.Popen] = {}
+_in_worker: str | None = None  # the backend this process serves, in a worker
 
 
 class WorkerDied(RuntimeError):
     """A backend's worker process ended while it ran a call (a crash in native code, or killed)."""
-
-_in_worker: str | None = None  # the backend this process serves, in a worker
 
 
 def _invoke(target: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
