@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from parity.pitfalls import LOAD, PITFALLS, SEED, gallery, markdown_row
+from parity.pitfalls import LOAD, PITFALLS, ARTICLE, gallery, markdown_row
 from tests.conftest import BOTH
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -49,7 +49,7 @@ def test_the_docs_page_matches_the_gallery():
     text = open(os.path.join(ROOT, "docs", "pitfalls.md")).read()
     for p in gallery():
         assert markdown_row(p) in text, f"docs/pitfalls.md is out of date for entry {p.key}: run gated-resnet-parity pitfalls --markdown"
-    assert "## The seed article's translation, stage by stage" in text and SEED.expect in text
+    assert "## The seed article's translation, stage by stage" in text and ARTICLE.expect in text
 
 
 @BOTH
@@ -60,3 +60,20 @@ def test_cli_prints_the_gallery(capsys):
     out = capsys.readouterr().out
     assert "value / gate split" in out and "init/conv2d_0/g" in out and "2 of 2 naive translations caught" in out
     assert main(["pitfalls", "--only", "99"]) == 2
+
+
+def test_an_override_of_a_seam_that_does_not_exist_is_an_error():
+    """Renaming a twin's step without the gallery fails loudly instead of installing nothing."""
+    from parity.pitfalls import _patched
+
+    class Block:
+        def _split(self):
+            return "real"
+
+    with pytest.raises(AttributeError, match="overrides Block._skip, which does not exist"):
+        with _patched((Block, "_split", lambda self: "naive"), (Block, "_skip", lambda self: None)):
+            pass
+    assert Block()._split() == "real"  # nothing was installed
+    with _patched((Block, "_split", lambda self: "naive")):
+        assert Block()._split() == "naive"
+    assert Block()._split() == "real"
