@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from typing import Any, Iterator, Mapping
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -17,6 +18,7 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tf_impl  # noqa: E402
+from parity import protocol  # noqa: E402
 from parity.weights import EMA_SUFFIX, check_tensors, normalize_config, weight_table  # noqa: E402
 
 NAME = "tf"
@@ -79,7 +81,7 @@ def import_weights(block: tf_impl.GatedResnet, tensors: Mapping[str, np.ndarray]
         layer.initialized.assign(bool(initialized))
 
 
-def _set_live(block: tf_impl.GatedResnet, tensors: Mapping[str, np.ndarray]) -> None:
+def set_live(block: tf_impl.GatedResnet, tensors: Mapping[str, np.ndarray]) -> None:
     variables = _variables(block)
     for row in weight_table(_config(block), shadows=False):
         var = variables[row.keras_path]
@@ -90,55 +92,54 @@ def _tensor(a: np.ndarray | None, dtype: str) -> tf.Tensor | None:
     return None if a is None else tf.constant(a, dtype=dtype)
 
 
-def run_case(case: Any, dtype: str = "float32", device: str = "cpu") -> dict[str, np.ndarray]:
-    """Every compared tensor of one case, NHWC and TF layout, keyed ``<part>/<name>``."""
-    with tf.device(_tf_device(device)):
-        return _run_case(case, dtype, device)
+def on_device(device: str) -> contextlib.AbstractContextManager:
+    return tf.device(_tf_device(device))
 
 
-def _run_case(case: Any, dtype: str, device: str) -> dict[str, np.ndarray]:
-    from parity.case import init_outputs, shadow_outputs
+def inputs(arrays: Mapping[str, np.ndarray], dtype: str, device: str) -> dict[str, tf.Tensor | None]:
+    """``x``, ``a``, ``h`` as tensors of ``dtype`` (NHWC, as they come), ``None`` where absent."""
+    return {k: _tensor(arrays.get(k), dtype) for k in ("x", "a", "h")}
 
-    arr = case.arrays
-    weights = case.weights()
-    raw_rows = weight_table(case.config, shadows=False)
-    out: dict[str, np.ndarray] = {}
 
-    block = build(case.config, dtype, device)
-    import_weights(block, weights, initialized=True)
-    x, a, h = (_tensor(arr.get(k), dtype) for k in ("x", "a", "h"))
+def stages_and_gradients(block: tf_impl.GatedResnet, given: Mapping[str, tf.Tensor | None], cotangent: np.ndarray,
+                         rows: list) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The forward stages, and the gradients of ``sum(out * cotangent)`` w.r.t. the inputs and ``rows``' weights."""
     variables = _variables(block)
-
-    # Forward stages and gradients.
-    inputs = {k: t for k, t in (("x", x), ("a", a), ("h", h)) if t is not None}
-    params = [variables[r.keras_path] for r in raw_rows]
+    present = {k: t for k, t in given.items() if t is not None}
+    params = [variables[r.keras_path] for r in rows]
     with tf.GradientTape() as tape:
-        tape.watch(list(inputs.values()))
-        stages = block.stages(x, a, h, training=False)
-        loss = tf.reduce_sum(stages["out"] * _tensor(arr["cotangent"], dtype))
-    grads = tape.gradient(loss, list(inputs.values()) + params)
-    out.update({f"forward/{k}": v.numpy() for k, v in stages.items()})
-    for key, g in zip(list(inputs) + [r.tf1_name for r in raw_rows], grads):
-        out[f"grad/{key}"] = tf.convert_to_tensor(g).numpy()
+        tape.watch(list(present.values()))
+        stages = block.stages(given["x"], given["a"], given["h"], training=False)
+        loss = tf.reduce_sum(stages["out"] * tf.constant(cotangent, dtype=block.variable_dtype))
+    grads = tape.gradient(loss, list(present.values()) + params)
+    names = list(present) + [r.tf1_name for r in rows]
+    return ({k: v.numpy() for k, v in stages.items()},
+            {k: tf.convert_to_tensor(g).numpy() for k, g in zip(names, grads)})
 
-    out["ema_forward/out"] = block(x, a, h, use_ema=True).numpy()
-    if "dropout_mask" in arr:
-        out["dropout/out"] = block(x, a, h, training=True, dropout_mask=_tensor(arr["dropout_mask"], dtype)).numpy()
 
-    fresh = build(case.config, dtype, device)
-    import_weights(fresh, {r.tf1_name: weights[r.tf1_name] for r in raw_rows}, initialized=False)
-    init_out = fresh.initialize(x, a, h, dropout_mask=_tensor(arr.get("dropout_mask"), dtype)).numpy()
-    out.update(init_outputs(export_weights(fresh), case.config))
-    out["init/out"] = init_out  # after g, b: in the order the init computes them
+def forward(block: tf_impl.GatedResnet, given: Mapping[str, tf.Tensor | None], use_ema: bool = False,
+            dropout_mask: np.ndarray | None = None) -> np.ndarray:
+    """Inference, or with ``dropout_mask`` a training-mode forward on that keep-mask."""
+    mask = _tensor(dropout_mask, block.variable_dtype)
+    return block(given["x"], given["a"], given["h"], training=mask is not None, use_ema=use_ema,
+                 dropout_mask=mask).numpy()
 
-    _set_live(block, weights)
+
+def initialize(block: tf_impl.GatedResnet, given: Mapping[str, tf.Tensor | None], dropout_mask: np.ndarray | None) -> np.ndarray:
+    return block.initialize(given["x"], given["a"], given["h"], dropout_mask=_tensor(dropout_mask, block.variable_dtype)).numpy()
+
+
+def reset_averages(block: tf_impl.GatedResnet) -> None:
     tf_impl.reset_averages(block)
-    for live, num_updates in case.ema_schedule():
-        _set_live(block, live)
-        tf_impl.update_averages(block, num_updates=num_updates)
-    out.update(shadow_outputs(export_weights(block), case.config))
-    out["ema/out"] = block(x, a, h, use_ema=True).numpy()
-    return out
+
+
+def update_averages(block: tf_impl.GatedResnet, num_updates: int | None) -> None:
+    tf_impl.update_averages(block, num_updates=num_updates)
+
+
+def run_case(case: Any, dtype: str = "float32", device: str = "cpu") -> dict[str, np.ndarray]:
+    """Every compared tensor of one case, NHWC and TF layout, keyed ``<part>/<name>`` (``parity.protocol``)."""
+    return protocol.run_case(sys.modules[__name__], case, dtype, device)
 
 
 def describe(device: str) -> str:

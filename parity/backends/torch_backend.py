@@ -7,12 +7,14 @@ permutations live in the weight table (``parity.weights``).
 from __future__ import annotations
 
 import contextlib
+import sys
 from typing import Any, Iterator, Mapping
 
 import numpy as np
 import torch
 
 import torch_impl
+from parity import protocol
 from parity.weights import EMA_SUFFIX, WeightError, check_tensors, normalize_config, weight_table
 
 NAME = "torch"
@@ -79,7 +81,7 @@ def import_weights(block: torch_impl.GatedResnet, tensors: Mapping[str, np.ndarr
     block.load_state_dict(state, strict=True)
 
 
-def _set_live(block: torch_impl.GatedResnet, tensors: Mapping[str, np.ndarray]) -> None:
+def set_live(block: torch_impl.GatedResnet, tensors: Mapping[str, np.ndarray]) -> None:
     with torch.no_grad():
         params = dict(block.named_parameters())
         for row in weight_table(_config(block), shadows=False):
@@ -102,64 +104,67 @@ def _nhwc(t: torch.Tensor) -> np.ndarray:
     return t.cpu().numpy()
 
 
-def run_case(case: Any, dtype: str = "float32", device: str = "cpu") -> dict[str, np.ndarray]:
-    """Every compared tensor of one case, NHWC and TF layout, keyed ``<part>/<name>``."""
-    from parity.case import init_outputs, shadow_outputs
+def on_device(device: str) -> contextlib.AbstractContextManager:
+    return contextlib.nullcontext()  # torch places by the tensors' device
 
-    dt = _dtype(dtype)
-    arr = case.arrays
-    weights = case.weights()
-    raw_rows = weight_table(case.config, shadows=False)
-    out: dict[str, np.ndarray] = {}
 
-    block = build(case.config, dtype, device)
-    import_weights(block, weights, initialized=True)
+def inputs(arrays: Mapping[str, np.ndarray], dtype: str, device: str) -> dict[str, torch.Tensor | None]:
+    """``x``, ``a``, ``h`` as NCHW tensors of ``dtype`` that record gradients, ``None`` where absent."""
+    return {k: _nchw(arrays.get(k), _dtype(dtype), device, grad=True) for k in ("x", "a", "h")}
+
+
+def stages_and_gradients(block: torch_impl.GatedResnet, given: Mapping[str, torch.Tensor | None], cotangent: np.ndarray,
+                         rows: list) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The forward stages (eval mode), and the gradients of ``sum(out * cotangent)`` w.r.t. the inputs
+    and ``rows``' weights, NHWC and in the TF layout."""
     block.eval()
-    x = _nchw(arr["x"], dt, device, grad=True)
-    a = _nchw(arr.get("a"), dt, device, grad=True)
-    h = _nchw(arr.get("h"), dt, device, grad=True)
-
-    # Forward stages and gradients.
-    stages = block.stages(x, a, h)
-    out.update({f"forward/{k}": _nhwc(v) for k, v in stages.items()})
-    cot = _nchw(arr["cotangent"], dt, device)
+    stages = block.stages(given["x"], given["a"], given["h"])
+    cot = _nchw(cotangent, block.conv_input.V.dtype, str(block.conv_input.V.device))
     params = dict(block.named_parameters())
-    inputs = {"x": x, "a": a, "h": h}
-    wrt = [(f"grad/{k}", t) for k, t in inputs.items() if t is not None]
-    wrt += [(f"grad/{r.tf1_name}", params[r.torch_key]) for r in raw_rows]
+    wrt = [(k, t, None) for k, t in given.items() if t is not None] + [(r.tf1_name, params[r.torch_key], r) for r in rows]
     # allow_unused: a naive variant (the pitfall gallery) may leave a weight out of the graph; its gradient is 0.
-    grads = torch.autograd.grad((stages["out"] * cot).sum(), [t for _, t in wrt], allow_unused=True, materialize_grads=True)
-    for (key, _), g in zip(wrt, grads):
-        row = next((r for r in raw_rows if f"grad/{r.tf1_name}" == key), None)
-        out[key] = _nhwc(g) if row is None else row.from_torch_layout(g.detach().cpu().numpy())
+    grads = torch.autograd.grad((stages["out"] * cot).sum(), [t for _, t, _ in wrt], allow_unused=True,
+                                materialize_grads=True)
+    return ({k: _nhwc(v) for k, v in stages.items()},
+            {k: _nhwc(g) if row is None else row.from_torch_layout(g.detach().cpu().numpy()) for (k, _, row), g in zip(wrt, grads)})
 
-    with torch.no_grad():
-        xd, ad, hd = (t.detach() if t is not None else None for t in (x, a, h))
-        # Forward with the stored shadows.
-        out["ema_forward/out"] = _nhwc(block(xd, ad, hd, use_ema=True))
-        # Dropout on the shared keep-mask.
-        if "dropout_mask" in arr:
-            block.train()
-            out["dropout/out"] = _nhwc(block(xd, ad, hd, dropout_mask=_nchw(arr["dropout_mask"], dt, device)))
-            block.eval()
 
-        # Data-dependent init from the same V (and hw), on the same batch.
-        fresh = build(case.config, dtype, device)
-        import_weights(fresh, {r.tf1_name: weights[r.tf1_name] for r in raw_rows}, initialized=False)
-        mask = _nchw(arr.get("dropout_mask"), dt, device)
-        init_out = _nhwc(fresh.initialize(xd, ad, hd, dropout_mask=mask))
-        out.update(init_outputs(export_weights(fresh), case.config))
-        out["init/out"] = init_out  # after g, b: in the order the init computes them
+def _detached(given: Mapping[str, torch.Tensor | None]) -> list[torch.Tensor | None]:
+    return [None if given[k] is None else given[k].detach() for k in ("x", "a", "h")]
 
-        # Polyak averaging over the recorded weight sequence (shadows start as copies of step 0).
-        _set_live(block, weights)
-        torch_impl.reset_averages(block)
-        for live, num_updates in case.ema_schedule():
-            _set_live(block, live)
-            torch_impl.update_averages(block, num_updates=num_updates)
-        out.update(shadow_outputs(export_weights(block), case.config))
-        out["ema/out"] = _nhwc(block(xd, ad, hd, use_ema=True))
-    return out
+
+@torch.no_grad()
+def forward(block: torch_impl.GatedResnet, given: Mapping[str, torch.Tensor | None], use_ema: bool = False,
+            dropout_mask: np.ndarray | None = None) -> np.ndarray:
+    """Inference (eval mode), or with ``dropout_mask`` a training-mode forward on that keep-mask."""
+    x, a, h = _detached(given)
+    if dropout_mask is None:
+        block.eval()
+        return _nhwc(block(x, a, h, use_ema=use_ema))
+    block.train()
+    try:
+        return _nhwc(block(x, a, h, use_ema=use_ema, dropout_mask=_nchw(dropout_mask, x.dtype, str(x.device))))
+    finally:
+        block.eval()
+
+
+@torch.no_grad()
+def initialize(block: torch_impl.GatedResnet, given: Mapping[str, torch.Tensor | None], dropout_mask: np.ndarray | None) -> np.ndarray:
+    x, a, h = _detached(given)
+    return _nhwc(block.initialize(x, a, h, dropout_mask=_nchw(dropout_mask, x.dtype, str(x.device))))
+
+
+def reset_averages(block: torch_impl.GatedResnet) -> None:
+    torch_impl.reset_averages(block)
+
+
+def update_averages(block: torch_impl.GatedResnet, num_updates: int | None) -> None:
+    torch_impl.update_averages(block, num_updates=num_updates)
+
+
+def run_case(case: Any, dtype: str = "float32", device: str = "cpu") -> dict[str, np.ndarray]:
+    """Every compared tensor of one case, NHWC and TF layout, keyed ``<part>/<name>`` (``parity.protocol``)."""
+    return protocol.run_case(sys.modules[__name__], case, dtype, device)
 
 
 def describe(device: str) -> str:

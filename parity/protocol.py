@@ -1,0 +1,62 @@
+"""The parity run of one block case, written once; each backend module supplies its steps.
+
+What a case computes, in this order (the order the report lists tensors in, so the first failure is
+the first stage where a difference shows): the forward stages and the gradients of
+``sum(out * cotangent)`` with respect to ``x``, ``a``, ``h`` and every raw weight; the forward with the
+stored shadows; dropout on the case's keep-mask; the data-dependent init of a fresh block from the
+same ``V`` (and ``hw``) on the same batch (``g``, ``b`` in call order, then its output); and Polyak
+averaging over the case's weight sequence (every shadow, then the forward with them).
+
+A backend module (``parity.backends.tf_backend``, ``parity.backends.torch_backend``) provides:
+``on_device(device)`` (a context), ``build``, ``import_weights``, ``export_weights``, ``set_live``,
+``inputs(arrays, dtype, device)`` (``x``, ``a``, ``h`` in its layout, ``None`` where absent),
+``stages_and_gradients(block, inputs, cotangent, rows)``, ``forward(block, inputs, use_ema,
+dropout_mask)``, ``initialize(block, inputs, dropout_mask)``, ``reset_averages`` and
+``update_averages``. Arrays in and out are NumPy, NHWC, weights in the TF layout under TF1 names.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from parity.weights import weight_table
+
+
+def run_case(backend: ModuleType, case: Any, dtype: str = "float32", device: str = "cpu") -> dict[str, np.ndarray]:
+    """Every compared tensor of one block case for ``backend``, keyed ``<part>/<name>``."""
+    from parity.case import init_outputs, shadow_outputs
+
+    arr = case.arrays
+    weights = case.weights()
+    raw_rows = weight_table(case.config, shadows=False)
+    out: dict[str, np.ndarray] = {}
+    with backend.on_device(device):
+        block = backend.build(case.config, dtype, device)
+        backend.import_weights(block, weights, initialized=True)
+        inputs = backend.inputs(arr, dtype, device)
+
+        stages, grads = backend.stages_and_gradients(block, inputs, arr["cotangent"], raw_rows)
+        out.update({f"forward/{k}": v for k, v in stages.items()})
+        out.update({f"grad/{k}": v for k, v in grads.items()})
+
+        out["ema_forward/out"] = backend.forward(block, inputs, use_ema=True)
+        if "dropout_mask" in arr:
+            out["dropout/out"] = backend.forward(block, inputs, dropout_mask=arr["dropout_mask"])
+
+        fresh = backend.build(case.config, dtype, device)
+        backend.import_weights(fresh, {r.tf1_name: weights[r.tf1_name] for r in raw_rows}, initialized=False)
+        init_out = backend.initialize(fresh, inputs, arr.get("dropout_mask"))
+        out.update(init_outputs(backend.export_weights(fresh), case.config))
+        out["init/out"] = init_out  # after g, b: in the order the init computes them
+
+        backend.set_live(block, weights)
+        backend.reset_averages(block)
+        for live, num_updates in case.ema_schedule():
+            backend.set_live(block, live)
+            backend.update_averages(block, num_updates)
+        out.update(shadow_outputs(backend.export_weights(block), case.config))
+        out["ema/out"] = backend.forward(block, inputs, use_ema=True)
+    return out
