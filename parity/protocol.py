@@ -12,7 +12,9 @@ A backend module (``parity.backends.tf_backend``, ``parity.backends.torch_backen
 ``inputs(arrays, dtype, device)`` (``x``, ``a``, ``h`` in its layout, ``None`` where absent),
 ``stages_and_gradients(block, inputs, cotangent, rows)``, ``forward(block, inputs, use_ema,
 dropout_mask)``, ``initialize(block, inputs, dropout_mask)``, ``reset_averages`` and
-``update_averages``. Arrays in and out are NumPy, NHWC, weights in the TF layout under TF1 names.
+``update_averages``; for a single layer (``parity.case.LayerCase``), ``build_layer``,
+``layer_forward_and_gradients`` and ``layer_initialize``. Arrays in and out are NumPy, NHWC, weights
+in the TF layout under TF1 names.
 """
 
 from __future__ import annotations
@@ -59,4 +61,22 @@ def run_case(backend: ModuleType, case: Any, dtype: str = "float32", device: str
             backend.update_averages(block, num_updates)
         out.update(shadow_outputs(backend.export_weights(block), case.config))
         out["ema/out"] = backend.forward(block, inputs, use_ema=True)
+    return out
+
+
+def run_layer_case(backend: ModuleType, case: Any, dtype: str = "float32", device: str = "cpu") -> dict[str, np.ndarray]:
+    """One weight-normalised conv layer alone: forward, gradients w.r.t. ``x``, ``V``, ``g``, ``b``, and
+    the init pass of a fresh layer from the same ``V`` on the same batch."""
+    from parity.case import layer_cotangent, layer_weight_rows
+
+    w = case.weights()
+    rows = layer_weight_rows(case)
+    with backend.on_device(device):
+        layer = backend.build_layer(case, dtype, device, w, initialized=True)
+        y, grads = backend.layer_forward_and_gradients(layer, case.arrays["x"], lambda shape: layer_cotangent(case, shape), rows)
+        fresh = backend.build_layer(case, dtype, device, {"V": w["V"]}, initialized=False)
+        g, b, init_out = backend.layer_initialize(fresh, case.arrays["x"])
+    out = {"forward/out": y}
+    out.update({f"grad/{k}": v for k, v in grads.items()})
+    out.update({"init/g": g, "init/b": b, "init/out": init_out})
     return out

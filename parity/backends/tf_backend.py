@@ -156,29 +156,34 @@ def apply(block: tf_impl.GatedResnet, inputs: Mapping[str, np.ndarray], use_ema:
     return tf.function(lambda x, a, h: block(x, a, h, use_ema=use_ema), autograph=False)(x, a, h).numpy()
 
 
-def run_layer_case(case: Any, dtype: str = "float32", device: str = "cpu") -> dict[str, np.ndarray]:
-    """One weight-normalised conv layer (``parity.case.LayerCase``): forward, gradients, init."""
-    from parity.case import layer_cotangent
+def build_layer(case: Any, dtype: str, device: str, weights: Mapping[str, np.ndarray], initialized: bool) -> Any:
+    """The case's layer with ``weights`` (``V``, and ``g``, ``b`` where given) assigned."""
+    layer = getattr(tf_impl, case.class_name)(case.in_channels, case.num_filters, stride=case.stride, dtype=dtype)
+    layer.build()
+    for name, value in weights.items():
+        getattr(layer, name).assign(value.astype(dtype))
+    layer.initialized.assign(initialized)
+    return layer
 
-    cls = getattr(tf_impl, case.class_name)
-    w = case.weights()
-    with tf.device(_tf_device(device)):
-        layer = cls(case.in_channels, case.num_filters, stride=case.stride, dtype=dtype)
-        layer.build()
-        for name in ("V", "g", "b"):
-            getattr(layer, name).assign(w[name].astype(dtype))
-        layer.initialized.assign(True)
-        x = tf.constant(case.arrays["x"], dtype=dtype)
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            y = layer(x)
-            loss = tf.reduce_sum(y * tf.constant(layer_cotangent(case, tuple(y.shape)), dtype=dtype))
-        grads = tape.gradient(loss, [x, layer.V, layer.g, layer.b])
-        fresh = cls(case.in_channels, case.num_filters, stride=case.stride, dtype=dtype)
-        fresh.build()
-        fresh.V.assign(w["V"].astype(dtype))
-        init_out = fresh.initialize(x)
-    out = {"forward/out": y.numpy()}
-    out.update({f"grad/{k}": tf.convert_to_tensor(g).numpy() for k, g in zip(("x", "V", "g", "b"), grads)})
-    out.update({"init/g": fresh.g.numpy(), "init/b": fresh.b.numpy(), "init/out": init_out.numpy()})
-    return out
+
+def layer_forward_and_gradients(layer: Any, x: np.ndarray, cotangent_for: Any, rows: list) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The layer's output, and the gradients of ``sum(y * cotangent)`` w.r.t. ``x``, ``V``, ``g``, ``b``
+    (already in the TF layout: ``rows`` are not needed here)."""
+    xt = tf.constant(x, dtype=layer.variable_dtype)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        y = layer(xt)
+        loss = tf.reduce_sum(y * tf.constant(cotangent_for(tuple(y.shape)), dtype=layer.variable_dtype))
+    grads = tape.gradient(loss, [xt, layer.V, layer.g, layer.b])
+    return y.numpy(), {k: tf.convert_to_tensor(g).numpy() for k, g in zip(("x", "V", "g", "b"), grads)}
+
+
+def layer_initialize(layer: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(g, b, output) of the layer's init pass on ``x``."""
+    out = layer.initialize(tf.constant(x, dtype=layer.variable_dtype))
+    return layer.g.numpy(), layer.b.numpy(), out.numpy()
+
+
+def run_layer_case(case: Any, dtype: str = "float32", device: str = "cpu") -> dict[str, np.ndarray]:
+    """One weight-normalised conv layer (``parity.case.LayerCase``): forward, gradients, init (``parity.protocol``)."""
+    return protocol.run_layer_case(sys.modules[__name__], case, dtype, device)

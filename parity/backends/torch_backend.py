@@ -187,26 +187,43 @@ def apply(block: torch_impl.GatedResnet, inputs: Mapping[str, np.ndarray], use_e
     return _nhwc(y)
 
 
-def run_layer_case(case: Any, dtype: str = "float32", device: str = "cpu") -> dict[str, np.ndarray]:
-    """One weight-normalised conv layer (``parity.case.LayerCase``): forward, gradients, init."""
-    from parity.case import layer_cotangent, layer_weight_rows
+def build_layer(case: Any, dtype: str, device: str, weights: Mapping[str, np.ndarray], initialized: bool) -> Any:
+    """The case's layer with ``weights`` (``V``, and ``g``, ``b`` where given) in torch's layout; a
+    complete set goes through the layer's validated ``load_state_dict``."""
+    from parity.case import layer_weight_rows
 
     dt = _dtype(dtype)
-    cls = getattr(torch_impl, case.class_name)
-    rows = layer_weight_rows(case)
-    w = case.weights()
-    state = {r.torch_key: torch.as_tensor(r.to_torch_layout(w[r.tf1_name]), dtype=dt, device=device) for r in rows}
-    layer = cls(case.in_channels, case.num_filters, stride=case.stride, device=device, dtype=dt)
-    layer.load_state_dict({**state, "initialized": torch.tensor(True, device=device)})
-    x = _nchw(case.arrays["x"], dt, device, grad=True)
-    y = layer(x)
-    cot = _nchw(layer_cotangent(case, tuple(_nhwc(y).shape)), dt, device)
-    grads = torch.autograd.grad((y * cot).sum(), [x, layer.V, layer.g, layer.b])
-    out = {"forward/out": _nhwc(y), "grad/x": _nhwc(grads[0])}
-    out.update({f"grad/{r.tf1_name}": r.from_torch_layout(g.detach().cpu().numpy()) for r, g in zip(rows, grads[1:])})
-    fresh = cls(case.in_channels, case.num_filters, stride=case.stride, device=device, dtype=dt)
-    with torch.no_grad():
-        fresh.V.copy_(state["V"])
-        init_out = fresh.initialize(x.detach())
-    out.update({"init/g": fresh.g.detach().cpu().numpy(), "init/b": fresh.b.detach().cpu().numpy(), "init/out": _nhwc(init_out)})
-    return out
+    rows = [r for r in layer_weight_rows(case) if r.tf1_name in weights]
+    state = {r.torch_key: torch.as_tensor(r.to_torch_layout(weights[r.tf1_name]), dtype=dt, device=device) for r in rows}
+    layer = getattr(torch_impl, case.class_name)(case.in_channels, case.num_filters, stride=case.stride, device=device, dtype=dt)
+    if initialized:
+        layer.load_state_dict({**state, "initialized": torch.tensor(True, device=device)})
+    else:
+        with torch.no_grad():
+            for name, value in state.items():
+                getattr(layer, name).copy_(value)
+    return layer
+
+
+def layer_forward_and_gradients(layer: Any, x: np.ndarray, cotangent_for: Any, rows: list) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The layer's output, and the gradients of ``sum(y * cotangent)`` w.r.t. ``x`` and ``rows``' ``V``,
+    ``g``, ``b`` (NHWC, TF layout)."""
+    xt = _nchw(x, layer.V.dtype, str(layer.V.device), grad=True)
+    y = layer(xt)
+    cot = _nchw(cotangent_for(tuple(_nhwc(y).shape)), layer.V.dtype, str(layer.V.device))
+    grads = torch.autograd.grad((y * cot).sum(), [xt, *(getattr(layer, r.torch_key) for r in rows)])
+    out = {"x": _nhwc(grads[0])}
+    out.update({r.tf1_name: r.from_torch_layout(g.detach().cpu().numpy()) for r, g in zip(rows, grads[1:])})
+    return _nhwc(y), out
+
+
+@torch.no_grad()
+def layer_initialize(layer: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(g, b, output) of the layer's init pass on ``x``."""
+    out = layer.initialize(_nchw(x, layer.V.dtype, str(layer.V.device)))
+    return layer.g.detach().cpu().numpy(), layer.b.detach().cpu().numpy(), _nhwc(out)
+
+
+def run_layer_case(case: Any, dtype: str = "float32", device: str = "cpu") -> dict[str, np.ndarray]:
+    """One weight-normalised conv layer (``parity.case.LayerCase``): forward, gradients, init (``parity.protocol``)."""
+    return protocol.run_layer_case(sys.modules[__name__], case, dtype, device)
