@@ -82,7 +82,8 @@ def read_torch_file(path: str, overrides: Mapping[str, Any] | None = None, polya
     table = weight_table(config, shadows=shadows)
     layers = {r.torch_key.rsplit(".", 1)[0] for r in table if "." in r.torch_key}
     flag_names = {k for k in header if k.endswith(".initialized") and k.rsplit(".", 1)[0] in layers}
-    check_tensors(table, {k: v for k, v in header.items() if k not in flag_names}, key="torch_key", layout="torch", where=path)
+    check_tensors(table, {k: v for k, v in header.items() if k not in flag_names}, key="torch_key", layout="torch", where=path,
+                  values=False)
     tensors, _ = read_safetensors(path)
     flags = {k: tensors[k] for k in flag_names}
     weights = {k: v for k, v in tensors.items() if k not in flag_names}

@@ -557,8 +557,16 @@ def test_a_file_declaring_a_huge_tensor_is_refused_from_its_header_alone(tmp_pat
         raise AssertionError("tensor data was read before the header was checked")
 
     monkeypatch.setattr(weights, "read_safetensors", no_reading)
-    with pytest.raises(WeightError, match=r"tensor 'conv2d_0/V' has shape \(16384, 16384\); expected \(2, 3, 8, 4\)"):
-        load_canonical(path)
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(WeightError, match=r"tensor 'conv2d_0/V' has shape \(16384, 16384\); expected \(2, 3, 8, 4\)"):
+            load_canonical(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, f"the header check allocated {peak / 2**20:.0f} MiB"  # the tensor would be 1024 MiB
 
 
 def test_a_record_with_tensors_its_cases_do_not_name_is_refused(tmp_path):
