@@ -11,8 +11,8 @@ A backend module (``parity.backends.tf_backend``, ``parity.backends.torch_backen
 ``on_device(device)`` (a context), ``build``, ``import_weights``, ``export_weights``, ``set_live``,
 ``inputs(arrays, dtype, device)`` (``x``, ``a``, ``h`` in its layout, ``None`` where absent),
 ``stages_and_gradients(block, inputs, cotangent, rows)``, ``forward(block, inputs, use_ema,
-dropout_mask)``, ``initialize(block, inputs, dropout_mask)``, ``reset_averages`` and
-``update_averages``; for a single layer (``parity.case.LayerCase``), ``build_layer``,
+dropout_mask)``, ``initialize(block, inputs, dropout_mask)``, and ``IMPL``, the twin whose
+``reset_averages`` and ``update_averages`` run the Polyak schedule; for a single layer (``parity.case.LayerCase``), ``build_layer``,
 ``layer_forward_and_gradients`` and ``layer_initialize``. Arrays in and out are NumPy, NHWC, weights
 in the TF layout under TF1 names.
 """
@@ -55,10 +55,10 @@ def run_case(backend: ModuleType, case: Any, dtype: str = "float32", device: str
         out["init/out"] = init_out  # after g, b: in the order the init computes them
 
         backend.set_live(block, weights)
-        backend.reset_averages(block)
+        backend.IMPL.reset_averages(block)
         for live, num_updates in case.ema_schedule():
             backend.set_live(block, live)
-            backend.update_averages(block, num_updates)
+            backend.IMPL.update_averages(block, num_updates=num_updates)
         out.update(shadow_outputs(backend.export_weights(block), case.config))
         out["ema/out"] = backend.forward(block, inputs, use_ema=True)
     return out

@@ -21,6 +21,7 @@ import tf_impl  # noqa: E402
 from parity import protocol  # noqa: E402
 from parity.weights import EMA_SUFFIX, check_tensors, normalize_config, weight_table  # noqa: E402
 
+IMPL = tf_impl  # the twin this backend drives (parity.protocol calls its Polyak updates)
 NAME = "tf"
 
 
@@ -128,13 +129,6 @@ def forward(block: tf_impl.GatedResnet, given: Mapping[str, tf.Tensor | None], u
 def initialize(block: tf_impl.GatedResnet, given: Mapping[str, tf.Tensor | None], dropout_mask: np.ndarray | None) -> np.ndarray:
     return block.initialize(given["x"], given["a"], given["h"], dropout_mask=_tensor(dropout_mask, block.variable_dtype)).numpy()
 
-
-def reset_averages(block: tf_impl.GatedResnet) -> None:
-    tf_impl.reset_averages(block)
-
-
-def update_averages(block: tf_impl.GatedResnet, num_updates: int | None) -> None:
-    tf_impl.update_averages(block, num_updates=num_updates)
 
 
 def run_case(case: Any, dtype: str = "float32", device: str = "cpu") -> dict[str, np.ndarray]:

@@ -17,6 +17,7 @@ import torch_impl
 from parity import protocol
 from parity.weights import EMA_SUFFIX, WeightError, check_tensors, normalize_config, weight_table
 
+IMPL = torch_impl  # the twin this backend drives (parity.protocol calls its Polyak updates)
 NAME = "torch"
 
 
@@ -153,13 +154,6 @@ def initialize(block: torch_impl.GatedResnet, given: Mapping[str, torch.Tensor |
     x, a, h = _detached(given)
     return _nhwc(block.initialize(x, a, h, dropout_mask=_nchw(dropout_mask, x.dtype, str(x.device))))
 
-
-def reset_averages(block: torch_impl.GatedResnet) -> None:
-    torch_impl.reset_averages(block)
-
-
-def update_averages(block: torch_impl.GatedResnet, num_updates: int | None) -> None:
-    torch_impl.update_averages(block, num_updates=num_updates)
 
 
 def run_case(case: Any, dtype: str = "float32", device: str = "cpu") -> dict[str, np.ndarray]:
