@@ -41,6 +41,8 @@ import sys
 import time
 from typing import Any, Callable
 
+from gated_spec import DEFAULT_POLYAK_DECAY
+
 SIZES = {  # name: (F, batch, H, W)
     "pixelcnn": (160, 16, 32, 32),
     "small": (32, 8, 16, 16),
@@ -52,6 +54,11 @@ ROUNDING_CHANGES = {"tf-xla": "XLA fusion", "torch-compile": "inductor fusion"}
 EMA_BLOCKS = 30
 # float32 peak TFLOP/s (dense, no sparsity) by card name fragment: (FP32 CUDA cores, TF32 tensor cores).
 PEAK_TFLOPS = {"H200": (67.0, 494.7), "H100": (67.0, 494.7), "A100": (19.5, 156.0)}
+
+
+def block_config(num_filters: int) -> dict[str, Any]:
+    """The benchmarked block: the PixelCNN++ up-pass block, built by the harness backends' ``build``."""
+    return {"num_filters": num_filters, "conv": "down_shifted_conv2d", "polyak_decay": DEFAULT_POLYAK_DECAY}
 
 
 def conv_flops(F_: int, batch: int, H: int, W: int, kh: int = 2, kw: int = 3) -> float:
@@ -85,6 +92,7 @@ def _torch_worker(variant: str, size: tuple[int, int, int, int], device: str, mo
     import torch
 
     import torch_impl
+    from parity.backends import torch_backend
 
     fast = mode == "fast"
     torch.backends.cuda.matmul.allow_tf32 = fast
@@ -103,7 +111,7 @@ def _torch_worker(variant: str, size: tuple[int, int, int, int], device: str, mo
             from benchmarks.idiomatic_torch import IdiomaticGatedResnet
 
             return IdiomaticGatedResnet(F_).to(device)
-        return torch_impl.GatedResnet(F_, conv="down_shifted_conv2d", polyak_decay=0.9995).to(device, memory_format=fmt)
+        return torch_backend.build(block_config(F_), "float32", device).to(memory_format=fmt)
 
     def data(*shape: int) -> torch.Tensor:
         return torch.randn(*shape, generator=gen).to(device).contiguous(memory_format=fmt)
@@ -214,6 +222,7 @@ def _tf_worker(variant: str, size: tuple[int, int, int, int], device: str, mode:
     import tensorflow as tf
 
     import tf_impl
+    from parity.backends import tf_backend
 
     cuda = device.startswith("cuda")
     if cuda:
@@ -228,9 +237,7 @@ def _tf_worker(variant: str, size: tuple[int, int, int, int], device: str, mode:
         x, cot, xinit = (rng.normal((B, H, W, F_)) for _ in range(3))
 
         def make_block() -> tf_impl.GatedResnet:
-            block = tf_impl.GatedResnet(F_, conv="down_shifted_conv2d", polyak_decay=0.9995)
-            block.build()
-            return block
+            return tf_backend.build(block_config(F_), "float32", device)
 
         block = make_block()
         block.initialize(xinit)

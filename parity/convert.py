@@ -14,13 +14,18 @@ Formats, told apart by name and metadata:
   :mod:`parity.tf1`): the block under ``--scope`` (``model``), optimiser slots skipped and counted.
 
 Pickle files (``torch.save``: ``.pt``, ``.pth``, ``.bin``, ``.ckpt``) are refused, never unpickled.
+
+Each format has one reader in :data:`READERS`, chosen by :func:`detect_format`; every reader returns
+:class:`Loaded` (canonical tensors, config, ``initialized``, a summary), and the config comes from
+``parity.weights.infer_config`` on TF-layout shapes where the file does not store it.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Any, Mapping
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -32,6 +37,8 @@ from parity.weights import (
     WeightError,
     check_tensors,
     infer_config,
+    tensor_summary,
+    tf_layout_shape,
     load_canonical,
     normalize_config,
     read_safetensors,
@@ -46,6 +53,7 @@ PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle")
 
 
 def _kind(path: str) -> str:
+    """The file kind by name: ``keras``, ``safetensors`` or ``tf1`` (pickles refused)."""
     p = path.lower()
     if p.endswith(PICKLE_SUFFIXES):
         raise ValueError(f"{path}: pickle files are refused (never unpickled); save a torch state_dict with safetensors instead")
@@ -60,9 +68,34 @@ def _kind(path: str) -> str:
     raise ValueError(f"{path}: expected a .safetensors, .weights.h5 file or a TF1 checkpoint prefix; received an unknown kind")
 
 
-def read_torch_file(path: str, overrides: Mapping[str, Any] | None = None, polyak_decay: float | None = None
-                    ) -> tuple[dict[str, np.ndarray], dict[str, Any], bool]:
-    """(canonical tensors, config, initialized) from a torch ``state_dict`` safetensors file."""
+def detect_format(path: str) -> str:
+    """The key of :data:`READERS` that reads ``path``: by name, and for safetensors by the metadata's
+    ``format`` (the header only)."""
+    kind = _kind(path)
+    if kind != "safetensors":
+        return kind
+    fmt = read_safetensors_header(path)[1].get("format")
+    if fmt == FORMAT:
+        return "canonical"
+    if fmt not in TORCH_FORMATS:
+        raise ValueError(f"{path}: expected metadata format {FORMAT!r} (canonical) or one of {list(TORCH_FORMATS[:-1])} or "
+                         f"none (torch state_dict); received format={fmt!r}")
+    return "torch"
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """What a reader returns: canonical tensors (TF1 names, TF layout), the block config, whether the
+    init has run, and a one-line account of what was read."""
+
+    tensors: dict[str, np.ndarray]
+    config: dict[str, Any]
+    initialized: bool
+    summary: str
+
+
+def read_torch_file(path: str, overrides: Mapping[str, Any] | None = None, polyak_decay: float | None = None, **_: Any) -> Loaded:
+    """A torch ``state_dict`` safetensors file (config from its metadata, or inferred from the shapes)."""
     header, metadata = read_safetensors_header(path)
     if header and all(k.startswith("module.") for k in header):
         raise WeightError(["every key starts with 'module.': a state_dict saved from nn.DataParallel or "
@@ -78,7 +111,8 @@ def read_torch_file(path: str, overrides: Mapping[str, Any] | None = None, polya
         if shadows and polyak_decay is None:
             raise ValueError(f"{path}: holds Polyak shadows (*{SHADOW_SUFFIX}) but no config, so their decay is not "
                              f"known; pass --polyak-decay (polyak_decay=...) with the decay the block was built with")
-        config = infer_config({k: tuple(np.shape(v)) for k, v in header.items()}, overrides, polyak_decay)
+        tf_shapes = {k: tf_layout_shape(k, tuple(np.shape(v))) for k, v in header.items()}
+        config = infer_config(dict(tf_shapes.values()), overrides, polyak_decay, names={p: k for k, (p, _) in tf_shapes.items()})
     table = weight_table(config, shadows=shadows)
     layers = {r.torch_key.rsplit(".", 1)[0] for r in table if "." in r.torch_key}
     flag_names = {k for k in header if k.endswith(".initialized") and k.rsplit(".", 1)[0] in layers}
@@ -89,7 +123,8 @@ def read_torch_file(path: str, overrides: Mapping[str, Any] | None = None, polya
     weights = {k: v for k, v in tensors.items() if k not in flag_names}
     check_tensors(table, weights, key="torch_key", layout="torch", where=path)
     initialized = bool(flags) and all(bool(np.asarray(v)) for v in flags.values())
-    return {r.tf1_name: r.from_torch_layout(weights[r.torch_key]) for r in table}, config, initialized
+    tensors = {r.tf1_name: r.from_torch_layout(weights[r.torch_key]) for r in table}
+    return Loaded(tensors, config, initialized, tensor_summary(tensors))
 
 
 def write_torch_file(path: str, tensors: Mapping[str, np.ndarray], config: Mapping[str, Any], initialized: bool) -> None:
@@ -107,41 +142,34 @@ def write_torch_file(path: str, tensors: Mapping[str, np.ndarray], config: Mappi
         save_file(state, tmp, metadata={"format": TORCH_FORMAT, "config": json.dumps(config)})
 
 
-def _read_tf1(path: str, overrides: Mapping[str, Any] | None, polyak_decay: float | None, scope: str,
-              counters: str | None) -> Any:
-    """A TF1 checkpoint mapped onto one block (``parity.tf1.CheckpointMap``)."""
+def read_tf1_checkpoint(path: str, overrides: Mapping[str, Any] | None = None, polyak_decay: float | None = None,
+                        scope: str = "model", counters: str | None = None) -> Loaded:
+    """An original TF1 checkpoint mapped onto one block (``parity.tf1.CheckpointMap``)."""
     from parity.tf1 import parse_counters, read_tf1
 
-    return read_tf1(path, overrides, scope=scope, namer=parse_counters(counters), polyak_decay=polyak_decay)
+    mapped = read_tf1(path, overrides, scope=scope, namer=parse_counters(counters), polyak_decay=polyak_decay)
+    return Loaded(mapped.tensors, mapped.config, True, mapped.summary())
+
+
+def read_canonical(path: str, **_: Any) -> Loaded:
+    """The canonical file (config and ``initialized`` in its metadata)."""
+    tensors, config, initialized = load_canonical(path)
+    return Loaded(tensors, config, initialized, tensor_summary(tensors))
 
 
 def read_any(path: str, overrides: Mapping[str, Any] | None = None, polyak_decay: float | None = None,
-             scope: str = "model", counters: str | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any], bool]:
-    """(canonical tensors, config, initialized) from any supported weight file."""
-    kind = _kind(path)
-    if kind == "tf1":
-        mapped = _read_tf1(path, overrides, polyak_decay, scope, counters)
-        return mapped.tensors, mapped.config, True
-    if kind == "keras":
-        return read_keras_file(path, overrides or {}, polyak_decay)
-    _, metadata = read_safetensors_header(path)
-    fmt = metadata.get("format")
-    if fmt == FORMAT:
-        return load_canonical(path)
-    if fmt not in TORCH_FORMATS:
-        raise ValueError(f"{path}: expected metadata format {FORMAT!r} (canonical) or one of {list(TORCH_FORMATS[:-1])} or "
-                         f"none (torch state_dict); received format={fmt!r}")
-    return read_torch_file(path, overrides, polyak_decay)
+             scope: str = "model", counters: str | None = None) -> Loaded:
+    """Any supported weight file, by its reader in :data:`READERS`."""
+    return READERS[detect_format(path)](path, overrides=overrides, polyak_decay=polyak_decay, scope=scope, counters=counters)
 
 
-def read_keras_file(path: str, overrides: Mapping[str, Any], polyak_decay: float | None = None
-                    ) -> tuple[dict[str, np.ndarray], dict[str, Any], bool]:
+def read_keras_file(path: str, overrides: Mapping[str, Any] | None = None, polyak_decay: float | None = None, **_: Any) -> Loaded:
     """Read a ``.weights.h5`` of a one-layer model holding the block (as :func:`write_any` writes it)."""
     import h5py
 
     # Keras stores each layer's own variables as layers/<block>/<sublayer>/vars/<i>, in creation
     # order: V, g, b, initialized, then the shadows; the block's own hw (and hw_ema) as layers/<block>/vars/<i>.
-    torch_shapes: dict[str, tuple[int, ...]] = {}
+    shapes: dict[str, tuple[int, ...]] = {}  # TF layout, by Keras path
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
@@ -156,18 +184,29 @@ def read_keras_file(path: str, overrides: Mapping[str, Any], polyak_decay: float
                 v = tuple(root[attr]["vars"]["0"].shape)
                 if len(v) not in (2, 4):
                     raise ValueError(f"{path}: {attr}'s V has shape {v}; expected a 2-D (nin) or 4-D (conv) V")
-                torch_shapes[f"{attr}.V"] = v[::-1] if len(v) == 2 else (v[3], v[2], v[0], v[1])
+                shapes[f"{attr}/V"] = v
                 if "4" in root[attr]["vars"]:
-                    torch_shapes[f"{attr}.V_ema"] = v
+                    shapes[f"{attr}/V{SHADOW_SUFFIX}"] = v
         if "vars" in root and "0" in root["vars"]:
-            torch_shapes["hw"] = tuple(root["vars"]["0"].shape)
-    config = infer_config(torch_shapes, overrides, polyak_decay)
+            shapes["hw"] = tuple(root["vars"]["0"].shape)
+    config = infer_config(shapes, overrides, polyak_decay)
     from parity.backends import get_backend
 
     tfb = get_backend("tf")
     block = tfb.build(config)
     _keras_model(block).load_weights(path)
-    return tfb.export_weights(block), config, block.initialized
+    tensors = tfb.export_weights(block)
+    return Loaded(tensors, config, block.initialized, tensor_summary(tensors))
+
+
+# One reader per format, keyed as detect_format names them; each takes the path and the keyword
+# options overrides, polyak_decay, scope, counters (a reader ignores those its format does not need).
+READERS: dict[str, Callable[..., Loaded]] = {
+    "canonical": read_canonical,
+    "torch": read_torch_file,
+    "keras": read_keras_file,
+    "tf1": read_tf1_checkpoint,
+}
 
 
 def _keras_model(block: Any) -> Any:
@@ -201,15 +240,9 @@ def convert(src: str, dst: str, overrides: Mapping[str, Any] | None = None, poly
     """Convert ``src`` to ``dst`` (kinds by name: ``*.torch.safetensors`` is a torch state_dict,
     other ``*.safetensors`` canonical, ``*.weights.h5`` Keras, a TF1 checkpoint prefix as source);
     returns a one-line summary."""
-    if _kind(src) == "tf1":
-        mapped = _read_tf1(src, overrides, polyak_decay, scope, counters)
-        write_any(dst, mapped.tensors, mapped.config, True)
-        return f"converted {src} -> {dst}: {mapped.summary()}, config {json.dumps(mapped.config)}, initialized=True"
-    tensors, config, initialized = read_any(src, overrides, polyak_decay)
-    write_any(dst, tensors, config, initialized)
-    n_shadow = sum(k.endswith(EMA_SUFFIX) for k in tensors)
-    return (f"converted {src} -> {dst}: {len(tensors) - n_shadow} weights, {n_shadow} shadows, "
-            f"config {json.dumps(config)}, initialized={initialized}")
+    loaded = read_any(src, overrides, polyak_decay, scope=scope, counters=counters)
+    write_any(dst, loaded.tensors, loaded.config, loaded.initialized)
+    return f"converted {src} -> {dst}: {loaded.summary}, config {json.dumps(loaded.config)}, initialized={loaded.initialized}"
 
 
 def apply_block(weights: str, inputs: Mapping[str, np.ndarray], backend: str = "torch", use_ema: bool = False,
@@ -225,7 +258,8 @@ def apply_block(weights: str, inputs: Mapping[str, np.ndarray], backend: str = "
     for k, v in inputs.items():
         if np.asarray(v).dtype not in (np.float32, np.float64):
             raise ValueError(f"expected `{k}` of dtype float32 or float64 (no silent casts); received dtype {np.asarray(v).dtype}")
-    tensors, config, initialized = read_any(weights)
+    loaded = read_any(weights)
+    tensors, config, initialized = loaded.tensors, loaded.config, loaded.initialized
     if use_ema and not any(k.endswith(EMA_SUFFIX) for k in tensors):
         raise ValueError(f"--ema: {weights} holds no averaged weights (no {EMA_SUFFIX} tensors); run without --ema")
     if init and initialized:
@@ -256,7 +290,8 @@ def load_into(block: Any, path: str, overrides: Mapping[str, Any] | None = None,
 
     backend = "torch" if type(block).__module__.startswith("torch_impl") else "tf"
     module = get_backend(backend)
-    tensors, config, initialized = read_any(path, overrides, scope=scope, counters=counters)
+    loaded = read_any(path, overrides, scope=scope, counters=counters)
+    tensors, config, initialized = loaded.tensors, loaded.config, loaded.initialized
     own = normalize_config(module._config(block))
     differ = [k for k in own if k not in ("dropout_p", "polyak_decay") and own[k] != config[k]]
     if differ:

@@ -53,36 +53,31 @@ class Result:
 
 
 # -- small tools ---------------------------------------------------------------------------------
+def _hooks(overrides: dict[str, Any]) -> contextlib.AbstractContextManager:
+    """Replace named steps of the torch twin (``torch_impl.hooks.HOOKS``) while the entry runs."""
+    from torch_impl.hooks import replaced
+
+    return replaced(overrides)
+
+
 @contextlib.contextmanager
 def _patched(*patches: tuple[Any, str, Any]) -> Iterator[None]:
-    """Set attributes (or dict items, for a dict target) for the duration; always restored. Each
-    must exist already: a seam of the twins renamed without the gallery is an error here, not a
-    naive variant that silently stops being installed."""
-    for target, name, _ in patches:
-        if not (name in target if isinstance(target, dict) else hasattr(target, name)):
-            raise AttributeError(f"the pitfall gallery overrides {getattr(target, '__name__', type(target).__name__)}.{name}, "
-                                 "which does not exist (renamed in the twins?): update parity/pitfalls.py")
+    """Replace public functions of the harness itself (the weight layout, the input conversion) for
+    the duration; always restored. Private names are refused: the twins' replaceable steps go
+    through :func:`_hooks`."""
     saved = []
-    for target, name, value in patches:
-        if isinstance(target, dict):
-            saved.append((target, name, target[name]))
-            target[name] = value
-        else:
-            saved.append((target, name, target.__dict__.get(name, _MISSING) if isinstance(target, type) else getattr(target, name)))
-            setattr(target, name, value)
+    for target, name, _ in patches:
+        if name.startswith("_") or not hasattr(target, name):
+            raise AttributeError(f"the pitfall gallery replaces {getattr(target, '__name__', target)}.{name}: expected a public "
+                                 "attribute of the harness that exists (a twin's step goes through torch_impl.hooks)")
     try:
+        for target, name, value in patches:
+            saved.append((target, name, getattr(target, name)))
+            setattr(target, name, value)
         yield
     finally:
         for target, name, value in reversed(saved):
-            if isinstance(target, dict):
-                target[name] = value
-            elif value is _MISSING:
-                delattr(target, name)
-            else:
-                setattr(target, name, value)
-
-
-_MISSING = object()
+            setattr(target, name, value)
 
 
 def _block_case(name: str, **kw: Any) -> Callable[[], Case]:
@@ -111,7 +106,7 @@ def _nchw_by_reshape() -> contextlib.AbstractContextManager:
             t = t.reshape(B, C, H, W)  # reshape, not permute(0, 3, 1, 2)
         return t.requires_grad_(grad)
 
-    return _patched((torch_backend, "_nchw", naive))
+    return _patched((torch_backend, "to_torch", naive))
 
 
 def _kernel_by_reshape(ndim: int) -> Callable[[], contextlib.AbstractContextManager]:
@@ -149,9 +144,7 @@ def _deconv_kernel_as_conv() -> contextlib.AbstractContextManager:
 
 
 def _deconv_norm_per_input_channel() -> contextlib.AbstractContextManager:
-    import torch_impl.layers as tl
-
-    return _patched((tl.WeightNormConv2DTranspose, "_norm_dims", (1, 2, 3)))  # weight_norm(dim=0): per input channel
+    return _hooks({"deconv._norm_dims": (1, 2, 3)})  # weight_norm(dim=0): per input channel
 
 
 def _concat_elu_order() -> contextlib.AbstractContextManager:
@@ -162,123 +155,95 @@ def _concat_elu_order() -> contextlib.AbstractContextManager:
     def naive(x: Any) -> Any:
         return ops.elu(torch.cat([-x, x], dim=1))
 
-    return _patched((ops.NONLINEARITIES, "concat_elu", naive))
+    return _hooks({"nonlinearity.concat_elu": naive})
 
 
 def _h_over_width() -> contextlib.AbstractContextManager:
-    import torch_impl.block as tb
-
     def naive(self: Any, h: Any, hw: Any) -> Any:
         return (h @ hw).view(h.shape[0], 1, 1, 2 * self.num_filters)  # NHWC view on an NCHW tensor
 
-    return _patched((tb.GatedResnet, "_condition", naive))
+    return _hooks({"GatedResnet._condition": naive})
 
 
 def _same_padding() -> contextlib.AbstractContextManager:
     import torch.nn.functional as F
 
-    import torch_impl.layers as tl
-
     def naive(self: Any, x: Any) -> Any:
         kh, kw = self.filter_size  # padding='same' for an even kernel: the extra row at the *bottom*
         return F.pad(x, ((kw - 1) // 2, (kw - 1) // 2, 0, kh - 1))
 
-    return _patched((tl.DownShiftedConv2D, "_pre", naive))
+    return _hooks({"down_shifted._pre": naive})
 
 
 def _no_output_padding() -> contextlib.AbstractContextManager:
     import torch.nn.functional as F
 
-    import torch_impl.layers as tl
-
     def naive(self: Any, x: Any, W: Any) -> Any:
         return F.conv_transpose2d(x, W, None, self.stride)  # (in - 1) * s + k: no output_padding = s - 1
 
-    return _patched((tl.WeightNormConv2DTranspose, "_op", naive))
+    return _hooks({"deconv._op": naive})
 
 
 def _swap_split() -> contextlib.AbstractContextManager:
-    import torch_impl.block as tb
-
     def naive(self: Any, c2: Any) -> Any:
         return c2[:, self.num_filters:], c2[:, : self.num_filters]
 
-    return _patched((tb.GatedResnet, "_split", naive))
+    return _hooks({"GatedResnet._split": naive})
 
 
 def _a_raw() -> contextlib.AbstractContextManager:
-    import torch_impl.block as tb
-
-    return _patched((tb.GatedResnet, "_skip", lambda self, a, layer_call: a))
+    return _hooks({"GatedResnet._skip": lambda self, a, layer_call: a})
 
 
 def _skip_nonlinearity_with_a() -> contextlib.AbstractContextManager:
-    import torch_impl.block as tb
+    import torch_impl.ops as ops
 
-    def naive(self: Any, c1: Any, a: Any) -> Any:
-        return c1 if a is not None else self._nonlinearity(c1)
+    def naive(self: Any, c1: Any) -> Any:
+        return c1 if self.a_channels else ops.get_nonlinearity(self.nonlinearity)(c1)
 
-    return _patched((tb.GatedResnet, "_activate_c1", naive))
+    return _hooks({"GatedResnet._activate_c1": naive})
 
 
 def _elu_for_concat_elu() -> contextlib.AbstractContextManager:
     import torch_impl.block as tb
     import torch_impl.ops as ops
 
-    return _patched((ops.NONLINEARITIES, "concat_elu", ops.elu), (tb, "CHANNEL_MULTIPLIER", {**tb.CHANNEL_MULTIPLIER, "concat_elu": 1}))
+    return _hooks({"nonlinearity.concat_elu": ops.elu, "block.CHANNEL_MULTIPLIER": {**tb.CHANNEL_MULTIPLIER, "concat_elu": 1}})
 
 
 def _dropout2d() -> contextlib.AbstractContextManager:
-    import torch_impl.block as tb
-
     def naive(self: Any, c1: Any, mask: Any, active: bool) -> Any:
         if self.dropout_p == 0.0 or mask is None:
             return c1
         keep = mask[:, :, :1, :1].to(c1.dtype)  # nn.Dropout2d: one draw per (sample, channel)
         return c1 * keep / (1.0 - self.dropout_p)
 
-    return _patched((tb.GatedResnet, "_dropout", naive))
+    return _hooks({"GatedResnet._dropout": naive})
 
 
 def _unbiased_variance() -> contextlib.AbstractContextManager:
     import torch
 
-    import torch_impl.layers as tl
-
     def naive(t: Any, dims: tuple[int, ...]) -> tuple[Any, Any]:
         return torch.mean(t, dim=dims, keepdim=True), torch.var(t, dim=dims, keepdim=True)  # unbiased
 
-    return _patched((tl._WeightNormLayer, "_moments", staticmethod(naive)))
+    return _hooks({"layer._moments": staticmethod(naive)})
 
 
 def _batchnorm_eps() -> contextlib.AbstractContextManager:
-    import torch_impl.layers as tl
-
-    return _patched((tl._Convolution, "_init_eps", 1e-5))
+    return _hooks({"conv._init_eps": 1e-5})
 
 
 def _no_init_scale() -> contextlib.AbstractContextManager:
-    import torch_impl.block as tb
-
-    original = tb.GatedResnet.__init__
-
-    def naive(self: Any, *args: Any, **kwargs: Any) -> None:
-        original(self, *args, **kwargs)
-        self.conv_output.init_scale = 1.0  # init_scale=0.1 forgotten on the second conv
-
-    return _patched((tb.GatedResnet, "__init__", naive))
+    return _hooks({"block.SECOND_CONV_INIT_SCALE": 1.0})  # init_scale=0.1 forgotten on the second conv
 
 
 def _init_returns_t() -> contextlib.AbstractContextManager:
-    import torch_impl.layers as tl
-
-    return _patched((tl._WeightNormLayer, "_init_output", staticmethod(lambda s, t, m: t)))
+    return _hooks({"layer._init_output": staticmethod(lambda s, t, m: t)})
 
 
 def _init_on_raw_v() -> contextlib.AbstractContextManager:
-    import torch_impl.layers as tl
-
-    return _patched((tl._WeightNormLayer, "_init_direction", lambda self: self.V))
+    return _hooks({"layer._init_direction": lambda self: self.V})
 
 
 def _ema_first_update_copies() -> contextlib.AbstractContextManager:
@@ -303,17 +268,15 @@ def _ema_first_update_copies() -> contextlib.AbstractContextManager:
             return
         real_update(module, num_updates)
 
-    return _patched((torch_impl, "update_averages", update), (torch_impl, "reset_averages", reset))
+    return _hooks({"update_averages": update, "reset_averages": reset})
 
 
 def _decay_in_double() -> contextlib.AbstractContextManager:
-    import torch_impl.ema as te
-
     def naive(decay: float, num_updates: int | None = None) -> float:
         d = decay if num_updates is None else min(decay, (1 + num_updates) / (10 + num_updates))
         return 1.0 - d  # Python double, not TF's float32
 
-    return _patched((te, "one_minus_decay", naive))
+    return _hooks({"ema.one_minus_decay": naive})
 
 
 def _average_effective_kernel() -> contextlib.AbstractContextManager:
@@ -344,17 +307,15 @@ def _average_effective_kernel() -> contextlib.AbstractContextManager:
             return self._activate(self._post(self._op(self._pre(x), self._W_ema, self.b_ema), x))
         return real_forward(self, x, use_ema)
 
-    return _patched((torch_impl, "update_averages", update), (torch_impl, "reset_averages", reset),
-                    (tl.WeightNormConv2D, "forward", forward))
+    return _hooks({"update_averages": update, "reset_averages": reset, "conv.forward": forward})
 
 
 def _tf32_emulated() -> contextlib.AbstractContextManager:
-    import types
-
     import torch
-    import torch.nn.functional as F
 
     import torch_impl.layers as tl
+
+    real_op = tl.WeightNormConv2D._op
 
     def tf32(t: Any) -> Any:
         if t.dtype != torch.float32:
@@ -362,12 +323,10 @@ def _tf32_emulated() -> contextlib.AbstractContextManager:
         bits = t.view(torch.int32)  # keep 10 of float32's 23 mantissa bits, rounding to nearest
         return ((bits + 0x1000) & ~0x1FFF).view(torch.float32)
 
-    def conv2d(x: Any, W: Any, *args: Any, **kwargs: Any) -> Any:
-        return F.conv2d(tf32(x), tf32(W), *args, **kwargs)
+    def naive(self: Any, x: Any, W: Any, b: Any = None) -> Any:
+        return real_op(self, tf32(x), tf32(W), b)
 
-    proxy = types.SimpleNamespace(**{k: getattr(F, k) for k in dir(F) if not k.startswith("__")})
-    proxy.conv2d = conv2d
-    return _patched((tl, "F", proxy))
+    return _hooks({"conv._op": naive})
 
 
 PITFALLS: list[Pitfall] = [
@@ -444,7 +403,7 @@ def _article_run(case: Case, dtype: str) -> dict[str, np.ndarray]:
     import torch
     import torch.nn.functional as F
 
-    from parity.backends.torch_backend import _nchw, _nhwc
+    from parity.backends.torch_backend import to_numpy, to_torch
 
     dt = getattr(torch, dtype)
     w = case.weights()
@@ -457,7 +416,7 @@ def _article_run(case: Case, dtype: str) -> dict[str, np.ndarray]:
         return torch.as_tensor(np.transpose(W, (3, 2, 0, 1)), dtype=dt), torch.as_tensor(w[f"{name}/b"], dtype=dt)
 
     (W1, b1), (W2, b2) = kernel("conv2d_0"), kernel("conv2d_1")
-    x, a, h = (_nchw(case.arrays[k], dt, "cpu", grad=True) for k in ("x", "a", "h"))
+    x, a, h = (to_torch(case.arrays[k], dt, "cpu", grad=True) for k in ("x", "a", "h"))
     hw = torch.empty(h.shape[1], F_, dtype=dt).normal_(0.0, 0.05, generator=torch.Generator().manual_seed(0))
 
     def conv(t: Any, W: Any, b: Any) -> Any:
@@ -470,10 +429,10 @@ def _article_run(case: Case, dtype: str) -> dict[str, np.ndarray]:
     stages["c2"] = stages["c2_conv"] + (h @ hw).view(h.shape[0], 1, 1, F_)
     stages["value"], stages["gate_logits"] = stages["c2"][:, :F_], stages["c2"][:, F_:]
     stages["out"] = x + stages["value"] * torch.sigmoid(stages["gate_logits"])
-    out = {f"forward/{k}": _nhwc(v) for k, v in stages.items()}
-    cot = _nchw(case.arrays["cotangent"], dt, "cpu")
+    out = {f"forward/{k}": to_numpy(v) for k, v in stages.items()}
+    cot = to_torch(case.arrays["cotangent"], dt, "cpu")
     grads = torch.autograd.grad((stages["out"] * cot).sum(), [x, a, h])
-    out.update({f"grad/{k}": _nhwc(g) for k, g in zip("xah", grads)})
+    out.update({f"grad/{k}": to_numpy(g) for k, g in zip("xah", grads)})
     return out
 
 

@@ -22,7 +22,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from gated_spec import DEFAULT_POLYAK_DECAY
-from parity.weights import EMA_SUFFIX, TF1Namer, WeightError, infer_config, normalize_config, weight_table
+from parity.weights import EMA_SUFFIX, TF1Namer, WeightError, infer_config, normalize_config, tensor_summary, weight_table
 
 DEFAULT_SCOPE = "model"
 
@@ -119,9 +119,7 @@ class CheckpointMap:
     other_variables: list[str] = field(default_factory=list)  # model variables outside this block
 
     def summary(self) -> str:
-        n_shadow = sum(k.endswith(EMA_SUFFIX) for k in self.tensors)
-        text = (f"{len(self.tensors) - n_shadow} weights, {n_shadow} shadows; "
-                f"skipped {len(self.skipped_slots)} optimiser slot(s)")
+        text = f"{tensor_summary(self.tensors)}; skipped {len(self.skipped_slots)} optimiser slot(s)"
         if self.other_variables:
             text += f" and {len(self.other_variables)} variable(s) outside this block"
         return text
@@ -153,25 +151,24 @@ def _infer(model: Mapping[str, np.ndarray], counters: Mapping[str, int], overrid
         conv = "nin" if first_conv not in model and f"dense_{dense_k}/V" in model else None
     shapes: dict[str, tuple[int, ...]] = {}
 
-    def torch_shape(name: str) -> tuple[int, ...]:
-        v = model[name].shape
-        return (v[1], v[0]) if len(v) == 2 else (v[3], v[2], v[0], v[1])
+    def shape(name: str) -> tuple[int, ...]:
+        return tuple(model[name].shape)
 
     if conv == "nin":
         if f"dense_{dense_k}/V" not in model:
             raise WeightError([f"missing tensor {f'dense_{dense_k}/V'!r} (the nin conv_input)"], "checkpoint")
-        shapes["conv_input.V"] = torch_shape(f"dense_{dense_k}/V")
+        shapes["conv_input/V"] = shape(f"dense_{dense_k}/V")
         if f"dense_{dense_k + 2}/V" in model:  # conv_input, nin_skip, conv_output
-            shapes["nin_skip.V"] = torch_shape(f"dense_{dense_k + 1}/V")
+            shapes["nin_skip/V"] = shape(f"dense_{dense_k + 1}/V")
     else:
         if first_conv not in model:
             found = sorted({n.split("/")[0] for n in model})
             raise WeightError([f"missing tensor {first_conv!r}; the scope holds {found}"], "checkpoint")
-        shapes["conv_input.V"] = torch_shape(first_conv)
+        shapes["conv_input/V"] = shape(first_conv)
         if f"dense_{dense_k}/V" in model:
-            shapes["nin_skip.V"] = torch_shape(f"dense_{dense_k}/V")
+            shapes["nin_skip/V"] = shape(f"dense_{dense_k}/V")
     if f"conditional_weights_{cond_k}/hw" in model:
-        shapes["hw"] = model[f"conditional_weights_{cond_k}/hw"].shape
+        shapes["hw"] = shape(f"conditional_weights_{cond_k}/hw")
     over = dict(overrides)
     if conv is not None:
         over["conv"] = conv

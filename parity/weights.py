@@ -29,7 +29,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from gated_spec import CHANNEL_MULTIPLIER, CONV_KINDS as _CONV_FILTERS, CONV_PERM, DEFAULT_POLYAK_DECAY, DENSE_PERM, NONLINEARITIES, SHADOW_SUFFIX
+from gated_spec import CHANNEL_MULTIPLIER, CONV_KINDS as _CONV_FILTERS, CONV_PERM, DEFAULT_POLYAK_DECAY, DENSE_PERM, NONLINEARITIES, SHADOW_SUFFIX, TORCH_PERM
 from gated_spec import TF1_SHADOW_SUFFIX as EMA_SUFFIX
 from gated_spec.checks import check_positive
 from parity.atomic import atomic_path
@@ -178,26 +178,28 @@ def weight_table(
 
 
 def infer_config(shapes: Mapping[str, tuple[int, ...]], overrides: Mapping[str, Any] | None = None,
-                 polyak_decay: float | None = None) -> dict[str, Any]:
-    """A block config from torch-keyed tensor shapes (``conv_input.V``, ``nin_skip.V``, ``hw``).
+                 polyak_decay: float | None = None, names: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """A block config from tensor shapes in the TF layout, keyed by the weight table's Keras paths
+    (``conv_input/V``, ``nin_skip/V``, ``hw``; a key ending in ``_ema`` says the file has shadows).
 
     The conv kind follows from the filter size (3x3 conv2d, 2x3 down-shifted, 2x2 down-right-shifted,
     2-D nin); ``concat_elu`` from an input twice the filters; ``elu`` vs ``relu`` cannot be told and
-    needs ``nonlinearity`` in ``overrides``.
+    needs ``nonlinearity`` in ``overrides``. ``names`` gives the file's own name of a path, for messages.
     """
     overrides = dict(overrides or {})
-    if "conv_input.V" not in shapes:
-        raise WeightError(["missing tensor 'conv_input.V' (cannot infer the block config)"], "tensors")
-    v = tuple(shapes["conv_input.V"])
+    first = (names or {}).get("conv_input/V", "conv_input/V")
+    if "conv_input/V" not in shapes:
+        raise WeightError([f"missing tensor {first!r} (cannot infer the block config)"], "tensors")
+    v = tuple(shapes["conv_input/V"])
     if len(v) not in (2, 4):
-        raise WeightError([f"tensor 'conv_input.V' has shape {v}; expected a 2-D (nin) or 4-D (conv) V"], "tensors")
-    F_, cin = v[0], v[1]
+        raise WeightError([f"tensor {first!r} has shape {v}; expected a 2-D (nin) or 4-D (conv) V"], "tensors")
+    cin, F_ = v[-2], v[-1]
     conv = overrides.get("conv")
     if conv is None:
         by_filter = {f: k for k, f in DEFAULT_FILTER.items()}
-        conv = "nin" if len(v) == 2 else by_filter.get(tuple(v[2:]))
+        conv = "nin" if len(v) == 2 else by_filter.get(tuple(v[:2]))
         if conv is None:
-            raise ValueError(f"cannot tell the conv kind of filter {tuple(v[2:])}; pass --conv")
+            raise ValueError(f"cannot tell the conv kind of filter {tuple(v[:2])}; pass --conv")
     nl = overrides.get("nonlinearity")
     if nl is None:
         if cin == 2 * F_:
@@ -205,11 +207,20 @@ def infer_config(shapes: Mapping[str, tuple[int, ...]], overrides: Mapping[str, 
         else:
             raise ValueError("cannot tell elu from relu by the shapes; pass --nonlinearity")
     mult = CHANNEL_MULTIPLIER[nl]
-    a = shapes["nin_skip.V"][1] // mult if "nin_skip.V" in shapes else None
+    a = shapes["nin_skip/V"][0] // mult if "nin_skip/V" in shapes else None
     h = shapes["hw"][0] if "hw" in shapes else None
     has_shadows = any(k.endswith(SHADOW_SUFFIX) for k in shapes)
     decay = polyak_decay if polyak_decay is not None else (DEFAULT_POLYAK_DECAY if has_shadows else None)
     return normalize_config({"num_filters": F_, "a_channels": a, "h_channels": h, "conv": conv, "nonlinearity": nl, "polyak_decay": decay})
+
+
+def tf_layout_shape(torch_key: str, shape: tuple[int, ...]) -> tuple[str, tuple[int, ...]]:
+    """A torch ``state_dict`` entry's (Keras path, TF-layout shape): the inverse of the table's
+    permutation by rank (``gated_spec.TORCH_PERM``); ``hw`` and vectors keep their shape."""
+    path = torch_key.replace(".", "/")
+    if torch_key.split(".")[-1].startswith("V") and len(shape) in TORCH_PERM:
+        shape = tuple(shape[i] for i in np.argsort(TORCH_PERM[len(shape)]))
+    return path, tuple(shape)
 
 
 def check_tensors(
@@ -252,6 +263,12 @@ def check_tensors(
         problems.append(f"tensors mix dtypes {sorted(dtypes)}; expected one")
     if problems:
         raise WeightError(problems, where)
+
+
+def tensor_summary(tensors: Mapping[str, Any]) -> str:
+    """``"<n> weights, <m> shadows"`` for canonical tensors."""
+    n_shadow = sum(k.endswith(EMA_SUFFIX) for k in tensors)
+    return f"{len(tensors) - n_shadow} weights, {n_shadow} shadows"
 
 
 def cast_problems(name: str, value: np.ndarray, dtype: str) -> list[str]:

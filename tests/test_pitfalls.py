@@ -62,18 +62,35 @@ def test_cli_prints_the_gallery(capsys):
     assert main(["pitfalls", "--only", "99"]) == 2
 
 
-def test_an_override_of_a_seam_that_does_not_exist_is_an_error():
-    """Renaming a twin's step without the gallery fails loudly instead of installing nothing."""
+def test_every_declared_hook_resolves_and_is_restored():
+    """torch_impl.hooks is the twin's replaceable surface: each name resolves to something that exists,
+    each replacement is undone, and an unknown name or a private harness name is refused."""
+    pytest.importorskip("torch")
     from parity.pitfalls import _patched
+    from parity.weights import WeightRow
+    from torch_impl import hooks
 
-    class Block:
-        def _split(self):
-            return "real"
-
-    with pytest.raises(AttributeError, match="overrides Block._skip, which does not exist"):
-        with _patched((Block, "_split", lambda self: "naive"), (Block, "_skip", lambda self: None)):
+    for name in hooks.HOOKS:
+        before = hooks.current(name)
+        with hooks.replaced({name: "naive"}):
+            assert hooks.current(name) == "naive"
+        assert hooks.current(name) is before, name
+    with pytest.raises(KeyError, match="expected one of torch_impl.hooks.HOOKS"):
+        with hooks.replaced({"GatedResnet._split": None, "GatedResnet._run": None}):
             pass
-    assert Block()._split() == "real"  # nothing was installed
-    with _patched((Block, "_split", lambda self: "naive")):
-        assert Block()._split() == "naive"
-    assert Block()._split() == "real"
+    assert hooks.current("GatedResnet._split") is not None  # nothing was installed
+    with pytest.raises(AttributeError, match="expected a public attribute"):
+        with _patched((WeightRow, "_private", None)):
+            pass
+
+
+def test_a_hook_renamed_in_the_twin_is_an_error(monkeypatch):
+    """Renaming a twin's step without updating HOOKS fails loudly instead of installing nothing."""
+    pytest.importorskip("torch")
+    import torch_impl.block as tb
+    from torch_impl import hooks
+
+    monkeypatch.delattr(tb.GatedResnet, "_split")
+    with pytest.raises(AttributeError, match="GatedResnet._split names '_split', which the twin no longer has"):
+        with hooks.replaced({"GatedResnet._skip": None, "GatedResnet._split": None}):
+            pass

@@ -59,7 +59,8 @@ def test_convert_can_write_over_its_own_input(tmp_path):
     torch_file = str(tmp_path / "w.torch.safetensors")
     convert(str(src), torch_file)
     convert(torch_file, torch_file)
-    tensors, config, initialized = read_any(torch_file)
+    loaded = read_any(torch_file)
+    tensors, config, initialized = loaded.tensors, loaded.config, loaded.initialized
     assert initialized and config["polyak_decay"] == 0.999
     for k, v in _weights().items():
         np.testing.assert_array_equal(tensors[k], v)

@@ -1,4 +1,6 @@
-"""One test interface over both twins: NHWC NumPy in, NHWC NumPy out, weights in the TF layout."""
+"""One test interface over both twins: NHWC NumPy in, NHWC NumPy out, weights in the TF layout.
+
+Conversions are the harness backends' own (``parity.backends``), so the tests exercise them too."""
 
 from __future__ import annotations
 
@@ -16,8 +18,9 @@ class TorchTwin:
         import torch
 
         import torch_impl
+        from parity.backends import torch_backend
 
-        self.torch, self.impl = torch, torch_impl
+        self.torch, self.impl, self.backend = torch, torch_impl, torch_backend
 
     def dtype(self, name: str) -> Any:
         return getattr(self.torch, name)
@@ -28,14 +31,11 @@ class TorchTwin:
     def tensor(self, a: np.ndarray | None, dtype: str | None = None, grad: bool = False) -> Any:
         if a is None:
             return None
-        t = self.torch.as_tensor(np.asarray(a), dtype=self.dtype(dtype or str(np.asarray(a).dtype)))
-        if t.dim() == 4:
-            t = t.permute(0, 3, 1, 2).contiguous()
-        return t.requires_grad_(grad)
+        a = np.asarray(a)
+        return self.backend.to_torch(a, self.dtype(dtype or str(a.dtype)), "cpu", grad=grad)
 
     def numpy(self, t: Any) -> np.ndarray:
-        t = t.detach()
-        return (t.permute(0, 2, 3, 1) if t.dim() == 4 else t).cpu().numpy()
+        return self.backend.to_numpy(t)
 
     def set_weights(self, layer: Any, w: dict[str, np.ndarray]) -> None:
         with self.torch.no_grad():
@@ -65,8 +65,9 @@ class TFTwin:
         import tensorflow as tf
 
         import tf_impl
+        from parity.backends import tf_backend
 
-        self.tf, self.impl = tf, tf_impl
+        self.tf, self.impl, self.backend = tf, tf_impl, tf_backend
 
     def make(self, cls: str, *args: Any, dtype: str = "float64", **kwargs: Any) -> Any:
         layer = getattr(self.impl, cls)(*args, dtype=dtype, **kwargs)
@@ -74,9 +75,8 @@ class TFTwin:
         return layer
 
     def tensor(self, a: np.ndarray | None, dtype: str | None = None, grad: bool = False) -> Any:
-        if a is None:
-            return None
-        return self.tf.constant(np.asarray(a), dtype=dtype or str(np.asarray(a).dtype))
+        a = None if a is None else np.asarray(a)
+        return None if a is None else self.backend.to_tf(a, dtype or str(a.dtype))
 
     def numpy(self, t: Any) -> np.ndarray:
         return np.asarray(t)

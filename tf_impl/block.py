@@ -201,8 +201,8 @@ class GatedResnet(keras.layers.Layer):
         """Step 2: ``nin(nonlinearity(a), F)``."""
         return layer_call(self.nin_skip, self._nonlinearity(a))
 
-    def _activate_c1(self, c1: tf.Tensor, a: tf.Tensor | None) -> tf.Tensor:
-        """Step 3: the nonlinearity between the convs, with or without ``a``."""
+    def _activate_c1(self, c1: tf.Tensor) -> tf.Tensor:
+        """Step 3: the nonlinearity between the convs, whether or not the block has ``a`` (pitfall 13)."""
         return self._nonlinearity(c1)
 
     def _condition(self, h: tf.Tensor, hw: Any) -> tf.Tensor:
@@ -232,7 +232,7 @@ class GatedResnet(keras.layers.Layer):
             skip = self._skip(a, layer_call)
             stages["c1_skip"] = skip
             c1 = c1 + skip
-        c1 = self._dropout(self._activate_c1(c1, a), dropout_mask, dropout_active)  # (B, H, W, mult*F)
+        c1 = self._dropout(self._activate_c1(c1), dropout_mask, dropout_active)  # (B, H, W, mult*F)
         stages["c1"] = c1
         c2 = layer_call(self.conv_output, c1)  # (B, H, W, 2F)
         stages["c2_conv"] = c2

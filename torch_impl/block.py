@@ -185,13 +185,13 @@ class GatedResnet(ValidatedLoad, nn.Module):
             mask = torch.rand_like(c1) >= self.dropout_p  # keep probability 1 - p
         return c1 * (1.0 / (1.0 - self.dropout_p)) * mask.to(c1.dtype)
 
-    # The steps of docs/spec.md's gated_resnet, one method each (the pitfall gallery overrides them).
+    # The steps of docs/spec.md's gated_resnet, one method each; torch_impl.hooks names the ones a caller may replace.
     def _skip(self, a: torch.Tensor, layer_call: Any) -> torch.Tensor:
         """Step 2: ``nin(nonlinearity(a), F)``."""
         return layer_call(self.nin_skip, self._nonlinearity(a))
 
-    def _activate_c1(self, c1: torch.Tensor, a: torch.Tensor | None) -> torch.Tensor:
-        """Step 3: the nonlinearity between the convs, with or without ``a``."""
+    def _activate_c1(self, c1: torch.Tensor) -> torch.Tensor:
+        """Step 3: the nonlinearity between the convs, whether or not the block has ``a`` (pitfall 13)."""
         return self._nonlinearity(c1)
 
     def _condition(self, h: torch.Tensor, hw: torch.Tensor) -> torch.Tensor:
@@ -228,7 +228,7 @@ class GatedResnet(ValidatedLoad, nn.Module):
             skip = self._skip(a, layer_call)
             stages["c1_skip"] = skip
             c1 = c1 + skip
-        c1 = self._dropout(self._activate_c1(c1, a), dropout_mask, dropout_active)  # (B, mult*F, H, W)
+        c1 = self._dropout(self._activate_c1(c1), dropout_mask, dropout_active)  # (B, mult*F, H, W)
         stages["c1"] = c1
         c2 = layer_call(self.conv_output, c1)  # (B, 2F, H, W)
         stages["c2_conv"] = c2

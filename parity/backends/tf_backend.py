@@ -89,7 +89,8 @@ def set_live(block: tf_impl.GatedResnet, tensors: Mapping[str, np.ndarray]) -> N
         var.assign(np.asarray(tensors[row.tf1_name], dtype=var.dtype))
 
 
-def _tensor(a: np.ndarray | None, dtype: str) -> tf.Tensor | None:
+def to_tf(a: np.ndarray | None, dtype: str) -> tf.Tensor | None:
+    """An array as a constant tensor of ``dtype`` (NHWC, as it comes); ``None`` stays ``None``."""
     return None if a is None else tf.constant(a, dtype=dtype)
 
 
@@ -99,7 +100,7 @@ def on_device(device: str) -> contextlib.AbstractContextManager:
 
 def inputs(arrays: Mapping[str, np.ndarray], dtype: str, device: str) -> dict[str, tf.Tensor | None]:
     """``x``, ``a``, ``h`` as tensors of ``dtype`` (NHWC, as they come), ``None`` where absent."""
-    return {k: _tensor(arrays.get(k), dtype) for k in ("x", "a", "h")}
+    return {k: to_tf(arrays.get(k), dtype) for k in ("x", "a", "h")}
 
 
 def stages_and_gradients(block: tf_impl.GatedResnet, given: Mapping[str, tf.Tensor | None], cotangent: np.ndarray,
@@ -121,13 +122,13 @@ def stages_and_gradients(block: tf_impl.GatedResnet, given: Mapping[str, tf.Tens
 def forward(block: tf_impl.GatedResnet, given: Mapping[str, tf.Tensor | None], use_ema: bool = False,
             dropout_mask: np.ndarray | None = None) -> np.ndarray:
     """Inference, or with ``dropout_mask`` a training-mode forward on that keep-mask."""
-    mask = _tensor(dropout_mask, block.variable_dtype)
+    mask = to_tf(dropout_mask, block.variable_dtype)
     return block(given["x"], given["a"], given["h"], training=mask is not None, use_ema=use_ema,
                  dropout_mask=mask).numpy()
 
 
 def initialize(block: tf_impl.GatedResnet, given: Mapping[str, tf.Tensor | None], dropout_mask: np.ndarray | None) -> np.ndarray:
-    return block.initialize(given["x"], given["a"], given["h"], dropout_mask=_tensor(dropout_mask, block.variable_dtype)).numpy()
+    return block.initialize(given["x"], given["a"], given["h"], dropout_mask=to_tf(dropout_mask, block.variable_dtype)).numpy()
 
 
 
@@ -144,7 +145,7 @@ def apply(block: tf_impl.GatedResnet, inputs: Mapping[str, np.ndarray], use_ema:
     """Run the block (inference) or its data-dependent init on NHWC inputs. The forward runs as a
     ``tf.function`` graph: on the CPU that reproduces the original TF1 graph bit for bit (eager
     execution does not, by up to an ulp or two: the graph fuses ops; ``tests/test_tf1.py``)."""
-    x, a, h = (_tensor(inputs.get(k), block.variable_dtype) for k in ("x", "a", "h"))
+    x, a, h = (to_tf(inputs.get(k), block.variable_dtype) for k in ("x", "a", "h"))
     if init:
         return block.initialize(x, a, h).numpy()
     return tf.function(lambda x, a, h: block(x, a, h, use_ema=use_ema), autograph=False)(x, a, h).numpy()

@@ -89,7 +89,8 @@ def set_live(block: torch_impl.GatedResnet, tensors: Mapping[str, np.ndarray]) -
             params[row.torch_key].copy_(torch.as_tensor(row.to_torch_layout(tensors[row.tf1_name])))
 
 
-def _nchw(a: np.ndarray | None, dtype: torch.dtype, device: str, grad: bool = False) -> torch.Tensor | None:
+def to_torch(a: np.ndarray | None, dtype: torch.dtype, device: str, grad: bool = False) -> torch.Tensor | None:
+    """An NHWC (or any non-4-D) array as a torch tensor: 4-D arrays become NCHW (permute, pitfall 1)."""
     if a is None:
         return None
     t = torch.as_tensor(a, dtype=dtype, device=device)
@@ -98,7 +99,8 @@ def _nchw(a: np.ndarray | None, dtype: torch.dtype, device: str, grad: bool = Fa
     return t.requires_grad_(grad)
 
 
-def _nhwc(t: torch.Tensor) -> np.ndarray:
+def to_numpy(t: torch.Tensor) -> np.ndarray:
+    """A torch tensor as a NumPy array, 4-D ones back to NHWC."""
     t = t.detach()
     if t.dim() == 4:
         t = t.permute(0, 2, 3, 1)
@@ -111,7 +113,7 @@ def on_device(device: str) -> contextlib.AbstractContextManager:
 
 def inputs(arrays: Mapping[str, np.ndarray], dtype: str, device: str) -> dict[str, torch.Tensor | None]:
     """``x``, ``a``, ``h`` as NCHW tensors of ``dtype`` that record gradients, ``None`` where absent."""
-    return {k: _nchw(arrays.get(k), _dtype(dtype), device, grad=True) for k in ("x", "a", "h")}
+    return {k: to_torch(arrays.get(k), _dtype(dtype), device, grad=True) for k in ("x", "a", "h")}
 
 
 def stages_and_gradients(block: torch_impl.GatedResnet, given: Mapping[str, torch.Tensor | None], cotangent: np.ndarray,
@@ -120,14 +122,14 @@ def stages_and_gradients(block: torch_impl.GatedResnet, given: Mapping[str, torc
     and ``rows``' weights, NHWC and in the TF layout."""
     block.eval()
     stages = block.stages(given["x"], given["a"], given["h"])
-    cot = _nchw(cotangent, block.conv_input.V.dtype, str(block.conv_input.V.device))
+    cot = to_torch(cotangent, block.conv_input.V.dtype, str(block.conv_input.V.device))
     params = dict(block.named_parameters())
     wrt = [(k, t, None) for k, t in given.items() if t is not None] + [(r.tf1_name, params[r.torch_key], r) for r in rows]
     # allow_unused: a naive variant (the pitfall gallery) may leave a weight out of the graph; its gradient is 0.
     grads = torch.autograd.grad((stages["out"] * cot).sum(), [t for _, t, _ in wrt], allow_unused=True,
                                 materialize_grads=True)
-    return ({k: _nhwc(v) for k, v in stages.items()},
-            {k: _nhwc(g) if row is None else row.from_torch_layout(g.detach().cpu().numpy()) for (k, _, row), g in zip(wrt, grads)})
+    return ({k: to_numpy(v) for k, v in stages.items()},
+            {k: to_numpy(g) if row is None else row.from_torch_layout(g.detach().cpu().numpy()) for (k, _, row), g in zip(wrt, grads)})
 
 
 def _detached(given: Mapping[str, torch.Tensor | None]) -> list[torch.Tensor | None]:
@@ -141,10 +143,10 @@ def forward(block: torch_impl.GatedResnet, given: Mapping[str, torch.Tensor | No
     x, a, h = _detached(given)
     if dropout_mask is None:
         block.eval()
-        return _nhwc(block(x, a, h, use_ema=use_ema))
+        return to_numpy(block(x, a, h, use_ema=use_ema))
     block.train()
     try:
-        return _nhwc(block(x, a, h, use_ema=use_ema, dropout_mask=_nchw(dropout_mask, x.dtype, str(x.device))))
+        return to_numpy(block(x, a, h, use_ema=use_ema, dropout_mask=to_torch(dropout_mask, x.dtype, str(x.device))))
     finally:
         block.eval()
 
@@ -152,7 +154,7 @@ def forward(block: torch_impl.GatedResnet, given: Mapping[str, torch.Tensor | No
 @torch.no_grad()
 def initialize(block: torch_impl.GatedResnet, given: Mapping[str, torch.Tensor | None], dropout_mask: np.ndarray | None) -> np.ndarray:
     x, a, h = _detached(given)
-    return _nhwc(block.initialize(x, a, h, dropout_mask=_nchw(dropout_mask, x.dtype, str(x.device))))
+    return to_numpy(block.initialize(x, a, h, dropout_mask=to_torch(dropout_mask, x.dtype, str(x.device))))
 
 
 
@@ -174,11 +176,11 @@ def apply(block: torch_impl.GatedResnet, inputs: Mapping[str, np.ndarray], use_e
     """Run the block (eval mode) or its data-dependent init on NHWC inputs; NHWC output."""
     dt = block.conv_input.V.dtype
     device = str(block.conv_input.V.device)
-    x, a, h = (_nchw(inputs.get(k), dt, device) for k in ("x", "a", "h"))
+    x, a, h = (to_torch(inputs.get(k), dt, device) for k in ("x", "a", "h"))
     block.eval()
     with torch.no_grad():
         y = block.initialize(x, a, h) if init else block(x, a, h, use_ema=use_ema)
-    return _nhwc(y)
+    return to_numpy(y)
 
 
 def build_layer(case: Any, dtype: str, device: str, weights: Mapping[str, np.ndarray], initialized: bool) -> Any:
@@ -202,20 +204,20 @@ def build_layer(case: Any, dtype: str, device: str, weights: Mapping[str, np.nda
 def layer_forward_and_gradients(layer: Any, x: np.ndarray, cotangent_for: Any, rows: list) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """The layer's output, and the gradients of ``sum(y * cotangent)`` w.r.t. ``x`` and ``rows``' ``V``,
     ``g``, ``b`` (NHWC, TF layout)."""
-    xt = _nchw(x, layer.V.dtype, str(layer.V.device), grad=True)
+    xt = to_torch(x, layer.V.dtype, str(layer.V.device), grad=True)
     y = layer(xt)
-    cot = _nchw(cotangent_for(tuple(_nhwc(y).shape)), layer.V.dtype, str(layer.V.device))
+    cot = to_torch(cotangent_for(tuple(to_numpy(y).shape)), layer.V.dtype, str(layer.V.device))
     grads = torch.autograd.grad((y * cot).sum(), [xt, *(getattr(layer, r.torch_key) for r in rows)])
-    out = {"x": _nhwc(grads[0])}
+    out = {"x": to_numpy(grads[0])}
     out.update({r.tf1_name: r.from_torch_layout(g.detach().cpu().numpy()) for r, g in zip(rows, grads[1:])})
-    return _nhwc(y), out
+    return to_numpy(y), out
 
 
 @torch.no_grad()
 def layer_initialize(layer: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(g, b, output) of the layer's init pass on ``x``."""
-    out = layer.initialize(_nchw(x, layer.V.dtype, str(layer.V.device)))
-    return layer.g.detach().cpu().numpy(), layer.b.detach().cpu().numpy(), _nhwc(out)
+    out = layer.initialize(to_torch(x, layer.V.dtype, str(layer.V.device)))
+    return layer.g.detach().cpu().numpy(), layer.b.detach().cpu().numpy(), to_numpy(out)
 
 
 def run_layer_case(case: Any, dtype: str = "float32", device: str = "cpu") -> dict[str, np.ndarray]:
