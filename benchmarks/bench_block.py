@@ -27,6 +27,7 @@ convolutions; backward = 2x forward).
     python -m benchmarks.bench_block                       # F=160, 32x32, batch 16, and the small size, CPU
     python -m benchmarks.bench_block --device cuda --batch 64 --mode both
     python -m benchmarks.bench_block --size tiny --repeats 2   # seconds; what CI runs
+    python -m benchmarks.bench_block --tf-pair --repeats 20     # tf-function vs tf1-graph, one process
 """
 
 from __future__ import annotations
@@ -183,8 +184,10 @@ def _gemm_gflops(torch: Any, repeats: int, n: int = 2048) -> float:
     return 2.0 * n**3 / best / 1e9
 
 
-def _tf1_graph_worker(size: tuple[int, int, int, int], repeats: int, warmup: int) -> dict:
-    """The original code's graph (tests/tf1_original.py) in a compat.v1 Session, on the CPU."""
+def _tf1_graph_steps(size: tuple[int, int, int, int]) -> tuple[Callable[[], Any], Callable[[], Any], str]:
+    """(forward, forward+backward, framework) of the original code's graph (tests/tf1_original.py) in
+    a compat.v1 Session, on the CPU. ``x`` and the cotangent are variables, as the TF2 side's inputs
+    are not constants either (a ``tf.constant`` would let grappler fold the ops that depend on it only)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import numpy as np
     import tensorflow as tf
@@ -197,24 +200,71 @@ def _tf1_graph_worker(size: tuple[int, int, int, int], repeats: int, warmup: int
     x_value, cot_value = (rng.normal(size=(B, H, W, F_)).astype(np.float32) for _ in range(2))
     graph = tf.Graph()
     with graph.as_default(), tf.device("/CPU:0"):
-        x, cot = tf.constant(x_value), tf.constant(cot_value)
+        x = tf.identity(v1.get_variable("bench_x", initializer=x_value, trainable=False))
+        cot = tf.identity(v1.get_variable("bench_cot", initializer=cot_value, trainable=False))
         out = v1.make_template("model", original.gated_resnet)(x, conv="down_shifted_conv2d")
         params = v1.trainable_variables()
         grads = tf.gradients(tf.reduce_sum(out * cot), [x, *params])
         sess = v1.Session(graph=graph)
         sess.run(v1.global_variables_initializer())
+    return (lambda: sess.run(out)), (lambda: sess.run(grads)), f"tensorflow {tf.__version__} (compat.v1 graph)"
+
+
+def _tf1_graph_worker(size: tuple[int, int, int, int], repeats: int, warmup: int) -> dict:
+    """The original code's graph in a Session (:func:`_tf1_graph_steps`)."""
+    forward, forward_backward, framework = _tf1_graph_steps(size)
     result: dict[str, Any] = {}
     start = time.perf_counter()
-    sess.run(out)
-    sess.run(grads)
+    forward()
+    forward_backward()
     result["first_call_s"] = time.perf_counter() - start
-    result["forward_ms"] = _ms(_timeit(lambda: sess.run(out), lambda: None, repeats, warmup))
+    result["forward_ms"] = _ms(_timeit(forward, lambda: None, repeats, warmup))
     base = _rss_mib()
-    result["forward_backward_ms"] = _ms(_timeit(lambda: sess.run(grads), lambda: None, repeats, warmup))
+    result["forward_backward_ms"] = _ms(_timeit(forward_backward, lambda: None, repeats, warmup))
     result["peak_extra_mib"] = _rss_mib() - base
-    result["framework"] = f"tensorflow {tf.__version__} (compat.v1 graph)"
+    result["framework"] = framework
     result["device_name"] = "/CPU:0"
     return result
+
+
+def _tf_function_step(size: tuple[int, int, int, int]) -> Callable[[], Any]:
+    """forward+backward of ``tf_impl``'s block as one ``tf.function`` on the CPU, result fetched."""
+    import tensorflow as tf
+
+    from parity.backends import tf_backend
+
+    F_, B, H, W = size
+    rng = tf.random.Generator.from_seed(0)
+    with tf.device("/CPU:0"):
+        x, cot, xinit = (rng.normal((B, H, W, F_)) for _ in range(3))
+        block = tf_backend.build(block_config(F_), "float32", "cpu")
+        block.initialize(xinit)
+        params = block.trainable_variables
+
+        @tf.function
+        def fwd_bwd(x: tf.Tensor) -> list[tf.Tensor]:
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                loss = tf.reduce_sum(block(x, training=False) * cot)
+            return tape.gradient(loss, [x, *params])
+
+    return lambda: [g.numpy() for g in fwd_bwd(x)]
+
+
+def _tf_pair_worker(size: tuple[int, int, int, int], repeats: int, warmup: int) -> dict:
+    """``tf-function`` and ``tf1-graph`` forward+backward in one process, call by call alternately, so
+    that both see the same machine load; ratio of the medians and of the minima."""
+    mine, theirs = _tf_function_step(size), _tf1_graph_steps(size)[1]
+    times: dict[str, list[float]] = {"tf-function": [], "tf1-graph": []}
+    for i in range(warmup + repeats):
+        for name, fn in (("tf-function", mine), ("tf1-graph", theirs)) if i % 2 else (("tf1-graph", theirs), ("tf-function", mine)):
+            start = time.perf_counter()
+            fn()
+            if i >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return {"forward_backward_ms": {k: _ms(v) for k, v in times.items()},
+            "median_ratio": statistics.median(times["tf-function"]) / statistics.median(times["tf1-graph"]),
+            "min_ratio": min(times["tf-function"]) / min(times["tf1-graph"])}
 
 
 def _tf_worker(variant: str, size: tuple[int, int, int, int], device: str, mode: str, repeats: int, warmup: int) -> dict:
@@ -440,6 +490,22 @@ def format_table(rows: list[dict], device: str, pair_ratios_of_table: list[dict]
     return "\n".join(lines)
 
 
+def _run_tf_pair(args: argparse.Namespace) -> int:
+    """``--tf-pair``: the two TF graphs in one worker, alternating (:func:`_tf_pair_worker`)."""
+    for size_name in args.size or ["pixelcnn"]:
+        F_, B, H, W = SIZES[size_name]
+        row = run_variant("tf-pair", size_name, (F_, args.batch or B, H, W), "cpu", "parity", args.repeats, args.warmup, args.timeout)
+        if "error" in row:
+            print(f"{size_name}: error: {row['error']}")
+            return 1
+        t = row["forward_backward_ms"]
+        print(f"{size_name} (F={F_}, batch {args.batch or B}, {H}x{W}), forward+backward, {args.repeats} alternating calls each: "
+              f"tf-function median {t['tf-function']['median']:.1f} ms (min {t['tf-function']['min']:.1f}), "
+              f"tf1-graph median {t['tf1-graph']['median']:.1f} ms (min {t['tf1-graph']['min']:.1f}); "
+              f"tf-function / tf1-graph: median {row['median_ratio']:.3f}, min {row['min_ratio']:.3f}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--size", action="append", choices=sorted(SIZES), help="repeatable; default: pixelcnn and small")
@@ -453,12 +519,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per variant")
     p.add_argument("--json", default="benchmark.json", help="where to write the results")
+    p.add_argument("--tf-pair", action="store_true",
+                   help="only tf-function against tf1-graph, forward+backward, alternating call by call in one process")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
     if args.worker:
         spec = json.loads(args.worker)
-        if spec["variant"] == "tf1-graph":
+        if spec["variant"] == "tf-pair":
+            out = _tf_pair_worker(tuple(spec["size"]), spec["repeats"], spec["warmup"])
+        elif spec["variant"] == "tf1-graph":
             out = _tf1_graph_worker(tuple(spec["size"]), spec["repeats"], spec["warmup"])
         else:
             worker = _tf_worker if spec["variant"].startswith("tf") else _torch_worker
@@ -466,6 +536,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(out))
         return 0
 
+    if args.tf_pair:
+        return _run_tf_pair(args)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:

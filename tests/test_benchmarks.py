@@ -55,3 +55,12 @@ def test_rounds_are_merged_by_their_medians_and_pairs_are_ratios_within_a_round(
     eager = next(r for r in merge_rounds(rows) if r["variant"] == "torch-eager")
     assert eager["forward_backward_ms"] == {"median": 9.0, "min": 8.0, "n": 3} and eager["rounds"] == 3
     assert eager["forward_backward_ratio"] == 0.9
+
+
+@pytest.mark.skipif(not HAVE["tf"], reason="needs TensorFlow")
+def test_the_tf_pair_runs_both_graphs_in_one_process(capsys):
+    from benchmarks.bench_block import main
+
+    assert main(["--tf-pair", "--size", "tiny", "--repeats", "2", "--warmup", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "tf-function / tf1-graph: median" in out and "2 alternating calls each" in out
