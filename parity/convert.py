@@ -164,12 +164,14 @@ def read_any(path: str, overrides: Mapping[str, Any] | None = None, polyak_decay
 
 
 def read_keras_file(path: str, overrides: Mapping[str, Any] | None = None, polyak_decay: float | None = None, **_: Any) -> Loaded:
-    """Read a ``.weights.h5`` of a one-layer model holding the block (as :func:`write_any` writes it)."""
+    """Read a ``.weights.h5`` of a one-layer model holding the block (as :func:`write_any` writes it),
+    in one pass over the file; each layer's values go in through Keras' own ``load_own_variables``."""
     import h5py
 
     # Keras stores each layer's own variables as layers/<block>/<sublayer>/vars/<i>, in creation
     # order: V, g, b, initialized, then the shadows; the block's own hw (and hw_ema) as layers/<block>/vars/<i>.
     shapes: dict[str, tuple[int, ...]] = {}  # TF layout, by Keras path
+    stores: dict[str, dict[str, np.ndarray]] = {}  # "" (the block itself) or a sublayer -> {"<i>": value}
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
@@ -179,22 +181,36 @@ def read_keras_file(path: str, overrides: Mapping[str, Any] | None = None, polya
         if len(blocks) != 1:
             raise ValueError(f"{path}: expected one GatedResnet under layers/; found {blocks}")
         root = f["layers"][blocks[0]]
-        for attr in ("conv_input", "nin_skip", "conv_output"):
-            if attr in root and "0" in root[attr].get("vars", {}):
-                v = tuple(root[attr]["vars"]["0"].shape)
-                if len(v) not in (2, 4):
-                    raise ValueError(f"{path}: {attr}'s V has shape {v}; expected a 2-D (nin) or 4-D (conv) V")
-                shapes[f"{attr}/V"] = v
-                if "4" in root[attr]["vars"]:
-                    shapes[f"{attr}/V{SHADOW_SUFFIX}"] = v
-        if "vars" in root and "0" in root["vars"]:
-            shapes["hw"] = tuple(root["vars"]["0"].shape)
+        for name in root:
+            group = root[name] if name == "vars" else root[name].get("vars")
+            if not isinstance(group, h5py.Group):
+                raise ValueError(f"{path}: expected layers/{blocks[0]}/{name} to hold a vars group; found {type(group).__name__}")
+            stores["" if name == "vars" else name] = {k: np.asarray(v) for k, v in group.items()}
+    for attr in ("conv_input", "nin_skip", "conv_output"):
+        if "0" in stores.get(attr, {}):
+            v = stores[attr]["0"].shape
+            if len(v) not in (2, 4):
+                raise ValueError(f"{path}: {attr}'s V has shape {v}; expected a 2-D (nin) or 4-D (conv) V")
+            shapes[f"{attr}/V"] = v
+            if "4" in stores[attr]:
+                shapes[f"{attr}/V{SHADOW_SUFFIX}"] = v
+    if "0" in stores.get("", {}):
+        shapes["hw"] = stores[""]["0"].shape
     config = infer_config(shapes, overrides, polyak_decay)
     from parity.backends import get_backend
 
     tfb = get_backend("tf")
     block = tfb.build(config)
-    _keras_model(block).load_weights(path)
+    layers = {"": block, **{attr: getattr(block, attr) for attr in ("conv_input", "nin_skip", "conv_output") if getattr(block, attr) is not None}}
+    extra = sorted(set(stores) - set(layers) - {""})
+    if extra:
+        raise ValueError(f"{path}: holds layers {extra} that a block with config {json.dumps(config)} does not have")
+    for name, layer in layers.items():  # a fresh block: nothing to undo if one of these refuses
+        try:
+            layer.load_own_variables(stores.get(name, {}))
+        except (ValueError, KeyError) as exc:
+            raise ValueError(f"{path}: layer {name or blocks[0]!r} does not fit a block with config {json.dumps(config)}: "
+                             + " ".join(str(exc).split())) from None
     tensors = tfb.export_weights(block)
     return Loaded(tensors, config, block.initialized, tensor_summary(tensors))
 

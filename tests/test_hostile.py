@@ -601,6 +601,23 @@ def test_keras_files_that_are_not_a_block_are_one_line_errors(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "conv_input's V has shape (2, 3, 4); expected a 2-D (nin) or 4-D (conv) V" in err and "Traceback" not in err
 
+    from parity.convert import write_any
+
+    for name, edit, expect in (
+        ("extra", lambda f: f.create_dataset("layers/gated_resnet/attention/vars/0", data=np.zeros(2)), "holds layers ['attention']"),
+        ("short", lambda f: f.__delitem__("layers/gated_resnet/conv_output/vars/6"), "layer 'conv_output' does not fit"),
+        ("shape", lambda f: (f.__delitem__("layers/gated_resnet/conv_input/vars/1"),
+                             f.create_dataset("layers/gated_resnet/conv_input/vars/1", data=np.zeros(5, np.float32))),
+         "layer 'conv_input' does not fit"),
+    ):
+        path = tmp_path / f"{name}.weights.h5"
+        write_any(str(path), _good(), CONFIG, True)
+        with h5py.File(path, "a") as f:
+            edit(f)
+        assert main(["convert", str(path), str(tmp_path / "o.safetensors")]) == 2, name
+        err = capsys.readouterr().err
+        assert expect in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, (name, err)
+
 
 def test_a_torch_file_with_a_rank_1_v_is_a_clear_error(tmp_path, capsys):
     from safetensors.numpy import save_file
