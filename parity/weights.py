@@ -29,7 +29,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from gated_spec import CHANNEL_MULTIPLIER, CONV_KINDS as _CONV_FILTERS, CONV_PERM, DEFAULT_POLYAK_DECAY, DENSE_PERM, NONLINEARITIES, SHADOW_SUFFIX, TORCH_PERM
+from gated_spec import CHANNEL_MULTIPLIER, CONV_KINDS as _CONV_FILTERS, CONV_PERM, DEFAULT_POLYAK_DECAY, DENSE_PERM, LAYER_KINDS, NONLINEARITIES, SHADOW_SUFFIX, TORCH_PERM
 from gated_spec import TF1_SHADOW_SUFFIX as EMA_SUFFIX
 from gated_spec.checks import check_positive
 from parity.atomic import atomic_path
@@ -168,6 +168,42 @@ def weight_table(
     if c["h_channels"]:
         name = namer.next("conditional_weights")
         raw.append(WeightRow(f"{name}/hw", "hw", "hw", (c["h_channels"], 2 * c["num_filters"]), None))
+    if shadows is None:
+        shadows = c["polyak_decay"] is not None
+    if not shadows:
+        return raw
+    return raw + [
+        WeightRow(r.tf1_name + EMA_SUFFIX, r.keras_path + SHADOW_SUFFIX, r.torch_key + SHADOW_SUFFIX, r.shape, r.torch_perm) for r in raw
+    ]
+
+
+def model_weight_table(config: Mapping[str, Any], shadows: bool | None = None) -> list[WeightRow]:
+    """Every tensor of a ``PixelCNNpp`` (``gated_spec.model``), in call order, shadows after the raw
+    weights; TF1 names relative to the ``model`` scope with the model-wide counters (``conv2d_17/V``,
+    ``deconv2d_1/g``, ``dense_40/b``, ``conditional_weights_11/hw``), Keras paths ``<layer>/<var>``
+    (``up_u_3/conv_input/V``), torch keys ``<path>.<var>`` (``up_u.3.conv_input.V``)."""
+    from gated_spec.model import normalize_model_config, pixelcnn_pp_plan
+
+    c = normalize_model_config(dict(config))
+    namer = TF1Namer()
+    raw: list[WeightRow] = []
+    for e in pixelcnn_pp_plan(c):
+        if e.kind == "gated_resnet":
+            block = {"num_filters": e.in_channels, "a_channels": e.a_channels or None, "h_channels": c["h_channels"],
+                     "conv": e.conv, "nonlinearity": c["nonlinearity"]}
+            raw += [WeightRow(r.tf1_name, f"{e.keras_name}/{r.keras_path}", f"{e.path}.{r.torch_key}", r.shape, r.torch_perm)
+                    for r in weight_table(block, shadows=False, namer=namer)]
+            continue
+        name = namer.next(e.kind)
+        if e.kind == "nin":
+            v_shape: tuple[int, ...] = (e.in_channels, e.out_channels)
+            perm = DENSE_PERM
+        elif LAYER_KINDS[e.kind][2]:  # transposed: [kh, kw, out, in]
+            v_shape, perm = (*e.filter_size, e.out_channels, e.in_channels), CONV_PERM
+        else:
+            v_shape, perm = (*e.filter_size, e.in_channels, e.out_channels), CONV_PERM
+        for leaf, shape, p in (("V", v_shape, perm), ("g", (e.out_channels,), None), ("b", (e.out_channels,), None)):
+            raw.append(WeightRow(f"{name}/{leaf}", f"{e.keras_name}/{leaf}", f"{e.path}.{leaf}", shape, p))
     if shadows is None:
         shadows = c["polyak_decay"] is not None
     if not shadows:

@@ -289,11 +289,12 @@ class GatedResnet(keras.layers.Layer):
         """``x + value * sigmoid(gate)``; ``use_ema`` reads the shadow of every weight, like the original's ``ema=``."""
         return self.stages(x, a, h, training=training, use_ema=use_ema, dropout_mask=dropout_mask)["out"]
 
-    def initialize(self, x: Any, a: Any = None, h: Any = None, dropout_mask: Any = None) -> tf.Tensor:
+    def initialize(self, x: Any, a: Any = None, h: Any = None, dropout_mask: Any = None, dropout: bool = True) -> tf.Tensor:
         """The original's ``init=True`` pass over one batch; returns its output.
 
         Each layer initialises, in call order, on the already-normalised output of the one before
-        (docs/spec.md); dropout is active (``dropout_mask`` if given); ``hw`` keeps its initial value.
+        (docs/spec.md); dropout is active, as in the original (``dropout_mask`` if given; ``dropout=False``
+        for none); ``hw`` keeps its initial value.
         Runs once; shadows restart as copies.
         """
         eager_only("GatedResnet")
@@ -302,7 +303,7 @@ class GatedResnet(keras.layers.Layer):
             raise already_initialized("GatedResnet")
         x, a, h, dropout_mask = self._check_inputs(x, a, h, dropout_mask)
         check_batch("GatedResnet", x)
-        out = self._run(x, a, h, dropout_mask, True, lambda layer, t: layer.initialize(t), self.hw)["out"]
+        out = self._run(x, a, h, dropout_mask, dropout, lambda layer, t: layer.initialize(t), self.hw)["out"]
         for var, shadow in self._own_averages():
             shadow.assign(var.value)
         return out

@@ -291,18 +291,20 @@ class GatedResnet(ValidatedLoad, nn.Module):
         h: torch.Tensor | None = None,
         *,
         dropout_mask: torch.Tensor | None = None,
+        dropout: bool = True,
     ) -> torch.Tensor:
         """The original's ``init=True`` pass over one batch; returns its output.
 
         Each layer initialises, in call order, on the already-normalised output of the one before
-        (docs/spec.md); dropout is active (``dropout_mask`` if given); ``hw`` keeps its initial value and is
+        (docs/spec.md); dropout is active, as in the original (``dropout_mask`` if given; ``dropout=False``
+        for none, as a caller passing ``dropout_p=0`` to the init gets); ``hw`` keeps its initial value and is
         added after the second conv's statistics (pitfall 22). Runs once; shadows restart as copies.
         """
         if any(m.is_initialized for m in self.wn_layers):
             raise already_initialized("GatedResnet")
         self._check_inputs(x, a, h, dropout_mask)
         check_batch("GatedResnet", x)
-        out = self._run(x, a, h, dropout_mask, True, lambda layer, t: layer.initialize(t), self.hw)["out"]
+        out = self._run(x, a, h, dropout_mask, dropout, lambda layer, t: layer.initialize(t), self.hw)["out"]
         for var, shadow in self._own_averages():
             shadow.copy_(var)
         return out
