@@ -9,7 +9,9 @@ the original's TF1 names from the same order. The forward itself is written in e
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
+from typing import Iterator
 
 from gated_spec import CHANNEL_MULTIPLIER, LAYER_KINDS, NONLINEARITIES
 from gated_spec.checks import check_choice, check_positive
@@ -106,7 +108,7 @@ def pixelcnn_pp_plan(config: dict) -> list[PlanEntry]:
         if res < RESOLUTIONS - 1:
             for stream, kind in (("u", "down_shifted_deconv2d"), ("ul", "down_right_shifted_deconv2d")):
                 plan.append(PlanEntry(f"upsample_{stream}.{res}", kind, F_, F_, LAYER_KINDS[kind][1], (2, 2)))
-    plan.append(PlanEntry("output", "nin", F_, OUTPUT_PER_MIXTURE * c["nr_logistic_mix"]))
+    plan.append(PlanEntry("nin_out", "nin", F_, OUTPUT_PER_MIXTURE * c["nr_logistic_mix"]))
     return plan
 
 
@@ -137,3 +139,22 @@ def check_image_size(owner: str, height: int | None, width: int | None) -> None:
         if size is not None and (size <= 0 or size % SPATIAL_MULTIPLE):
             raise ValueError(f"{owner}: expected {name} a positive multiple of {SPATIAL_MULTIPLE} (two stride-2 levels); "
                              f"received {name}={size}")
+
+
+def raster(height: int, width: int, progress: bool = False) -> Iterator[tuple[int, int]]:
+    """The sampler's steps ``(i, j)`` in raster order, with a progress bar when asked (tqdm where
+    installed, else one line per row on stderr)."""
+    steps = ((i, j) for i in range(height) for j in range(width))
+    if not progress:
+        return steps
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        def rows() -> Iterator[tuple[int, int]]:
+            for i, j in steps:
+                if j == 0:
+                    print(f"sampling row {i + 1}/{height}", file=sys.stderr, flush=True)
+                yield i, j
+
+        return rows()
+    return iter(tqdm(steps, total=height * width, desc="sampling", unit="px"))

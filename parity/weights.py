@@ -421,8 +421,16 @@ def random_weights(config: Mapping[str, Any], seed: int, shadows: bool = False, 
     Values are float32-representable whatever ``dtype``, so float32 and float64 runs start equal.
     Shadows (if asked) are the raw weights plus a small perturbation, so reading them is visible.
     """
+    return _random_tensors(weight_table(config, shadows=False), seed, shadows, dtype)
+
+
+def random_model_weights(config: Mapping[str, Any], seed: int, shadows: bool = False, dtype: Any = np.float32) -> dict[str, np.ndarray]:
+    """:func:`random_weights` for a whole ``PixelCNNpp`` (``model_weight_table``)."""
+    return _random_tensors(model_weight_table(config, shadows=False), seed, shadows, dtype)
+
+
+def _random_tensors(table: list[WeightRow], seed: int, shadows: bool, dtype: Any) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    table = weight_table(config, shadows=False)
     out: dict[str, np.ndarray] = {}
     for row in table:
         leaf = row.tf1_name.rsplit("/", 1)[1]

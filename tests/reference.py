@@ -210,3 +210,148 @@ def gated_resnet(x, weights, conv="conv2d", nonlinearity="concat_elu", a=None, h
     F_ = x.shape[-1]
     out = x + c2[..., :F_] * sigmoid(c2[..., F_:])
     return (out, new) if init else out
+
+
+# -- PixelCNN++ (docs/model_spec.md) -----------------------------------------------------------------
+def down_shift(x):
+    return np.pad(x[:, :-1], ((0, 0), (1, 0), (0, 0), (0, 0)))
+
+
+def right_shift(x):
+    return np.pad(x[:, :, :-1], ((0, 0), (0, 0), (1, 0), (0, 0)))
+
+
+class _Names:
+    """The original's counters: one per kind, names in call order."""
+
+    def __init__(self):
+        self.k = {}
+
+    def __call__(self, kind):
+        n = self.k.get(kind, 0)
+        self.k[kind] = n + 1
+        return f"{kind}_{n}"
+
+
+def _layer(kind, x, w, name, stride, init, new):
+    """A shifted conv / deconv or nin of the model; with ``init``, initialises (records g, b in ``new``)."""
+    leaf = {k: w.get(f"{name}/{k}") for k in "Vgb"}
+    if not init:
+        if kind == "nin":
+            return nin(x, leaf)
+        fn = {"down_shifted_conv2d": down_shifted_conv2d, "down_right_shifted_conv2d": down_right_shifted_conv2d,
+              "down_shifted_deconv2d": down_shifted_deconv2d, "down_right_shifted_deconv2d": down_right_shifted_deconv2d}[kind]
+        return fn(x, leaf, stride)
+    V = leaf["V"]
+    k = V.shape[:2]
+    if kind == "nin":
+        out, g, b = nin_init(x, V)
+    elif kind == "down_shifted_conv2d":
+        out, g, b = conv2d_init(down_shifted_pad(x, k), V, stride, "VALID")
+    elif kind == "down_right_shifted_conv2d":
+        out, g, b = conv2d_init(down_right_shifted_pad(x, k), V, stride, "VALID")
+    elif kind == "down_shifted_deconv2d":
+        out, g, b = deconv2d_init(x, V, stride, "VALID")
+        out = crop_down_shifted(out, k)
+    else:
+        out, g, b = deconv2d_init(x, V, stride, "VALID")
+        out = crop_down_right_shifted(out, k)
+    new[name] = (g, b)
+    return out
+
+
+def _block(x, w, names, conv, nonlinearity, a, h, mask, p, init, new):
+    """gated_resnet with model-wide names: the block reference runs on the renamed weights."""
+    local = {"conv2d": 0, "dense": 0}
+    rename = {}
+    for kind in (["conv2d"] if conv != "nin" else ["dense"]) + (["dense"] if a is not None else []) + (["conv2d"] if conv != "nin" else ["dense"]):
+        rename[f"{kind}_{local[kind]}"] = names(kind)
+        local[kind] += 1
+    sub = {f"{lo}/{leaf}": w[f"{gl}/{leaf}"] for lo, gl in rename.items() for leaf in "Vgb" if f"{gl}/{leaf}" in w}
+    if h is not None:
+        sub["conditional_weights_0/hw"] = w[f"{names('conditional_weights')}/hw"]
+    got = gated_resnet(x, sub, conv, nonlinearity, a=a, h=h, mask=mask, p=p, init=init)
+    if not init:
+        return got
+    out, fresh = got
+    new.update({rename[lo]: gb for lo, gb in fresh.items()})
+    return out
+
+
+def pixelcnn_pp(x, w, nr_resnet, nonlinearity="concat_elu", h=None, masks=None, p=0.0, init=False):
+    """The network on NHWC ``x`` with canonical weights ``w`` (TF1 names in the model scope); with
+    ``init``, the init pass: returns (out, {layer name: (g, b)})."""
+    names = _Names()
+    new = {}
+    masks = iter(masks) if masks is not None else None
+
+    def layer(kind, t, stride=(1, 1)):
+        return _layer(kind, t, w, names("dense" if kind == "nin" else ("deconv2d" if "deconv" in kind else "conv2d")),
+                      stride, init, new)
+
+    def block(t, conv, a=None):
+        return _block(t, w, names, conv, nonlinearity, a, h, None if masks is None else next(masks), p, init, new)
+
+    xp = np.concatenate([x, np.ones(x.shape[:-1] + (1,))], axis=-1)
+    U = [down_shift(layer("down_shifted_conv2d", xp))]
+    L = [down_shift(layer("down_shifted_conv2d", xp)) + right_shift(layer("down_right_shifted_conv2d", xp))]
+    for res in range(3):
+        for _ in range(nr_resnet):
+            U.append(block(U[-1], "down_shifted_conv2d"))
+            L.append(block(L[-1], "down_right_shifted_conv2d", U[-1]))
+        if res < 2:
+            U.append(layer("down_shifted_conv2d", U[-1], (2, 2)))
+            L.append(layer("down_right_shifted_conv2d", L[-1], (2, 2)))
+    u, ul = U.pop(), L.pop()
+    for res in range(3):
+        for _ in range(nr_resnet if res == 0 else nr_resnet + 1):
+            u = block(u, "down_shifted_conv2d", U.pop())
+            ul = block(ul, "down_right_shifted_conv2d", np.concatenate([u, L.pop()], axis=-1))
+        if res < 2:
+            u = layer("down_shifted_deconv2d", u, (2, 2))
+            ul = layer("down_right_shifted_deconv2d", ul, (2, 2))
+    assert not U and not L
+    out = layer("nin", elu(ul))
+    return (out, new) if init else out
+
+
+def softplus(x):
+    return np.logaddexp(0.0, x)
+
+
+def mix_logistic_loss(x, l, sum_all=True):
+    """The discretized logistic mixture NLL (docs/model_spec.md), NHWC, float64."""
+    M = l.shape[-1] // 10
+    B, H, W, _ = x.shape
+    logits = l[..., :M]
+    rest = l[..., M:].reshape(B, H, W, 3, 3 * M)
+    means, log_scales, coeffs = rest[..., :M], np.maximum(rest[..., M:2 * M], -7.0), np.tanh(rest[..., 2 * M:])
+    xs = x[..., None]
+    mu = np.stack([means[..., 0, :], means[..., 1, :] + coeffs[..., 0, :] * xs[..., 0, :],
+                   means[..., 2, :] + coeffs[..., 1, :] * xs[..., 0, :] + coeffs[..., 2, :] * xs[..., 1, :]], axis=3)
+    c = xs - mu
+    s = np.exp(-log_scales)
+    plus, minus, mid = s * (c + 1 / 255), s * (c - 1 / 255), s * c
+    cdf_delta = sigmoid(plus) - sigmoid(minus)
+    with np.errstate(divide="ignore"):
+        inner = np.where(cdf_delta > 1e-5, np.log(np.maximum(cdf_delta, 1e-12)), mid - log_scales - 2 * softplus(mid) - np.log(127.5))
+    lp = np.where(xs < -0.999, plus - softplus(plus), np.where(xs > 0.999, -softplus(minus), inner))
+    lp = lp.sum(axis=3) + logits - logits.max(-1, keepdims=True) - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True))
+    m = lp.max(-1)
+    per_pixel = m + np.log(np.exp(lp - m[..., None]).sum(-1))
+    return -per_pixel.sum() if sum_all else -per_pixel.sum(axis=(1, 2))
+
+
+def mix_logistic_sample(l, u_mix, u_value):
+    """One draw from the mixture with the given uniforms (docs/model_spec.md "Sampler"), NHWC."""
+    M = l.shape[-1] // 10
+    B, H, W, _ = l.shape
+    rest = l[..., M:].reshape(B, H, W, 3, 3 * M)
+    k = np.argmax(l[..., :M] - np.log(-np.log(u_mix)), axis=-1)[..., None, None]
+    pick = lambda t: np.take_along_axis(t, np.broadcast_to(k, (B, H, W, 3, 1)), axis=-1)[..., 0]  # noqa: E731
+    means, log_scales, coeffs = pick(rest[..., :M]), np.maximum(pick(rest[..., M:2 * M]), -7.0), pick(np.tanh(rest[..., 2 * M:]))
+    z = means + np.exp(log_scales) * (np.log(u_value) - np.log(1 - u_value))
+    x0 = np.clip(z[..., 0], -1, 1)
+    x1 = np.clip(z[..., 1] + coeffs[..., 0] * x0, -1, 1)
+    x2 = np.clip(z[..., 2] + coeffs[..., 1] * x0 + coeffs[..., 2] * x1, -1, 1)
+    return np.stack([x0, x1, x2], axis=-1)

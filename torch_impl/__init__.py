@@ -17,6 +17,8 @@ from torch_impl.layers import (
     WeightNormConv2DTranspose,
     WeightNormDense,
 )
+from torch_impl.mixture import bits_per_dim, discretized_mix_logistic_loss, sample, sample_from_discretized_mix_logistic
+from torch_impl.model import PixelCNNpp
 from torch_impl.ops import concat_elu, down_shift, elu, l2_normalize, left_shift, relu, right_shift
 
 __all__ = [
@@ -29,10 +31,13 @@ __all__ = [
     "DownShiftedConv2DTranspose",
     "GatedResnet",
     "Nin",
+    "PixelCNNpp",
     "WeightNormConv2D",
     "WeightNormConv2DTranspose",
     "WeightNormDense",
+    "bits_per_dim",
     "concat_elu",
+    "discretized_mix_logistic_loss",
     "down_shift",
     "elu",
     "l2_normalize",
@@ -41,5 +46,7 @@ __all__ = [
     "relu",
     "reset_averages",
     "right_shift",
+    "sample",
+    "sample_from_discretized_mix_logistic",
     "update_averages",
 ]

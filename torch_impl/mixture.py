@@ -26,6 +26,7 @@ from gated_spec.model import (
     LOG_SCALE_MIN,
     OUTPUT_PER_MIXTURE,
     SAMPLER_U_MIN,
+    raster,
 )
 
 
@@ -158,7 +159,7 @@ def sample(model: torch.nn.Module, batch: int, height: int, width: int, h: torch
     was_training = model.training
     model.eval()
     try:
-        for i, j in _raster(height, width, progress):
+        for i, j in raster(height, width, progress):
             l = model(x, h, use_ema=use_ema)
             draw = sample_from_discretized_mix_logistic(l[:, :, i:i + 1, j:j + 1], u_mix[:, i:i + 1, j:j + 1],
                                                         u_value[:, i:i + 1, j:j + 1])
@@ -166,24 +167,3 @@ def sample(model: torch.nn.Module, batch: int, height: int, width: int, h: torch
     finally:
         model.train(was_training)
     return x
-
-
-def _raster(height: int, width: int, progress: bool):
-    """(i, j) in raster order, with a progress bar when asked."""
-    steps = ((i, j) for i in range(height) for j in range(width))
-    if not progress:
-        return steps
-    try:
-        from tqdm import tqdm
-
-        return tqdm(steps, total=height * width, desc="sampling", unit="px")
-    except ImportError:
-        import sys
-
-        def lines():
-            for i, j in steps:
-                if j == 0:
-                    print(f"sampling row {i + 1}/{height}", file=sys.stderr, flush=True)
-                yield i, j
-
-        return lines()

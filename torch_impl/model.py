@@ -10,7 +10,7 @@ block in the original's call order, with its attribute path) and the existing la
     up pass, 3 resolutions: R x (u = up_u[k](u); ul = up_ul[k](ul, a=u)), strided convs between
     down pass: u = down_u[k](u, a=U.pop()); ul = down_ul[k](ul, a=concat([u, L.pop()])), R then R+1
                then R+1 times, shifted deconvs between
-    out = output(elu(ul))                                    # nin to 10 M channels
+    out = nin_out(elu(ul))                                   # nin to 10 M channels
 
 ``h`` (``(B, h_channels)``) conditions every block. ``dropout_masks`` (one keep-mask per block, in call
 order, each shaped like that block's ``c1``) makes dropout reproducible across backends.
@@ -157,7 +157,7 @@ class PixelCNNpp(nn.Module):
                 u = layer(self.upsample_u[res], u)
                 ul = layer(self.upsample_ul[res], ul)
         assert not U and not Lst, "the down pass consumes every entry of the up pass"
-        return layer(self.output, elu(ul))
+        return layer(self.nin_out, elu(ul))
 
     def forward(self, x: torch.Tensor, h: torch.Tensor | None = None, *, use_ema: bool = False,
                 dropout_masks: Sequence[torch.Tensor] | None = None) -> torch.Tensor:

@@ -19,7 +19,7 @@ import tensorflow as tf  # noqa: E402
 
 import tf_impl  # noqa: E402
 from parity import protocol  # noqa: E402
-from parity.weights import EMA_SUFFIX, check_tensors, normalize_config, weight_table  # noqa: E402
+from parity.weights import EMA_SUFFIX, check_tensors, model_weight_table, normalize_config, weight_table  # noqa: E402
 
 IMPL = tf_impl  # the twin this backend drives (parity.protocol calls its Polyak updates)
 NAME = "tf"
@@ -182,3 +182,34 @@ def layer_initialize(layer: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray,
 def run_layer_case(case: Any, dtype: str = "float32", device: str = "cpu") -> dict[str, np.ndarray]:
     """One weight-normalised conv layer (``parity.case.LayerCase``): forward, gradients, init (``parity.protocol``)."""
     return protocol.run_layer_case(sys.modules[__name__], case, dtype, device)
+
+
+# -- whole models (tf_impl.model.PixelCNNpp) -------------------------------------------------------
+def build_model(config: Mapping[str, Any], dtype: str = "float32", device: str = "cpu") -> Any:
+    from tf_impl.model import PixelCNNpp
+
+    with tf.device(_tf_device(device)):
+        model = PixelCNNpp(**config, dtype=dtype)
+        model.build()
+    return model
+
+
+def export_model_weights(model: Any) -> dict[str, np.ndarray]:
+    """The model's tensors under their TF1 names (model scope)."""
+    variables = _variables(model)
+    return {row.tf1_name: variables[row.keras_path].numpy() for row in model_weight_table(model.config)}
+
+
+def import_model_weights(model: Any, tensors: Mapping[str, np.ndarray], initialized: bool = True) -> None:
+    """Load canonical tensors into a model; all or nothing (missing shadows restart as copies)."""
+    table = model_weight_table(model.config)
+    check_tensors(table, tensors, allow_missing_shadows=True, target_dtype=model.variable_dtype)
+    variables = _variables(model)
+    values = {}
+    for row in table:
+        source = row.tf1_name if row.tf1_name in tensors else row.tf1_name[: -len(EMA_SUFFIX)]
+        values[row.keras_path] = np.asarray(tensors[source], dtype=variables[row.keras_path].dtype)
+    for path, value in values.items():
+        variables[path].assign(value)
+    for layer in model.wn_layers:
+        layer.initialized.assign(bool(initialized))

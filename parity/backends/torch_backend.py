@@ -15,7 +15,7 @@ import torch
 
 import torch_impl
 from parity import protocol
-from parity.weights import EMA_SUFFIX, WeightError, check_tensors, normalize_config, weight_table
+from parity.weights import EMA_SUFFIX, WeightError, check_tensors, model_weight_table, normalize_config, weight_table
 
 IMPL = torch_impl  # the twin this backend drives (parity.protocol calls its Polyak updates)
 NAME = "torch"
@@ -223,3 +223,32 @@ def layer_initialize(layer: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray,
 def run_layer_case(case: Any, dtype: str = "float32", device: str = "cpu") -> dict[str, np.ndarray]:
     """One weight-normalised conv layer (``parity.case.LayerCase``): forward, gradients, init (``parity.protocol``)."""
     return protocol.run_layer_case(sys.modules[__name__], case, dtype, device)
+
+
+# -- whole models (torch_impl.model.PixelCNNpp) ----------------------------------------------------
+def build_model(config: Mapping[str, Any], dtype: str = "float32", device: str = "cpu") -> Any:
+    from torch_impl.model import PixelCNNpp
+
+    return PixelCNNpp(**config, device=device, dtype=_dtype(dtype))
+
+
+def export_model_weights(model: Any) -> dict[str, np.ndarray]:
+    """The model's tensors under their TF1 names (model scope), TF layout."""
+    state = model.state_dict()
+    return {row.tf1_name: row.from_torch_layout(state[row.torch_key].detach().cpu().numpy()) for row in model_weight_table(model.config)}
+
+
+def import_model_weights(model: Any, tensors: Mapping[str, np.ndarray], initialized: bool = True) -> None:
+    """Load canonical tensors into a model; all or nothing (missing shadows restart as copies)."""
+    table = model_weight_table(model.config)
+    dtype = model.u_init.V.dtype
+    check_tensors(table, tensors, allow_missing_shadows=True, target_dtype=str(dtype).replace("torch.", ""))
+    device = model.u_init.V.device
+    state = {}
+    for row in table:
+        source = row.tf1_name if row.tf1_name in tensors else row.tf1_name[: -len(EMA_SUFFIX)]
+        state[row.torch_key] = torch.as_tensor(row.to_torch_layout(np.asarray(tensors[source])), dtype=dtype, device=device)
+    for key in model.state_dict():
+        if key.endswith(".initialized"):
+            state[key] = torch.tensor(bool(initialized), device=device)
+    model.load_state_dict(state, strict=True)

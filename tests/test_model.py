@@ -1,0 +1,346 @@
+"""PixelCNN++ twins: structure and names, both twins against the NumPy float64 reference and against
+each other (forward, loss, gradients, init, EMA, samples), and causality."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests import reference as ref
+from tests.conftest import BACKEND_PARAMS, BOTH, HAVE
+
+CONFIG = {"nr_resnet": 1, "nr_filters": 4, "nr_logistic_mix": 2, "h_channels": 2, "dropout_p": 0.5, "polyak_decay": 0.9995}
+B, H, W = 2, 8, 8
+
+
+def _data(seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = np.round(rng.uniform(-1, 1, (B, H, W, 3)) * 127.5) / 127.5  # on the 8-bit grid, edges included
+    x[0, 0, :2] = -1.0
+    x[1, -1, -2:] = 1.0
+    return {"x": x, "h": rng.normal(size=(B, CONFIG["h_channels"]))}
+
+
+def _masks(config: dict, seed: int = 1) -> list[np.ndarray]:
+    from gated_spec.model import dropout_mask_shapes
+
+    rng = np.random.default_rng(seed)
+    return [(rng.uniform(size=s) >= config["dropout_p"]).astype(np.float64) for s in dropout_mask_shapes(config, B, H, W)]
+
+
+def _weights(config: dict = CONFIG, seed: int = 0) -> dict[str, np.ndarray]:
+    from parity.weights import random_model_weights
+
+    return random_model_weights(config, seed, shadows=config["polyak_decay"] is not None, dtype=np.float64)
+
+
+class Twin:
+    """NHWC NumPy in and out over one twin's model (the harness backends' conversions)."""
+
+    def __init__(self, name: str) -> None:
+        from parity.backends import get_backend
+
+        self.name, self.backend = name, get_backend(name)
+
+    def model(self, weights: dict | None, config: dict = CONFIG, initialized: bool = True):
+        m = self.backend.build_model(config, "float64")
+        if weights is not None:
+            self.backend.import_model_weights(m, weights, initialized)
+        return m
+
+    def t(self, a):
+        if a is None:
+            return None
+        if self.name == "torch":
+            import torch
+
+            return self.backend.to_torch(np.asarray(a), torch.float64, "cpu")
+        return self.backend.to_tf(np.asarray(a), "float64")
+
+    def n(self, t) -> np.ndarray:
+        return self.backend.to_numpy(t) if self.name == "torch" else np.asarray(t)
+
+    def forward(self, m, d, use_ema=False, masks=None):
+        if self.name == "torch":
+            m.eval()
+            import torch
+
+            with torch.no_grad():
+                return self.n(m(self.t(d["x"]), self.t(d.get("h")), use_ema=use_ema,
+                                dropout_masks=None if masks is None else [self.t(k) for k in masks]))
+        return self.n(m(self.t(d["x"]), self.t(d.get("h")), use_ema=use_ema,
+                        dropout_masks=None if masks is None else [self.t(k) for k in masks]))
+
+    def initialize(self, m, d, masks=None, dropout=True):
+        return self.n(m.initialize(self.t(d["x"]), self.t(d.get("h")), dropout=dropout,
+                                   dropout_masks=None if masks is None else [self.t(k) for k in masks]))
+
+    def loss_and_grads(self, m, d):
+        """The summed loss and its gradient w.r.t. every raw weight (TF1 names, TF layout)."""
+        from parity.weights import model_weight_table
+
+        rows = model_weight_table(m.config, shadows=False)
+        if self.name == "torch":
+            import torch
+
+            from torch_impl.mixture import discretized_mix_logistic_loss
+
+            m.eval()
+            params = dict(m.named_parameters())
+            loss = discretized_mix_logistic_loss(self.t(d["x"]), m(self.t(d["x"]), self.t(d.get("h"))))
+            grads = torch.autograd.grad(loss, [params[r.torch_key] for r in rows])
+            return float(loss.detach()), {r.tf1_name: r.from_torch_layout(g.numpy()) for r, g in zip(rows, grads)}
+        import tensorflow as tf
+
+        from tf_impl.mixture import discretized_mix_logistic_loss
+
+        variables = {v.path.split("/", 1)[1]: v for v in m.weights}
+        with tf.GradientTape() as tape:
+            loss = discretized_mix_logistic_loss(self.t(d["x"]), m(self.t(d["x"]), self.t(d.get("h"))))
+        grads = tape.gradient(loss, [variables[r.keras_path] for r in rows])
+        return float(loss), {r.tf1_name: np.asarray(g) for r, g in zip(rows, grads)}
+
+    def loss_grad_l(self, x, l) -> np.ndarray:
+        """The gradient of the summed loss w.r.t. ``l`` (NHWC)."""
+        if self.name == "torch":
+            import torch
+
+            from torch_impl.mixture import discretized_mix_logistic_loss
+
+            lt = self.t(l).requires_grad_(True)
+            (g,) = torch.autograd.grad(discretized_mix_logistic_loss(self.t(x), lt), [lt])
+            return self.n(g)
+        import tensorflow as tf
+
+        from tf_impl.mixture import discretized_mix_logistic_loss
+
+        lt = self.t(l)
+        with tf.GradientTape() as tape:
+            tape.watch(lt)
+            loss = discretized_mix_logistic_loss(self.t(x), lt)
+        return np.asarray(tape.gradient(loss, lt))
+
+    def loss(self, x, l, sum_all=True):
+        if self.name == "torch":
+            from torch_impl.mixture import discretized_mix_logistic_loss
+        else:
+            from tf_impl.mixture import discretized_mix_logistic_loss
+        return self.n(discretized_mix_logistic_loss(self.t(x), self.t(l), sum_all))
+
+    def sample(self, m, d, noise, use_ema=False):
+        if self.name == "torch":
+            import torch
+
+            from torch_impl.mixture import sample
+            u = {k: torch.as_tensor(v) for k, v in noise.items()}
+        else:
+            from tf_impl.mixture import sample
+            u = noise
+        return self.n(sample(m, B, H, W, self.t(d.get("h")), use_ema=use_ema, **u))
+
+
+@pytest.fixture(params=BACKEND_PARAMS)
+def twin(request):
+    return Twin(request.param)
+
+
+# -- structure ---------------------------------------------------------------------------------------
+def test_the_names_have_the_released_cifar10_checkpoints_structure():
+    """R=5, F=160, M=10: conv2d_0..134, dense_0..49, deconv2d_0..3, as openai/pixel-cnn's checkpoint."""
+    from gated_spec.model import block_count
+    from parity.weights import model_weight_table
+
+    rows = {r.tf1_name: r.shape for r in model_weight_table({"nr_resnet": 5, "nr_filters": 160, "nr_logistic_mix": 10})}
+    kinds = {}
+    for name in rows:
+        layer = name.split("/")[0]
+        kinds.setdefault(layer.rsplit("_", 1)[0], set()).add(int(layer.rsplit("_", 1)[1]))
+    assert {k: (min(v), max(v), len(v)) for k, v in kinds.items()} == {
+        "conv2d": (0, 134, 135), "dense": (0, 49, 50), "deconv2d": (0, 3, 4)}
+    assert rows["conv2d_0/V"] == (2, 3, 4, 160) and rows["conv2d_1/V"] == (1, 3, 4, 160) and rows["conv2d_2/V"] == (2, 1, 4, 160)
+    assert rows["conv2d_3/V"] == (2, 3, 320, 160) and rows["conv2d_4/V"] == (2, 3, 320, 320)
+    assert rows["dense_0/V"] == (320, 160)  # the first up-pass ul block's nin(concat_elu(u))
+    assert rows["deconv2d_0/V"] == (2, 3, 160, 160) and rows["deconv2d_1/V"] == (2, 2, 160, 160)
+    assert rows["dense_49/V"] == (160, 100) and rows["dense_49/b"] == (100,)
+    assert block_count({"nr_resnet": 5}) == 64
+
+
+def test_bad_model_arguments_are_one_line_errors():
+    from gated_spec.model import normalize_model_config
+
+    for bad, match in (({"nr_resnet": 0}, "nr_resnet=0"), ({"nonlinearity": "gelu"}, "nonlinearity"),
+                       ({"dropout_p": 1.0}, "dropout_p=1.0"), ({"depth": 3}, "received also \\['depth'\\]")):
+        with pytest.raises(ValueError, match=match):
+            normalize_model_config(bad)
+
+
+def test_inputs_that_do_not_fit_are_refused(twin):
+    m = twin.model(_weights())
+    d = _data()
+    with pytest.raises(ValueError, match="multiple of 4"):
+        twin.forward(m, {"x": d["x"][:, :6], "h": d["h"]})
+    with pytest.raises(ValueError, match="built with h_channels=2; received h=None"):
+        twin.forward(m, {"x": d["x"]})
+    with pytest.raises(ValueError, match="expected 16 dropout masks"):
+        twin.forward(m, d, masks=_masks(CONFIG)[:3])
+
+
+# -- against the NumPy float64 reference ---------------------------------------------------------------
+def test_forward_and_loss_match_the_reference(twin):
+    w, d = _weights(), _data()
+    m = twin.model(w)
+    want = ref.pixelcnn_pp(d["x"], w, CONFIG["nr_resnet"], h=d["h"])
+    got = twin.forward(m, d)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-11)
+    masks = _masks(CONFIG)
+    np.testing.assert_allclose(twin.forward(m, d, masks=masks),
+                               ref.pixelcnn_pp(d["x"], w, CONFIG["nr_resnet"], h=d["h"], masks=masks, p=CONFIG["dropout_p"]),
+                               rtol=1e-10, atol=1e-11)
+    shadows = {k[: -len("/ExponentialMovingAverage")]: v for k, v in w.items() if k.endswith("/ExponentialMovingAverage")}
+    np.testing.assert_allclose(twin.forward(m, d, use_ema=True), ref.pixelcnn_pp(d["x"], shadows, CONFIG["nr_resnet"], h=d["h"]),
+                               rtol=1e-10, atol=1e-11)
+    for sum_all in (True, False):
+        np.testing.assert_allclose(twin.loss(d["x"], got, sum_all), ref.mix_logistic_loss(d["x"], want, sum_all), rtol=1e-12)
+
+
+def test_every_loss_branch_matches_the_reference(twin):
+    """Edges at +-1, the cdf_delta switch both ways (tiny scales far from the mean: the density
+    branch), and log scales under the -7 clamp."""
+    rng = np.random.default_rng(3)
+    M = 3
+    l = rng.normal(size=(2, 4, 4, 10 * M)) * 3
+    l[0, 0, :, M:] = -12.0  # log scales under -7 and means 0: sharp components
+    x = np.round(rng.uniform(-1, 1, (2, 4, 4, 3)) * 127.5) / 127.5
+    x[0, 0, 0], x[0, 0, 1], x[0, 0, 2] = -1.0, 1.0, 0.6  # 0.6 is far from the sharp means: cdf_delta < 1e-5
+    c = rng.normal(size=(2, 4, 4, 3))
+    np.testing.assert_allclose(twin.loss(x, l), ref.mix_logistic_loss(x, l), rtol=1e-12)
+    np.testing.assert_allclose(twin.loss(x, l, sum_all=False), ref.mix_logistic_loss(x, l, sum_all=False), rtol=1e-12)
+    assert np.isfinite(twin.loss(x + 0 * c, l))
+
+
+def test_init_matches_the_reference(twin):
+    """The init pass: every layer's g and b (in call order) and the output, with given dropout masks."""
+    w, d = _weights(), _data()
+    raw = {k: v for k, v in w.items() if k.endswith("/V") or k.endswith("/hw")}
+    masks = _masks(CONFIG)
+    m = twin.model(None)
+    twin.backend.import_model_weights(m, {**w}, initialized=False)
+    out = twin.initialize(m, d, masks=masks)
+    want, new = ref.pixelcnn_pp(d["x"], raw, CONFIG["nr_resnet"], h=d["h"], masks=masks, p=CONFIG["dropout_p"], init=True)
+    np.testing.assert_allclose(out, want, rtol=1e-9, atol=1e-10)
+    got = twin.backend.export_model_weights(m)
+    assert len(new) == len({k.split("/")[0] for k in raw if k.endswith("/V")})
+    for name, (g, b) in new.items():
+        np.testing.assert_allclose(got[f"{name}/g"], g, rtol=1e-9, err_msg=name)
+        np.testing.assert_allclose(got[f"{name}/b"], b, rtol=1e-9, atol=1e-10, err_msg=name)
+        np.testing.assert_array_equal(got[f"{name}/g/ExponentialMovingAverage"], got[f"{name}/g"])  # shadows restart as copies
+    with pytest.raises(ValueError, match="already"):
+        twin.initialize(m, d)
+
+
+def test_a_failed_init_leaves_the_model_as_it_was(twin):
+    w, d = _weights(), _data()
+    m = twin.model(None)
+    twin.backend.import_model_weights(m, w, initialized=False)
+    before = twin.backend.export_model_weights(m)
+    masks = _masks(CONFIG)
+    masks[-1] = masks[-1][..., :2]  # the last block's mask does not fit: fails after every other layer initialised
+    with pytest.raises(ValueError, match="dropout_mask"):
+        twin.initialize(m, d, masks=masks)
+    after = twin.backend.export_model_weights(m)
+    assert not m.initialized
+    for k in before:
+        np.testing.assert_array_equal(after[k], before[k], err_msg=k)
+
+
+# -- the twins against each other -------------------------------------------------------------------------
+@BOTH
+def test_the_twins_agree_on_loss_gradients_ema_and_samples():
+    from gated_spec.model import SAMPLER_U_MIN
+
+    w, d = _weights(), _data()
+    tft, tot = Twin("tf"), Twin("torch")
+    mt, mo = tft.model(w), tot.model(w)
+    (lt, gt), (lo, go) = tft.loss_and_grads(mt, d), tot.loss_and_grads(mo, d)
+    assert lt == pytest.approx(lo, rel=1e-12)
+    for k in gt:
+        np.testing.assert_allclose(go[k], gt[k], rtol=1e-8, atol=1e-12 * np.abs(gt[k]).max(), err_msg=k)
+    # Polyak: two updates after moving the live weights, then the EMA forward
+    moved = {k: v + 0.01 for k, v in w.items() if not k.endswith("/ExponentialMovingAverage")}
+    for twin, m in ((tft, mt), (tot, mo)):
+        twin.backend.import_model_weights(m, {**w, **moved})
+        for _ in range(2):
+            twin.backend.IMPL.update_averages(m)
+    et, eo = tft.backend.export_model_weights(mt), tot.backend.export_model_weights(mo)
+    for k in et:
+        np.testing.assert_array_equal(eo[k], et[k], err_msg=k)
+    np.testing.assert_allclose(tot.forward(mo, d, use_ema=True), tft.forward(mt, d, use_ema=True), rtol=1e-10, atol=1e-12)
+    rng = np.random.default_rng(5)
+    noise = {"u_mix": rng.uniform(SAMPLER_U_MIN, 1 - SAMPLER_U_MIN, (B, H, W, CONFIG["nr_logistic_mix"])),
+             "u_value": rng.uniform(SAMPLER_U_MIN, 1 - SAMPLER_U_MIN, (B, H, W, 3))}
+    st, so = tft.sample(mt, d, noise), tot.sample(mo, d, noise)
+    # float64: the networks' outputs differ by rounding (1e-16 at the first step), so the samples
+    # agree to ~1e-14 and exactly on the 8-bit grid; a different component or coupling would not.
+    np.testing.assert_allclose(so, st, rtol=0, atol=1e-12)
+    assert np.array_equal(np.round(st * 127.5), np.round(so * 127.5))
+    # the sampler's last step against the reference: the image it returns is its own fixed point
+    l = ref.pixelcnn_pp(st, {k: v for k, v in {**w, **moved}.items()}, CONFIG["nr_resnet"], h=d["h"])
+    draw = ref.mix_logistic_sample(l, noise["u_mix"], noise["u_value"])
+    np.testing.assert_allclose(st[:, -1, -1], draw[:, -1, -1], rtol=1e-10, atol=1e-12)
+
+
+# -- causality -----------------------------------------------------------------------------------------------
+def test_the_network_is_causal(twin):
+    """The output at (i, j) has zero gradient w.r.t. every input pixel at or after (i, j) in raster
+    order, and a nonzero one w.r.t. some pixel before it (the pixel to its left, or above)."""
+    w, d = _weights(), _data()
+    m = twin.model(w)
+    for i, j in ((0, 0), (0, 3), (3, 0), (4, 5), (7, 7)):
+        g = _output_gradient(twin, m, d, i, j)  # (B, H, W, 3) w.r.t. x
+        flat = np.abs(g).sum(axis=(0, 3)).reshape(-1)
+        pos = i * W + j
+        assert np.all(flat[pos:] == 0.0), f"{twin.name}: output ({i}, {j}) depends on input pixel {int(np.argmax(flat[pos:] != 0)) + pos}"
+        if pos:
+            assert flat[:pos].max() > 0, f"{twin.name}: output ({i}, {j}) sees nothing before it"
+
+
+def _output_gradient(twin: Twin, m, d, i: int, j: int) -> np.ndarray:
+    if twin.name == "torch":
+        import torch
+
+        x = twin.t(d["x"]).requires_grad_(True)
+        m.eval()
+        out = m(x, twin.t(d["h"]))
+        (g,) = torch.autograd.grad(out[:, :, i, j].sum(), [x])
+        return twin.n(g)
+    import tensorflow as tf
+
+    x = twin.t(d["x"])
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        out = m(x, twin.t(d["h"]))
+        s = tf.reduce_sum(out[:, i, j, :])
+    return np.asarray(tape.gradient(s, x))
+
+
+def test_within_a_pixel_the_loss_uses_red_before_green_before_blue(twin):
+    """With one mixture component the loss is a sum of per-channel terms, R's on x_R, G's on x_G and
+    the observed x_R, B's on x_B, x_R, x_G. So the gradient w.r.t. R's parameters (mean, log scale,
+    coefficient) must not move when x_G or x_B change, and G's not when x_B changes; each must move
+    with the channels it conditions on."""
+    rng = np.random.default_rng(7)
+    l = rng.normal(size=(1, 4, 4, 10))
+    x = np.round(rng.uniform(-0.9, 0.9, (1, 4, 4, 3)) * 127.5) / 127.5
+
+    def params_grad(x):
+        g = twin.loss_grad_l(x, l)[..., 1:].reshape(1, 4, 4, 3, 3)  # (..., channel, [mean, log scale, coeff])
+        return g[..., :2]  # mean and log scale of each channel
+
+    base = params_grad(x)
+    for changed, still in ((2, (0, 1)), (1, (0,)), (0, ())):
+        y = x.copy()
+        y[..., changed] = np.clip(y[..., changed] + 8 / 255, -1, 1)
+        moved = params_grad(y)
+        for ch in range(3):
+            same = np.array_equal(moved[..., ch, :], base[..., ch, :])
+            assert same == (ch in still), f"{twin.name}: channel {ch}'s term {'moved' if not same else 'did not move'} with x[{changed}]"
