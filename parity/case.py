@@ -69,6 +69,7 @@ class Case:
 
 
 NOT_PERTURBED = ("dropout_mask",)  # exact 0/1 keep-masks: part of the function, not of its float32 inputs
+NOT_PERTURBED_PREFIXES = ("dropout_mask/",)  # a model's, one per block
 
 
 def perturb_arrays(arrays: dict[str, np.ndarray], seed: tuple[int, ...]) -> dict[str, np.ndarray]:
@@ -78,7 +79,7 @@ def perturb_arrays(arrays: dict[str, np.ndarray], seed: tuple[int, ...]) -> dict
     rng = np.random.default_rng(seed)
     out = {}
     for k, v in arrays.items():
-        if k in NOT_PERTURBED or v.dtype != np.float32:
+        if k in NOT_PERTURBED or k.startswith(NOT_PERTURBED_PREFIXES) or v.dtype != np.float32:
             out[k] = v
             continue
         step = rng.integers(-1, 2, v.shape)
@@ -256,4 +257,87 @@ def layer_cases() -> list[LayerCase]:
     return [LayerCase(f"layer-{kind}-s{sh}x{sw}", kind, stride=(sh, sw), seed=i) for i, (kind, (sh, sw)) in enumerate(pairs)]
 
 
-SUITES = {"default": default_cases, "wide": wide_cases, "layers": layer_cases}
+@dataclass
+class ModelCase:
+    """A whole PixelCNN++ (``gated_spec.model``) and everything both backends are fed: images on the
+    8-bit grid (edges included), ``h`` where the model has it, weights with shadows, one dropout
+    keep-mask per block, the live weights after ``ema_steps`` optimiser steps, and the sampler's noise."""
+
+    name: str
+    config: dict[str, Any]
+    batch: int = 2
+    height: int = 8
+    width: int = 8
+    seed: int = 0
+    ema_steps: int = 2
+    arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        from gated_spec.model import normalize_model_config
+
+        self.config = normalize_model_config(self.config)
+        if self.config["polyak_decay"] is None:
+            self.config["polyak_decay"] = DEFAULT_POLYAK_DECAY
+        if not self.arrays:
+            self.arrays = make_model_arrays(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "config": self.config, "batch": self.batch, "height": self.height, "width": self.width,
+                "seed": self.seed, "ema_steps": self.ema_steps}
+
+    def weights(self, prefix: str = "weights/") -> dict[str, np.ndarray]:
+        return under_prefix(self.arrays, prefix)
+
+    def dropout_masks(self) -> list[np.ndarray]:
+        n = sum(k.startswith("dropout_mask/") for k in self.arrays)
+        return [self.arrays[f"dropout_mask/{i}"] for i in range(n)]
+
+    def ema_steps_weights(self) -> list[dict[str, np.ndarray]]:
+        return [under_prefix(self.arrays, f"ema_step_{s}/") for s in range(1, self.ema_steps + 1)]
+
+    def perturbed(self, sample: int) -> "ModelCase":
+        """As ``Case.perturbed``; the sampler's noise stays (it is part of the draw, not of its inputs)."""
+        moved = _perturbed(self, sample)
+        moved.arrays.update({k: v for k, v in self.arrays.items() if k.startswith("noise/")})
+        return moved
+
+
+def make_model_arrays(case: ModelCase) -> dict[str, np.ndarray]:
+    from gated_spec.model import SAMPLER_U_MIN, dropout_mask_shapes
+    from parity.weights import model_weight_table, random_model_weights
+
+    c = case.config
+    rng = np.random.default_rng(case.seed)
+    B, H, W = case.batch, case.height, case.width
+    x = np.round(rng.uniform(-1, 1, (B, H, W, 3)) * 127.5) / 127.5
+    x.reshape(-1)[:: 7] = -1.0  # the edge branches of the loss
+    x.reshape(-1)[3:: 11] = 1.0
+    arrays: dict[str, np.ndarray] = {"x": _f32(x)}
+    if c["h_channels"]:
+        arrays["h"] = _f32(rng.normal(0.0, 1.0, (B, c["h_channels"])))
+    p = c["dropout_p"] if c["dropout_p"] > 0 else 0.5
+    for i, shape in enumerate(dropout_mask_shapes(c, B, H, W)):
+        arrays[f"dropout_mask/{i}"] = _f32(rng.uniform(size=shape) >= p)
+    weights = random_model_weights(c, seed=case.seed + 1, shadows=True)
+    arrays.update({f"weights/{k}": v for k, v in weights.items()})
+    current = {r.tf1_name: weights[r.tf1_name] for r in model_weight_table(c, shadows=False)}
+    for s in range(1, case.ema_steps + 1):
+        current = {k: _f32(v + rng.normal(0.0, 0.01, v.shape)) for k, v in current.items()}
+        arrays.update({f"ema_step_{s}/{k}": v for k, v in current.items()})
+    arrays["noise/u_mix"] = _f32(rng.uniform(SAMPLER_U_MIN, 1 - SAMPLER_U_MIN, (B, H, W, c["nr_logistic_mix"])))
+    arrays["noise/u_value"] = _f32(rng.uniform(SAMPLER_U_MIN, 1 - SAMPLER_U_MIN, (B, H, W, 3)))
+    return arrays
+
+
+
+def model_cases() -> list[ModelCase]:
+    """Tiny PixelCNN++ models (seconds): the unconditional CIFAR-10 shape at R = 1, F = 8, and a
+    conditional one with elu blocks."""
+    return [
+        ModelCase("model-pixelcnn_pp-R1-F8-M2", {"nr_resnet": 1, "nr_filters": 8, "nr_logistic_mix": 2, "dropout_p": 0.5}),
+        ModelCase("model-pixelcnn_pp-R1-F4-M3-h2-elu", {"nr_resnet": 1, "nr_filters": 4, "nr_logistic_mix": 3, "h_channels": 2,
+                                                        "nonlinearity": "elu", "dropout_p": 0.5}, seed=1),
+    ]
+
+
+SUITES = {"default": default_cases, "wide": wide_cases, "layers": layer_cases, "models": model_cases}

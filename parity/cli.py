@@ -1,4 +1,4 @@
-"""``gated-resnet-parity`` / ``python -m parity``: check, record, verify, convert, pitfalls, run.
+"""``gated-resnet-parity`` / ``python -m parity``: check, record, verify, convert, pitfalls, run, sample.
 
 Backends are imported only when a command needs them: ``verify`` and ``run --backend torch`` work
 without TensorFlow, ``run --backend tf`` without PyTorch. Arrays in files are NHWC whatever the backend.
@@ -107,6 +107,13 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from parity.convert import convert
 
     overrides = {k: v for k, v in (("conv", args.conv), ("nonlinearity", args.nonlinearity)) if v is not None}
+    model_options = {"nr_resnet": args.nr_resnet, "nr_filters": args.nr_filters, "nr_logistic_mix": args.nr_logistic_mix}
+    if args.model:
+        if args.conv:
+            raise ValueError("--conv names a block's conv kind; a model (--model) has its own")
+        overrides.update({"model": args.model, **{k: v for k, v in model_options.items() if v is not None}})
+    elif any(v is not None for v in model_options.values()):
+        raise ValueError("--nr-resnet, --nr-filters and --nr-logistic-mix go with --model pixelcnn_pp")
     summary = convert(args.src, args.dst, overrides=overrides, polyak_decay=args.polyak_decay,
                       scope=args.scope, counters=args.counters)
     print(summary)
@@ -116,12 +123,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from parity.convert import apply_block
 
-    loaded = np.load(args.inputs, allow_pickle=False)
-    if not isinstance(loaded, np.lib.npyio.NpzFile):
-        raise ValueError(f"{args.inputs}: expected an .npz archive of named arrays (x, and a, h where the block has "
-                         f"them); received a single array of shape {np.shape(loaded)}")
-    with loaded as f:
-        inputs = {k: f[k] for k in f.files}
+    inputs = _npz(args.inputs, "x, and a, h where the block or model has them")
     outputs = apply_block(
         args.weights, inputs, backend=args.backend, use_ema=args.ema, init=args.init,
         save_weights=args.save_weights, device=args.device,
@@ -129,6 +131,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     with atomic_path(args.out) as tmp, open(tmp, "wb") as f:  # a file object: np.savez adds no ".npz"
         np.savez(f, **outputs)
     print(f"wrote {', '.join(f'{k} {tuple(v.shape)}' for k, v in outputs.items())} to {args.out}")
+    return EXIT_OK
+
+
+def _npz(path: str, what: str) -> dict[str, np.ndarray]:
+    loaded = np.load(path, allow_pickle=False)
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path}: expected an .npz archive of named arrays ({what}); received a single array of shape {np.shape(loaded)}")
+    with loaded as f:
+        return {k: f[k] for k in f.files}
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from parity.convert import sample_file
+
+    noise = _npz(args.noise, "u_mix, u_value")
+    h = _npz(args.inputs, "h").get("h") if args.inputs else None
+    outputs = sample_file(args.weights, noise, backend=args.backend, use_ema=args.ema, h=h, device=args.device,
+                          progress=sys.stderr.isatty())
+    with atomic_path(args.out) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **outputs)
+    print(f"wrote x {tuple(outputs['x'].shape)} to {args.out}")
     return EXIT_OK
 
 
@@ -194,14 +217,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scope", default="model", help="TF1 checkpoint: the template scope holding the block (default: model)")
     p.add_argument("--counters", default=None,
                    help="TF1 checkpoint: where the block starts in a whole model, e.g. conv2d=4,dense=2 (default: all 0)")
+    p.add_argument("--model", choices=["pixelcnn_pp"], help="convert a whole network instead of one block")
+    p.add_argument("--nr-resnet", type=int, help="with --model: R (inferred from the shapes; must agree)")
+    p.add_argument("--nr-filters", type=int, help="with --model: F (inferred; must agree)")
+    p.add_argument("--nr-logistic-mix", type=int, help="with --model: M (inferred; must agree)")
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("sample", help="draw images from a model file with given noise")
+    p.add_argument("--weights", required=True, help="a model file (convert ... --model pixelcnn_pp)")
+    p.add_argument("--backend", default="torch", choices=["tf", "torch"])
+    p.add_argument("--noise", required=True, help=".npz with u_mix [B, H, W, M] and u_value [B, H, W, 3]")
+    p.add_argument("--out", required=True, help=".npz that gets x [B, H, W, 3]")
+    p.add_argument("--ema", action="store_true", help="sample with the averaged weights")
+    p.add_argument("--inputs", default=None, help=".npz with h [B, K] for a conditional model")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("pitfalls", help="the pitfall gallery: naive translations, each caught at its stage")
     p.add_argument("--only", default=None, help="comma-separated entry numbers, e.g. 4,17,seed")
     p.add_argument("--markdown", action="store_true", help="print the docs page (docs/pitfalls.md)")
     p.set_defaults(func=cmd_pitfalls)
 
-    p = sub.add_parser("run", help="apply a block from a weight file to inputs from an .npz")
+    p = sub.add_parser("run", help="apply a block or a model from a weight file to inputs from an .npz (a model also gives its loss)")
     p.add_argument("--weights", required=True)
     p.add_argument("--inputs", required=True, help=".npz with x and optionally a, h (NHWC)")
     p.add_argument("--backend", default="torch", choices=["tf", "torch"])

@@ -37,6 +37,9 @@ from parity.weights import (
     WeightError,
     check_tensors,
     infer_config,
+    is_model,
+    normalize_any,
+    table_for,
     tensor_summary,
     tf_layout_shape,
     load_canonical,
@@ -106,14 +109,14 @@ def read_torch_file(path: str, overrides: Mapping[str, Any] | None = None, polya
             stored = json.loads(metadata["config"])
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path}: expected a JSON block config in the metadata; received {metadata['config'][:60]!r} ({exc})") from exc
-        config = normalize_config({**stored, **(overrides or {})})
+        config = normalize_any({**stored, **{k: v for k, v in (overrides or {}).items() if k in stored}})
     else:
         if shadows and polyak_decay is None:
             raise ValueError(f"{path}: holds Polyak shadows (*{SHADOW_SUFFIX}) but no config, so their decay is not "
                              f"known; pass --polyak-decay (polyak_decay=...) with the decay the block was built with")
         tf_shapes = {k: tf_layout_shape(k, tuple(np.shape(v))) for k, v in header.items()}
         config = infer_config(dict(tf_shapes.values()), overrides, polyak_decay, names={p: k for k, (p, _) in tf_shapes.items()})
-    table = weight_table(config, shadows=shadows)
+    table = table_for(config, shadows=shadows)
     layers = {r.torch_key.rsplit(".", 1)[0] for r in table if "." in r.torch_key}
     flag_names = {k for k in header if k.endswith(".initialized") and k.rsplit(".", 1)[0] in layers}
     check_tensors(table, {k: v for k, v in header.items() if k not in flag_names}, key="torch_key", layout="torch", where=path,
@@ -131,22 +134,27 @@ def write_torch_file(path: str, tensors: Mapping[str, np.ndarray], config: Mappi
     """A torch ``state_dict`` as safetensors (loadable by ``safetensors.torch.load_file`` + ``load_state_dict``)."""
     from safetensors.numpy import save_file
 
-    config = normalize_config(config)
-    table = weight_table(config, shadows=any(k.endswith(EMA_SUFFIX) for k in tensors))
+    config = normalize_any(config)
+    table = table_for(config, shadows=any(k.endswith(EMA_SUFFIX) for k in tensors))
     check_tensors(table, tensors, where="tensors to save")
     state = {r.torch_key: r.to_torch_layout(np.asarray(tensors[r.tf1_name])) for r in table}
-    for attr in ("conv_input", "nin_skip", "conv_output"):
-        if any(k.startswith(attr + ".") for k in state):
-            state[f"{attr}.initialized"] = np.array(bool(initialized))
+    for layer in dict.fromkeys(r.torch_key.rsplit(".", 1)[0] for r in table if r.torch_key.endswith(".V")):
+        state[f"{layer}.initialized"] = np.array(bool(initialized))
     with atomic_path(path) as tmp:
         save_file(state, tmp, metadata={"format": TORCH_FORMAT, "config": json.dumps(config)})
 
 
 def read_tf1_checkpoint(path: str, overrides: Mapping[str, Any] | None = None, polyak_decay: float | None = None,
                         scope: str = "model", counters: str | None = None) -> Loaded:
-    """An original TF1 checkpoint mapped onto one block (``parity.tf1.CheckpointMap``)."""
-    from parity.tf1 import parse_counters, read_tf1
+    """An original TF1 checkpoint mapped onto one block, or with ``model`` in ``overrides`` onto a
+    whole network (``parity.tf1.CheckpointMap``)."""
+    from parity.tf1 import parse_counters, read_tf1, read_tf1_model
 
+    if overrides and is_model(overrides):
+        if counters:
+            raise ValueError("--counters places one block inside a model; a whole-model conversion (--model) takes none")
+        mapped = read_tf1_model(path, overrides, scope=scope, polyak_decay=polyak_decay)
+        return Loaded(mapped.tensors, mapped.config, True, mapped.summary())
     mapped = read_tf1(path, overrides, scope=scope, namer=parse_counters(counters), polyak_decay=polyak_decay)
     return Loaded(mapped.tensors, mapped.config, True, mapped.summary())
 
@@ -234,6 +242,9 @@ def _keras_model(block: Any) -> Any:
 
 def write_any(path: str, tensors: Mapping[str, np.ndarray], config: Mapping[str, Any], initialized: bool) -> None:
     kind = _kind(path)
+    if kind == "keras" and is_model(config):
+        raise ValueError(f"{path}: Keras weight files hold one block here; write a model to .safetensors (canonical) or "
+                         ".torch.safetensors")
     if kind == "keras":
         from parity.backends import get_backend
 
@@ -268,13 +279,14 @@ def apply_block(weights: str, inputs: Mapping[str, np.ndarray], backend: str = "
 
     if "x" not in inputs:
         raise ValueError(f"expected inputs to contain 'x'; received {sorted(inputs)}")
-    unknown = sorted(set(inputs) - {"x", "a", "h"})
+    loaded = read_any(weights)
+    names = {"x", "h"} if is_model(loaded.config) else {"x", "a", "h"}
+    unknown = sorted(set(inputs) - names)
     if unknown:
-        raise ValueError(f"expected inputs named x, a, h; received also {unknown}")
+        raise ValueError(f"expected inputs named {', '.join(sorted(names, key='xah'.index))}; received also {unknown}")
     for k, v in inputs.items():
         if np.asarray(v).dtype not in (np.float32, np.float64):
             raise ValueError(f"expected `{k}` of dtype float32 or float64 (no silent casts); received dtype {np.asarray(v).dtype}")
-    loaded = read_any(weights)
     tensors, config, initialized = loaded.tensors, loaded.config, loaded.initialized
     if use_ema and not any(k.endswith(EMA_SUFFIX) for k in tensors):
         raise ValueError(f"--ema: {weights} holds no averaged weights (no {EMA_SUFFIX} tensors); run without --ema")
@@ -285,12 +297,57 @@ def apply_block(weights: str, inputs: Mapping[str, np.ndarray], backend: str = "
     module = get_backend(backend)
     with module.parity_mode(device):  # TF32 off, as in the parity check; a missing CUDA device is named here
         dtype = np.asarray(next(iter(tensors.values()))).dtype.name
+        if is_model(config):
+            model = module.build_model(_model_args(config), dtype, device)
+            module.import_model_weights(model, tensors, initialized)
+            outputs = module.apply_model(model, inputs, use_ema=use_ema, init=init)
+            if save_weights:
+                write_any(save_weights, module.export_model_weights(model), config, True)
+            return outputs
         block = module.build(config, dtype, device)
         module.import_weights(block, tensors, initialized)
         out = module.apply(block, inputs, use_ema=use_ema, init=init)
         if save_weights:
             write_any(save_weights, module.export_weights(block), config, True)
     return {"out": out}
+
+
+def _model_args(config: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k != "model"}
+
+
+def sample_file(weights: str, noise: Mapping[str, np.ndarray], backend: str = "torch", use_ema: bool = False,
+                h: np.ndarray | None = None, device: str = "cpu", progress: bool = False) -> dict[str, np.ndarray]:
+    """Draw images from the model in ``weights`` with the noise ``u_mix`` [B, H, W, M] and ``u_value``
+    [B, H, W, 3] (position (i, j) used at step (i, j)); returns ``{'x': [B, H, W, 3]}``."""
+    from gated_spec.model import IMAGE_CHANNELS, check_image_size
+    from parity.backends import get_backend
+
+    loaded = read_any(weights)
+    if not is_model(loaded.config):
+        raise ValueError(f"{weights}: holds one block; sampling needs a model file (convert ... --model pixelcnn_pp)")
+    M = loaded.config["nr_logistic_mix"]
+    missing = sorted({"u_mix", "u_value"} - set(noise))
+    if missing:
+        raise ValueError(f"expected the noise file to hold u_mix [B, H, W, {M}] and u_value [B, H, W, 3]; missing {missing}")
+    u_mix, u_value = np.asarray(noise["u_mix"]), np.asarray(noise["u_value"])
+    if u_mix.ndim != 4 or u_mix.shape[-1] != M or u_value.shape != (*u_mix.shape[:3], IMAGE_CHANNELS):
+        raise ValueError(f"expected u_mix [B, H, W, {M}] and u_value [B, H, W, 3] with the same B, H, W; received "
+                         f"{u_mix.shape} and {u_value.shape}")
+    check_image_size("sample", u_mix.shape[1], u_mix.shape[2])
+    for name, u in (("u_mix", u_mix), ("u_value", u_value)):
+        if not (np.all(u > 0) and np.all(u < 1)):
+            raise ValueError(f"expected {name} strictly inside (0, 1) (the original draws from [1e-5, 1 - 1e-5)); "
+                             f"received values in [{u.min()}, {u.max()}]")
+    if use_ema and not any(k.endswith(EMA_SUFFIX) for k in loaded.tensors):
+        raise ValueError(f"--ema: {weights} holds no averaged weights (no {EMA_SUFFIX} tensors); run without --ema")
+    module = get_backend(backend)
+    dtype = np.asarray(next(iter(loaded.tensors.values()))).dtype.name
+    with module.parity_mode(device):
+        model = module.build_model(_model_args(loaded.config), dtype, device)
+        module.import_model_weights(model, loaded.tensors, loaded.initialized)
+        noise = {"u_mix": u_mix.astype(dtype), "u_value": u_value.astype(dtype)}
+        return {"x": module.sample_model(model, noise, None if h is None else np.asarray(h, dtype), use_ema, progress)}
 
 
 def load_into(block: Any, path: str, overrides: Mapping[str, Any] | None = None, scope: str = "model",

@@ -21,7 +21,7 @@ import numpy as np
 from parity import isolation
 from parity.atomic import atomic_path
 from parity.backends import get_backend
-from parity.case import Case, LayerCase, default_cases, under_prefix
+from parity.case import Case, LayerCase, ModelCase, default_cases, under_prefix
 from parity.tolerance import EPS, MCA, MCA_SAMPLES, K, Comparison, compare, finite_max, max_abs_diff
 
 DTYPES = ("float32", "float64")
@@ -102,7 +102,8 @@ def run_backend_here(backend: str, case: Case | LayerCase, device: str = "cpu", 
                      mca_samples: int = 0) -> Results:
     """:func:`run_backend` in this process (what the worker runs)."""
     module = get_backend(backend)
-    run = module.run_layer_case if isinstance(case, LayerCase) else module.run_case
+    run = (module.run_layer_case if isinstance(case, LayerCase) else
+           module.run_model_case if isinstance(case, ModelCase) else module.run_case)
     with module.parity_mode(device, tf32=tf32):
         results = {dt: run(case, dt, device) for dt in DTYPES}
         if mca_samples:

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from parity.weights import weight_table
+from parity.weights import EMA_SUFFIX, weight_table
 
 
 def run_case(backend: ModuleType, case: Any, dtype: str = "float32", device: str = "cpu") -> dict[str, np.ndarray]:
@@ -79,4 +79,47 @@ def run_layer_case(backend: ModuleType, case: Any, dtype: str = "float32", devic
     out = {"forward/out": y}
     out.update({f"grad/{k}": v for k, v in grads.items()})
     out.update({"init/g": g, "init/b": b, "init/out": init_out})
+    return out
+
+
+def run_model_case(backend: ModuleType, case: Any, dtype: str = "float32", device: str = "cpu") -> dict[str, np.ndarray]:
+    """Every compared tensor of one whole-model case (``parity.case.ModelCase``), in this order: the
+    network output and the summed loss, the gradients of the loss w.r.t. every raw weight in call
+    order (so the first failing one names the first diverging layer), the forward on the case's
+    dropout masks, the init pass of a fresh model from the same ``V`` and ``hw`` with those masks
+    (``g``, ``b`` in call order, then its output), the Polyak shadows after the case's steps and the
+    forward with them, and the images drawn with the case's noise."""
+    from parity.weights import model_weight_table
+
+    arr = case.arrays
+    weights = case.weights()
+    rows = model_weight_table(case.config, shadows=False)
+    masks = case.dropout_masks()
+    out: dict[str, np.ndarray] = {}
+    with backend.on_device(device):
+        model = backend.build_model(case.config, dtype, device)
+        backend.import_model_weights(model, weights, initialized=True)
+        inputs = backend.model_inputs(arr, dtype, device)
+        net, loss, grads = backend.model_loss_and_gradients(model, inputs, rows)
+        out["forward/out"], out["loss/sum"] = net, loss
+        out.update({f"grad/{k}": v for k, v in grads.items()})
+        out["dropout/out"] = backend.model_forward(model, inputs, masks=masks)
+
+        fresh = backend.build_model(case.config, dtype, device)
+        raw = {r.tf1_name: weights[r.tf1_name] for r in rows}
+        backend.import_model_weights(fresh, raw, initialized=False)
+        init_out = backend.model_initialize(fresh, inputs, masks)
+        exported = backend.export_model_weights(fresh)
+        out.update({f"init/{r.tf1_name}": exported[r.tf1_name] for r in rows if r.tf1_name[-1] in "gb"})
+        out["init/out"] = init_out
+
+        backend.IMPL.reset_averages(model)
+        for live in case.ema_steps_weights():
+            backend.set_model_live(model, live)
+            backend.IMPL.update_averages(model)
+        exported = backend.export_model_weights(model)
+        out.update({f"ema/{r.tf1_name}": exported[r.tf1_name + EMA_SUFFIX] for r in rows})
+        out["ema/out"] = backend.model_forward(model, inputs, use_ema=True)
+        noise = {k: arr[f"noise/{k}"].astype(dtype) for k in ("u_mix", "u_value")}
+        out["sample/x"] = backend.sample_model(model, noise, None if arr.get("h") is None else arr["h"].astype(dtype), use_ema=True)
     return out

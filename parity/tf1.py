@@ -22,7 +22,8 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from gated_spec import DEFAULT_POLYAK_DECAY
-from parity.weights import EMA_SUFFIX, TF1Namer, WeightError, infer_config, normalize_config, tensor_summary, weight_table
+from parity.weights import (EMA_SUFFIX, TF1Namer, WeightError, infer_config, infer_model_config, normalize_config, table_for,
+                            tensor_summary, weight_table)
 
 DEFAULT_SCOPE = "model"
 
@@ -57,7 +58,8 @@ class LazyCheckpoint(Mapping[str, np.ndarray]):
         self.prefix = prefix
         try:
             self._reader = tf.train.load_checkpoint(prefix)
-            self._names = sorted(self._reader.get_variable_to_shape_map())
+            self.shapes = {k: tuple(v) for k, v in self._reader.get_variable_to_shape_map().items()}
+            self._names = sorted(self.shapes)
         except Exception as exc:  # DataLossError, NotFoundError, ... from a damaged or partial checkpoint
             raise self._error(exc) from None
         self._read: dict[str, np.ndarray] = {}
@@ -271,3 +273,50 @@ def parse_counters(text: str | None) -> TF1Namer | None:
                              f"conditional_weights); received {part!r}")
         counters[kind] = int(k)
     return TF1Namer(counters, named=True)
+
+
+def map_model_checkpoint(variables: Mapping[str, np.ndarray], overrides: Mapping[str, Any] | None = None,
+                         scope: str = DEFAULT_SCOPE, polyak_decay: float | None = None) -> CheckpointMap:
+    """Map a checkpoint onto a whole PixelCNN++ (``parity.weights.model_weight_table``): every model
+    variable in ``scope`` must be the network's; shadows are taken where present; optimiser slots
+    (``Variable_k``, ``*_adam_mg``, ``*_adam_v``, ...) are skipped and counted. The config comes from
+    the shapes (``infer_model_config``); ``overrides`` must agree with them."""
+    model, slots, outside = _split(variables, scope)
+    if not model:
+        roots = sorted({n.split("/")[0] for n in variables if not is_optimizer_slot(n)})
+        raise WeightError([f"no variables under scope {scope!r}; the checkpoint's top-level scopes are {roots}"], "checkpoint")
+    config = infer_model_config({k: _shape(variables, scope, k) for k in model},
+                                overrides, polyak_decay)
+    has_shadows = any(k.endswith(EMA_SUFFIX) for k in model)
+    table = table_for(config, shadows=has_shadows)
+    problems = []
+    for row in table:
+        full = f"{scope}/{row.tf1_name}" if scope else row.tf1_name
+        if row.tf1_name not in model:
+            problems.append(f"{full}: missing (expected shape {row.shape})")
+        elif _shape(variables, scope, row.tf1_name) != row.shape:
+            problems.append(f"{full}: shape {_shape(variables, scope, row.tf1_name)} in the checkpoint; expected {row.shape}")
+    names = {r.tf1_name for r in table}
+    problems += [f"{scope}/{k}: in the checkpoint but not part of the network" for k in sorted(k for k in model if k not in names)]
+    if problems:
+        raise WeightError([f"first mismatch: {problems[0]}", *problems[1:], f"config tried: {config}"], "checkpoint")
+    tensors = {}
+    for row in table:
+        value = np.asarray(model[row.tf1_name])
+        if value.dtype not in (np.float32, np.float64) or not np.all(np.isfinite(value)):
+            raise WeightError([f"{scope}/{row.tf1_name}: dtype {value.dtype}, or NaN/Inf values; expected finite float32"], "checkpoint")
+        tensors[row.tf1_name] = value
+    return CheckpointMap(tensors, config, sorted(slots), outside)
+
+
+def _shape(variables: Any, scope: str, name: str) -> tuple[int, ...]:
+    """A tensor's shape without reading it where the checkpoint can tell (``LazyCheckpoint``)."""
+    full = f"{scope}/{name}" if scope else name
+    shapes = getattr(variables, "shapes", None)
+    return tuple(shapes[full]) if shapes is not None else tuple(np.shape(variables[full]))
+
+
+def read_tf1_model(prefix: str, overrides: Mapping[str, Any] | None = None, scope: str = DEFAULT_SCOPE,
+                   polyak_decay: float | None = None) -> CheckpointMap:
+    """Read a whole-model TF1 checkpoint (see :func:`map_model_checkpoint`)."""
+    return map_model_checkpoint(LazyCheckpoint(prefix), overrides, scope, polyak_decay)

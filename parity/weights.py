@@ -177,6 +177,68 @@ def weight_table(
     ]
 
 
+MODEL_KEY = "model"  # a config with {"model": "pixelcnn_pp", ...} describes a whole network
+MODELS = ("pixelcnn_pp",)
+
+
+def is_model(config: Mapping[str, Any]) -> bool:
+    return MODEL_KEY in config
+
+
+def normalize_any(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A block config (:func:`normalize_config`) or a model config (``gated_spec.model``), by its ``model`` key."""
+    if not is_model(config):
+        return normalize_config(config)
+    from gated_spec.model import normalize_model_config
+
+    kind = config[MODEL_KEY]
+    if kind not in MODELS:
+        raise ValueError(f"expected model one of {list(MODELS)}; received model={kind!r}")
+    return {MODEL_KEY: kind, **normalize_model_config({k: v for k, v in config.items() if k != MODEL_KEY})}
+
+
+def table_for(config: Mapping[str, Any], shadows: bool | None = None) -> list[WeightRow]:
+    """The weight table of a block or of a model config."""
+    return model_weight_table(config, shadows) if is_model(config) else weight_table(config, shadows)
+
+
+def infer_model_config(shapes: Mapping[str, tuple[int, ...]], overrides: Mapping[str, Any] | None = None,
+                       polyak_decay: float | None = None) -> dict[str, Any]:
+    """A PixelCNN++ config from TF1-named shapes (model scope): ``F`` from ``conv2d_0/V``, ``R`` from
+    the number of convs (``24 R + 15``), ``M`` from the output nin, ``h_channels`` from
+    ``conditional_weights_0/hw``, ``concat_elu`` from the first block's input (elu vs relu: ``overrides``)."""
+    from gated_spec.model import OUTPUT_PER_MIXTURE
+
+    over = {k: v for k, v in dict(overrides or {}).items() if v is not None and k != MODEL_KEY}
+    if "conv2d_0/V" not in shapes:
+        raise WeightError(["missing tensor 'conv2d_0/V' (the network's first conv; cannot infer the model config)"], "tensors")
+    F_ = shapes["conv2d_0/V"][-1]
+    n_conv = len({k.split("/")[0] for k in shapes if k.startswith("conv2d_") and k.endswith("/V")})
+    R, left = divmod(n_conv - 15, 24)
+    if left or R < 1:
+        raise WeightError([f"{n_conv} conv2d layers; a PixelCNN++ has 24 R + 15 (135 for R = 5)"], "tensors")
+    n_dense = len({k.split("/")[0] for k in shapes if k.startswith("dense_") and k.endswith("/V")})
+    last = shapes.get(f"dense_{n_dense - 1}/V")
+    if last is None or last[-1] % OUTPUT_PER_MIXTURE:
+        raise WeightError([f"the output nin dense_{n_dense - 1}/V has shape {last}; expected [F, 10 M]"], "tensors")
+    nl = over.get("nonlinearity")
+    if nl is None:
+        first = shapes.get("conv2d_3/V")
+        if first is None or first[2] != 2 * F_:
+            raise ValueError("cannot tell elu from relu by the shapes; pass --nonlinearity")
+        nl = "concat_elu"
+    hw = shapes.get("conditional_weights_0/hw")
+    has_shadows = any(k.endswith(EMA_SUFFIX) for k in shapes)
+    decay = polyak_decay if polyak_decay is not None else (DEFAULT_POLYAK_DECAY if has_shadows else None)
+    inferred = {"nr_resnet": R, "nr_filters": F_, "nr_logistic_mix": last[-1] // OUTPUT_PER_MIXTURE, "nonlinearity": nl,
+                "h_channels": None if hw is None else hw[0], "polyak_decay": decay}
+    differ = [k for k in ("nr_resnet", "nr_filters", "nr_logistic_mix") if k in over and over[k] != inferred[k]]
+    if differ:
+        raise ValueError("the shapes say " + ", ".join(f"{k}={inferred[k]}" for k in differ) + "; the options say "
+                         + ", ".join(f"{k}={over[k]}" for k in differ))
+    return normalize_any({MODEL_KEY: "pixelcnn_pp", **inferred, "dropout_p": 0.0, **{k: v for k, v in over.items() if k == "dropout_p"}})
+
+
 def model_weight_table(config: Mapping[str, Any], shadows: bool | None = None) -> list[WeightRow]:
     """Every tensor of a ``PixelCNNpp`` (``gated_spec.model``), in call order, shadows after the raw
     weights; TF1 names relative to the ``model`` scope with the model-wide counters (``conv2d_17/V``,
@@ -184,7 +246,7 @@ def model_weight_table(config: Mapping[str, Any], shadows: bool | None = None) -
     (``up_u_3/conv_input/V``), torch keys ``<path>.<var>`` (``up_u.3.conv_input.V``)."""
     from gated_spec.model import normalize_model_config, pixelcnn_pp_plan
 
-    c = normalize_model_config(dict(config))
+    c = normalize_model_config({k: v for k, v in config.items() if k != MODEL_KEY})
     namer = TF1Namer()
     raw: list[WeightRow] = []
     for e in pixelcnn_pp_plan(c):
@@ -331,8 +393,8 @@ def save_canonical(
     """Write the canonical safetensors file (checked against the table first)."""
     from safetensors.numpy import save_file
 
-    c = normalize_config(config)
-    check_tensors(weight_table(c, shadows=any(k.endswith(EMA_SUFFIX) for k in tensors)), tensors, where="tensors to save")
+    c = normalize_any(config)
+    check_tensors(table_for(c, shadows=any(k.endswith(EMA_SUFFIX) for k in tensors)), tensors, where="tensors to save")
     metadata = {"format": FORMAT, "config": json.dumps(c), "initialized": json.dumps(bool(initialized))}
     with atomic_path(path) as tmp:
         save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, tmp, metadata=metadata)
@@ -398,7 +460,7 @@ def load_canonical(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict
     if metadata.get("format") != FORMAT:
         raise ValueError(f"{path}: expected metadata format={FORMAT!r}; received {metadata.get('format')!r}")
     try:
-        config = normalize_config(json.loads(metadata["config"]))
+        config = normalize_any(json.loads(metadata["config"]))
         initialized = json.loads(metadata["initialized"])
     except (KeyError, json.JSONDecodeError, TypeError) as exc:
         raise ValueError(f"{path}: expected metadata 'config' (JSON) and 'initialized' (true/false); received {metadata}") from exc
@@ -407,7 +469,7 @@ def load_canonical(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict
     shadows = any(k.endswith(EMA_SUFFIX) for k in header)
     if shadows and config["polyak_decay"] is None:
         raise WeightError([f"holds Polyak shadows (*{EMA_SUFFIX}) but its config has polyak_decay=None"], str(path))
-    table = weight_table(config, shadows=shadows)
+    table = table_for(config, shadows=shadows)
     where = f"{path} (tensors against the config in its metadata: {json.dumps(config)})"
     check_tensors(table, header, where=where, values=False)
     tensors, _ = read_safetensors(path)

@@ -344,3 +344,100 @@ def test_within_a_pixel_the_loss_uses_red_before_green_before_blue(twin):
         for ch in range(3):
             same = np.array_equal(moved[..., ch, :], base[..., ch, :])
             assert same == (ch in still), f"{twin.name}: channel {ch}'s term {'moved' if not same else 'did not move'} with x[{changed}]"
+
+
+# -- original checkpoints and the command line ----------------------------------------------------------
+SMALL = {"nr_resnet": 1, "nr_filters": 8, "nr_logistic_mix": 2, "nonlinearity": "concat_elu"}
+
+
+def _checkpoint(tmp_path, config=SMALL, h_channels=None):
+    from tests import tf1_original
+
+    rng = np.random.default_rng(11)
+    batch = lambda n: {"x": np.round(rng.uniform(-1, 1, (n, H, W, 3)) * 127.5).astype(np.float32) / np.float32(127.5),  # noqa: E731
+                       **({"h": rng.normal(size=(n, h_channels)).astype(np.float32)} if h_channels else {})}
+    init_batch, test_batch = batch(4), batch(2)
+    prefix = str(tmp_path / "model.ckpt")
+    graph = tf1_original.write_model_checkpoint(prefix, config, init_batch, test_batch)
+    return prefix, test_batch, graph
+
+
+@pytest.mark.skipif(not HAVE["tf"], reason="needs TensorFlow (TF1 checkpoints)")
+def test_a_whole_model_tf1_checkpoint_converts_and_runs_like_the_graph(tmp_path, capsys):
+    """The compat.v1 graph's init pass, EMA and Saver; convert infers R, F, M, skips and counts the
+    Adam slots; both twins reproduce the graph's float32 outputs, live and averaged."""
+    from parity.cli import main
+
+    prefix, test_batch, graph = _checkpoint(tmp_path)
+    out = str(tmp_path / "m.safetensors")
+    assert main(["convert", prefix, out, "--model", "pixelcnn_pp", "--nr-resnet", "1"]) == 0
+    said = capsys.readouterr().out
+    assert '"nr_resnet": 1, "nr_filters": 8, "nr_logistic_mix": 2' in said and "optimiser slot" in said
+    from parity.weights import load_canonical, model_weight_table
+
+    tensors, config, initialized = load_canonical(out)
+    assert initialized and len(tensors) == len(model_weight_table(config)) and config["polyak_decay"] == 0.9995
+    np.savez(tmp_path / "x.npz", **test_batch)
+    backends = [b for b in ("tf", "torch") if HAVE[b]]
+    for backend in backends:
+        for ema, key in ((False, "out"), (True, "ema_out")):
+            y = str(tmp_path / f"y_{backend}_{ema}.npz")
+            assert main(["run", "--weights", out, "--inputs", str(tmp_path / "x.npz"), "--backend", backend, "--out", y]
+                        + (["--ema"] if ema else [])) == 0
+            with np.load(y) as f:
+                np.testing.assert_allclose(f["out"], graph[key], rtol=1e-4, atol=2e-5, err_msg=f"{backend} {key}")
+                assert f["loss"].dtype == np.float64 and f["loss"].shape == () and np.isfinite(f["loss"])
+    capsys.readouterr()
+    assert main(["convert", prefix, str(tmp_path / "bad.safetensors"), "--model", "pixelcnn_pp", "--nr-filters", "16"]) == 2
+    assert "the shapes say nr_filters=8; the options say nr_filters=16" in capsys.readouterr().err
+
+
+def test_sample_command_draws_the_same_images_on_both_backends(tmp_path, capsys):
+    from gated_spec.model import SAMPLER_U_MIN
+    from parity.cli import main
+    from parity.weights import random_model_weights, save_canonical
+
+    config = {"model": "pixelcnn_pp", **SMALL, "polyak_decay": 0.9995}
+    w = random_model_weights(config, 3, shadows=True)
+    save_canonical(tmp_path / "m.safetensors", w, config, initialized=True)
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "u.npz", u_mix=rng.uniform(SAMPLER_U_MIN, 1 - SAMPLER_U_MIN, (1, 4, 4, 2)).astype(np.float32),
+             u_value=rng.uniform(SAMPLER_U_MIN, 1 - SAMPLER_U_MIN, (1, 4, 4, 3)).astype(np.float32))
+    drawn = {}
+    for backend in [b for b in ("tf", "torch") if HAVE[b]]:
+        out = tmp_path / f"s_{backend}.npz"
+        assert main(["sample", "--weights", str(tmp_path / "m.safetensors"), "--backend", backend, "--noise",
+                     str(tmp_path / "u.npz"), "--out", str(out), "--ema"]) == 0
+        with np.load(out) as f:
+            drawn[backend] = f["x"]
+        assert drawn[backend].shape == (1, 4, 4, 3) and np.abs(drawn[backend]).max() <= 1
+    if len(drawn) == 2:  # float32: equal to rounding, and on the 8-bit grid
+        np.testing.assert_allclose(drawn["tf"], drawn["torch"], atol=1e-5)
+    np.savez(tmp_path / "bad.npz", u_mix=np.zeros((1, 4, 4, 2), np.float32), u_value=np.zeros((1, 4, 4, 3), np.float32))
+    capsys.readouterr()
+    assert main(["sample", "--weights", str(tmp_path / "m.safetensors"), "--noise", str(tmp_path / "bad.npz"),
+                 "--out", str(tmp_path / "o.npz")]) == 2
+    assert "expected u_mix strictly inside (0, 1)" in capsys.readouterr().err and not (tmp_path / "o.npz").exists()
+
+
+# -- model-level parity in the harness -----------------------------------------------------------------------
+@BOTH
+def test_the_models_suite_passes_and_a_missing_ones_channel_is_caught_at_the_output(monkeypatch):
+    """``check --suite models``' first case passes; the torch twin without the ones channel (zeros in
+    its place) fails, first at the network output."""
+    import torch
+
+    import torch_impl.model as tm
+    from parity.case import model_cases
+    from parity.harness import check, compare_runs, run_backend, run_backend_here
+    from parity.tolerance import MCA_SAMPLES
+
+    case = model_cases()[0]
+    report = check([case])
+    assert report.passed, [c.tensor for c in report.cases[0].comparisons if not c.passed][:5]
+    names = [c.tensor for c in report.cases[0].comparisons if c.dtype == "float32"]
+    assert names[:3] == ["forward/out", "loss/sum", "grad/conv2d_0/V"] and "sample/x" in names and "init/dense_4/g" in names
+    ref = run_backend("tf", case, mca_samples=MCA_SAMPLES)
+    monkeypatch.setattr(tm, "with_ones", lambda x: torch.cat([x, torch.zeros_like(x[:, :1])], dim=1))
+    naive = compare_runs(case.name, ref, run_backend_here("torch", case))
+    assert naive.first_failure is not None and naive.first_failure.tensor == "forward/out"

@@ -37,47 +37,100 @@ def concat_elu(x: tf.Tensor) -> tf.Tensor:
 NONLINEARITY: dict[str, Callable] = {"concat_elu": concat_elu, "elu": tf.nn.elu, "relu": tf.nn.relu}
 
 
-def _init_pass(t, axes, init_scale, eps, dtype):
-    """docs/spec.md's init: g and b get data-dependent initial values; returns s * (t - m)."""
+INIT_ASSIGNS = "init_assigns"  # graph collection of the init pass's assignments (init="assign")
+
+
+def _init_pass(t, axes, init_scale, eps, dtype, init=True):
+    """docs/spec.md's init: g and b get data-dependent initial values; returns s * (t - m).
+
+    ``init=True``: as the original, g's and b's initialisers are computed from the init batch. A
+    whole model built that way copies the preceding init graph into every later initialiser (TF's
+    guard against uninitialised dependencies: 62k ops for a tiny model), so the model graph uses
+    ``init="assign"``: the same values, as assignments collected in ``INIT_ASSIGNS`` and run in one
+    ``Session.run`` after the ``V``s are initialised."""
     m, v = tf.nn.moments(t, axes)
     s = init_scale / tf.sqrt(v + eps)
-    _var("g", None, dtype=dtype, initializer=s)
-    _var("b", None, dtype=dtype, initializer=-m * s)
+    if init == "assign":
+        g = _var("g", None, shape=s.shape, dtype=dtype, initializer=v1.zeros_initializer())
+        b = _var("b", None, shape=s.shape, dtype=dtype, initializer=v1.zeros_initializer())
+        v1.add_to_collection(INIT_ASSIGNS, v1.assign(g, s))
+        v1.add_to_collection(INIT_ASSIGNS, v1.assign(b, -m * s))
+    else:
+        _var("g", None, dtype=dtype, initializer=s)
+        _var("b", None, dtype=dtype, initializer=-m * s)
     return s * (t - m)
+
+
+def _direction(V, init):
+    return V if init == "assign" else V.initialized_value()
 
 
 def dense(x, units, init_scale=1.0, *, counters, init, ema, dtype):
     with v1.variable_scope(_name("dense", counters)):
         V = _var("V", ema, shape=[int(x.shape[1]), units], dtype=dtype, initializer=v1.random_normal_initializer(0, 0.05))
         if init:
-            return _init_pass(tf.matmul(x, tf.nn.l2_normalize(V.initialized_value(), [0])), [0], init_scale, 1e-10, dtype)
+            return _init_pass(tf.matmul(x, tf.nn.l2_normalize(_direction(V, init), [0])), [0], init_scale, 1e-10, dtype, init)
         g = _var("g", ema, shape=[units], dtype=dtype)
         b = _var("b", ema, shape=[units], dtype=dtype)
         y = tf.matmul(x, V)
         return y * (g / tf.sqrt(tf.reduce_sum(tf.square(V), [0]))) + b
 
 
-def conv2d(x, filters, filter_size=(3, 3), pad="SAME", init_scale=1.0, *, counters, init, ema, dtype):
+def conv2d(x, filters, filter_size=(3, 3), pad="SAME", init_scale=1.0, stride=(1, 1), *, counters, init, ema, dtype):
+    strides = [1, *stride, 1]
     with v1.variable_scope(_name("conv2d", counters)):
         shape = [*filter_size, int(x.shape[-1]), filters]
         V = _var("V", ema, shape=shape, dtype=dtype, initializer=v1.random_normal_initializer(0, 0.05))
         if init:
-            t = tf.nn.conv2d(x, tf.nn.l2_normalize(V.initialized_value(), [0, 1, 2]), [1, 1, 1, 1], pad)
-            return _init_pass(t, [0, 1, 2], init_scale, 1e-8, dtype)
+            t = tf.nn.conv2d(x, tf.nn.l2_normalize(_direction(V, init), [0, 1, 2]), strides, pad)
+            return _init_pass(t, [0, 1, 2], init_scale, 1e-8, dtype, init)
         g = _var("g", ema, shape=[filters], dtype=dtype)
         b = _var("b", ema, shape=[filters], dtype=dtype)
         W = tf.reshape(g, [1, 1, 1, filters]) * tf.nn.l2_normalize(V, [0, 1, 2])
-        return tf.nn.bias_add(tf.nn.conv2d(x, W, [1, 1, 1, 1], pad), b)
+        return tf.nn.bias_add(tf.nn.conv2d(x, W, strides, pad), b)
 
 
-def down_shifted_conv2d(x, filters, filter_size=(2, 3), **kw):
+def deconv2d(x, filters, filter_size=(3, 3), pad="SAME", init_scale=1.0, stride=(1, 1), *, counters, init, ema, dtype):
+    """docs/spec.md's deconv2d: V is [kh, kw, out, in], normalised per output channel."""
+    H, W = int(x.shape[1]), int(x.shape[2])
+    if pad == "SAME":
+        size = [H * stride[0], W * stride[1]]
+    else:
+        size = [H * stride[0] + filter_size[0] - 1, W * stride[1] + filter_size[1] - 1]
+    target = tf.stack([tf.shape(x)[0], size[0], size[1], filters])
+    strides = [1, *stride, 1]
+    with v1.variable_scope(_name("deconv2d", counters)):
+        V = _var("V", ema, shape=[*filter_size, filters, int(x.shape[-1])], dtype=dtype,
+                 initializer=v1.random_normal_initializer(0, 0.05))
+        if init:
+            t = tf.nn.conv2d_transpose(x, tf.nn.l2_normalize(_direction(V, init), [0, 1, 3]), target, strides, pad)
+            return tf.reshape(_init_pass(t, [0, 1, 2], init_scale, 1e-8, dtype, init), [-1, *size, filters])
+        g = _var("g", ema, shape=[filters], dtype=dtype)
+        b = _var("b", ema, shape=[filters], dtype=dtype)
+        Wt = tf.reshape(g, [1, 1, filters, 1]) * tf.nn.l2_normalize(V, [0, 1, 3])
+        y = tf.nn.bias_add(tf.nn.conv2d_transpose(x, Wt, target, strides, pad), b)
+        return tf.reshape(y, [-1, *size, filters])
+
+
+def down_shifted_conv2d(x, filters, filter_size=(2, 3), stride=(1, 1), **kw):
     x = tf.pad(x, [[0, 0], [filter_size[0] - 1, 0], [(filter_size[1] - 1) // 2] * 2, [0, 0]])
-    return conv2d(x, filters, filter_size, pad="VALID", **kw)
+    return conv2d(x, filters, filter_size, pad="VALID", stride=stride, **kw)
 
 
-def down_right_shifted_conv2d(x, filters, filter_size=(2, 2), **kw):
+def down_right_shifted_conv2d(x, filters, filter_size=(2, 2), stride=(1, 1), **kw):
     x = tf.pad(x, [[0, 0], [filter_size[0] - 1, 0], [filter_size[1] - 1, 0], [0, 0]])
-    return conv2d(x, filters, filter_size, pad="VALID", **kw)
+    return conv2d(x, filters, filter_size, pad="VALID", stride=stride, **kw)
+
+
+def down_shifted_deconv2d(x, filters, filter_size=(2, 3), stride=(1, 1), **kw):
+    y = deconv2d(x, filters, filter_size, pad="VALID", stride=stride, **kw)
+    side = (filter_size[1] - 1) // 2
+    return y[:, : int(y.shape[1]) - filter_size[0] + 1, side: int(y.shape[2]) - side, :]
+
+
+def down_right_shifted_deconv2d(x, filters, filter_size=(2, 2), stride=(1, 1), **kw):
+    y = deconv2d(x, filters, filter_size, pad="VALID", stride=stride, **kw)
+    return y[:, : int(y.shape[1]) - filter_size[0] + 1, : int(y.shape[2]) - filter_size[1] + 1, :]
 
 
 def nin(x, units, **kw):
@@ -90,9 +143,11 @@ CONV = {"conv2d": conv2d, "down_shifted_conv2d": down_shifted_conv2d,
         "down_right_shifted_conv2d": down_right_shifted_conv2d, "nin": nin}
 
 
-def gated_resnet(x, a=None, h=None, nonlinearity="concat_elu", conv="conv2d", *, init=False, ema=None, dtype=tf.float32):
-    """docs/spec.md's gated_resnet (no dropout: a checkpoint does not depend on it)."""
-    counters: dict[str, int] = {}
+def gated_resnet(x, a=None, h=None, nonlinearity="concat_elu", conv="conv2d", *, init=False, ema=None, dtype=tf.float32,
+                 counters=None):
+    """docs/spec.md's gated_resnet (no dropout: a checkpoint does not depend on it); ``counters``: the
+    model's, where the block is part of one."""
+    counters = {} if counters is None else counters
     kw = dict(counters=counters, init=init, ema=ema, dtype=dtype)
     nl, cv = NONLINEARITY[nonlinearity], CONV[conv]
     F_ = int(x.shape[-1])
@@ -108,6 +163,46 @@ def gated_resnet(x, a=None, h=None, nonlinearity="concat_elu", conv="conv2d", *,
         c2 += tf.reshape(tf.matmul(h, hw), [-1, 1, 1, 2 * F_])
     value, gate = tf.split(c2, 2, 3)
     return x + value * tf.nn.sigmoid(gate)
+
+
+def down_shift(x):
+    return tf.concat([tf.zeros_like(x[:, :1]), x[:, :-1]], axis=1)
+
+
+def right_shift(x):
+    return tf.concat([tf.zeros_like(x[:, :, :1]), x[:, :, :-1]], axis=2)
+
+
+def pixelcnn_pp(x, h=None, *, nr_resnet=5, nr_filters=160, nr_logistic_mix=10, nonlinearity="concat_elu", init=False,
+                ema=None, dtype=tf.float32):
+    """docs/model_spec.md's network (``pxpp_spec``) with one counter dictionary for the whole model
+    (no dropout: a checkpoint does not depend on it)."""
+    counters: dict[str, int] = {}
+    kw = dict(counters=counters, init=init, ema=ema, dtype=dtype)
+    F_, R = nr_filters, nr_resnet
+
+    def block(t, conv, a=None):
+        return gated_resnet(t, a, h, nonlinearity, conv, counters=counters, init=init, ema=ema, dtype=dtype)
+
+    xp = tf.concat([x, tf.ones_like(x[..., :1])], axis=3)
+    U = [down_shift(down_shifted_conv2d(xp, F_, (2, 3), **kw))]
+    L = [down_shift(down_shifted_conv2d(xp, F_, (1, 3), **kw)) + right_shift(down_right_shifted_conv2d(xp, F_, (2, 1), **kw))]
+    for res in range(3):
+        for _ in range(R):
+            U.append(block(U[-1], "down_shifted_conv2d"))
+            L.append(block(L[-1], "down_right_shifted_conv2d", U[-1]))
+        if res < 2:
+            U.append(down_shifted_conv2d(U[-1], F_, stride=(2, 2), **kw))
+            L.append(down_right_shifted_conv2d(L[-1], F_, stride=(2, 2), **kw))
+    u, ul = U.pop(), L.pop()
+    for res in range(3):
+        for _ in range(R if res == 0 else R + 1):
+            u = block(u, "down_shifted_conv2d", U.pop())
+            ul = block(ul, "down_right_shifted_conv2d", tf.concat([u, L.pop()], 3))
+        if res < 2:
+            u = down_shifted_deconv2d(u, F_, stride=(2, 2), **kw)
+            ul = down_right_shifted_deconv2d(ul, F_, stride=(2, 2), **kw)
+    return nin(tf.nn.elu(ul), 10 * nr_logistic_mix, **kw)
 
 
 def _initialize(sess: Any, params: list, ema: Any, feed: Mapping, skip: list = ()) -> None:
@@ -210,4 +305,43 @@ def _run(variables, config, test_batch, init_batch, dtype) -> dict[str, np.ndarr
                 var.load(variables[var.op.name].astype(np_dtype), sess)
             feed = {ph[k]: v.astype(np_dtype) for k, v in test_batch.items()}
             result["out"], result["ema_out"] = sess.run([out, ema_out], feed)
+    return result
+
+
+def write_model_checkpoint(prefix: str, config: Mapping[str, Any], init_batch: Mapping[str, np.ndarray],
+                           test_batch: Mapping[str, np.ndarray], steps: int = 2, seed: int = 0, decay: float = 0.9995
+                           ) -> dict[str, np.ndarray]:
+    """:func:`write_checkpoint` for the whole network: init pass, ``steps`` fake training steps with
+    the EMA update, the trainer's Adam state, a Saver checkpoint; returns the graph's float32 ``out``
+    and ``ema_out`` on ``test_batch``."""
+    rng = np.random.default_rng(seed)
+    graph = tf.Graph()
+    args = {k: config[k] for k in ("nr_resnet", "nr_filters", "nr_logistic_mix", "nonlinearity") if k in config}
+    with graph.as_default():
+        v1.set_random_seed(seed)
+        ph = {k: v1.placeholder(tf.float32, [None, *v.shape[1:]], name=f"{k}_in") for k, v in init_batch.items()}
+        model = v1.make_template("model", pixelcnn_pp)
+        model(ph["x"], ph.get("h"), init="assign", **args)
+        init_pass = v1.get_collection(INIT_ASSIGNS)
+        params = v1.trainable_variables()
+        ema = v1.train.ExponentialMovingAverage(decay=decay)
+        maintain = ema.apply(params)
+        out = model(ph["x"], ph.get("h"), **args)
+        ema_out = model(ph["x"], ph.get("h"), ema=ema, **args)
+        moves = [v1.placeholder(tf.float32, p.shape) for p in params]  # one fake training step, in one run
+        step = [v1.assign_add(p, m) for p, m in zip(params, moves)]
+        slots = [v1.Variable(tf.zeros(p.shape), False) for p in params[:3]]  # saved as Variable, Variable_1, ...
+        slots += [v1.Variable(tf.zeros(p.shape), name=p.op.name + suffix) for p in params for suffix in ("_adam_mg", "_adam_v")]
+        saver = v1.train.Saver()
+        with v1.Session(graph=graph) as sess:
+            sess.run([p.initializer for p in params])  # V, hw random; g, b zeros until the init pass
+            sess.run(init_pass, {ph[k]: v for k, v in init_batch.items()})
+            _initialize(sess, params, ema, {}, skip=params)  # the shadows start as copies, then the slots
+            for _ in range(steps):
+                sess.run(step, {m: rng.normal(0.0, 0.01, m.shape).astype(np.float32) for m in moves})
+                sess.run(maintain)
+            feed = {ph[k]: v for k, v in test_batch.items()}
+            result = dict(zip(("out", "ema_out"), sess.run([out, ema_out], feed)))
+            saver.save(sess, prefix, write_meta_graph=False)
+            del slots
     return result

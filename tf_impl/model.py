@@ -27,6 +27,11 @@ _LAYER_CLASSES = {
 }
 
 
+def with_ones(x: tf.Tensor) -> tf.Tensor:
+    """``concat([x, ones])`` on channels: the ones channel marks the image against the convs' zero padding."""
+    return tf.concat([x, tf.ones_like(x[..., :1])], axis=-1)
+
+
 @_serializable
 class PixelCNNpp(keras.layers.Layer):
     """The original ``pxpp_spec``: ``x`` (B, H, W, 3) in [-1, 1] -> mixture parameters (B, H, W, 10 M).
@@ -126,7 +131,7 @@ class PixelCNNpp(keras.layers.Layer):
         def run_block(m: Any, t: tf.Tensor, a: Any) -> tf.Tensor:
             return block(m, t, a, h, None if mask_iter is None else next(mask_iter))
 
-        xp = tf.concat([x, tf.ones_like(x[..., :1])], axis=-1)
+        xp = with_ones(x)
         U = [down_shift(layer(self.u_init, xp))]
         Lst = [down_shift(layer(self.ul_init_down, xp)) + right_shift(layer(self.ul_init_right, xp))]
         k = 0

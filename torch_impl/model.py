@@ -37,6 +37,11 @@ _LAYER_CLASSES = {
 }
 
 
+def with_ones(x: torch.Tensor) -> torch.Tensor:
+    """``concat([x, ones])`` on channels: the ones channel marks the image against the convs' zero padding."""
+    return torch.cat([x, torch.ones_like(x[:, :1])], dim=1)
+
+
 class PixelCNNpp(nn.Module):
     """The original ``pxpp_spec(x, h, init, ema, dropout_p, nr_resnet, nr_filters, nr_logistic_mix,
     resnet_nonlinearity)``: ``x`` (B, 3, H, W) in [-1, 1] -> mixture parameters (B, 10 M, H, W).
@@ -134,7 +139,7 @@ class PixelCNNpp(nn.Module):
         def run_block(m: nn.Module, t: torch.Tensor, a: torch.Tensor | None) -> torch.Tensor:
             return block(m, t, a, h, None if mask_iter is None else next(mask_iter))
 
-        xp = torch.cat([x, torch.ones_like(x[:, :1])], dim=1)
+        xp = with_ones(x)
         U = [down_shift(layer(self.u_init, xp))]
         Lst = [down_shift(layer(self.ul_init_down, xp)) + right_shift(layer(self.ul_init_right, xp))]
         k = 0

@@ -213,3 +213,68 @@ def import_model_weights(model: Any, tensors: Mapping[str, np.ndarray], initiali
         variables[path].assign(value)
     for layer in model.wn_layers:
         layer.initialized.assign(bool(initialized))
+
+
+def apply_model(model: Any, inputs: Mapping[str, np.ndarray], use_ema: bool = False, init: bool = False) -> dict[str, np.ndarray]:
+    """The network (as a ``tf.function``) or its init pass on NHWC ``x`` (and ``h``): ``out`` and the
+    summed ``loss`` (float64 scalar)."""
+    from tf_impl.mixture import discretized_mix_logistic_loss
+
+    x, h = to_tf(inputs["x"], model.variable_dtype), to_tf(inputs.get("h"), model.variable_dtype)
+    if init:
+        out = model.initialize(x, h)
+    else:
+        out = tf.function(lambda x, h: model(x, h, use_ema=use_ema), autograph=False)(x, h)
+    return {"out": out.numpy(), "loss": np.float64(discretized_mix_logistic_loss(x, out).numpy())}
+
+
+def sample_model(model: Any, noise: Mapping[str, np.ndarray], h: np.ndarray | None = None, use_ema: bool = False,
+                 progress: bool = False) -> np.ndarray:
+    """Images (B, H, W, 3) drawn with the given ``u_mix`` and ``u_value``."""
+    from tf_impl.mixture import sample
+
+    dt = model.variable_dtype
+    B, H, W, _ = np.shape(noise["u_mix"])
+    return sample(model, B, H, W, to_tf(h, dt), u_mix=to_tf(noise["u_mix"], dt), u_value=to_tf(noise["u_value"], dt),
+                  use_ema=use_ema, progress=progress).numpy()
+
+
+def set_model_live(model: Any, tensors: Mapping[str, np.ndarray]) -> None:
+    variables = _variables(model)
+    for row in model_weight_table(model.config, shadows=False):
+        var = variables[row.keras_path]
+        var.assign(np.asarray(tensors[row.tf1_name], dtype=var.dtype))
+
+
+def model_inputs(arrays: Mapping[str, np.ndarray], dtype: str, device: str) -> dict[str, tf.Tensor | None]:
+    return {k: to_tf(arrays.get(k), dtype) for k in ("x", "h")}
+
+
+def _masks(model: Any, masks: Any) -> list[tf.Tensor] | None:
+    return None if masks is None else [to_tf(m, model.variable_dtype) for m in masks]
+
+
+def model_loss_and_gradients(model: Any, given: Mapping[str, Any], rows: list) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """The network output, the summed loss, and its gradients w.r.t. ``rows``' weights."""
+    from tf_impl.mixture import discretized_mix_logistic_loss
+
+    variables = _variables(model)
+    params = [variables[r.keras_path] for r in rows]
+    with tf.GradientTape() as tape:
+        out = model(given["x"], given["h"])
+        loss = discretized_mix_logistic_loss(given["x"], out)
+    grads = tape.gradient(loss, params)
+    return out.numpy(), loss.numpy(), {r.tf1_name: tf.convert_to_tensor(g).numpy() for r, g in zip(rows, grads)}
+
+
+def model_forward(model: Any, given: Mapping[str, Any], use_ema: bool = False, masks: Any = None) -> np.ndarray:
+    return model(given["x"], given["h"], use_ema=use_ema, dropout_masks=_masks(model, masks)).numpy()
+
+
+def model_initialize(model: Any, given: Mapping[str, Any], masks: Any = None) -> np.ndarray:
+    return model.initialize(given["x"], given["h"], dropout_masks=_masks(model, masks)).numpy()
+
+
+def run_model_case(case: Any, dtype: str = "float32", device: str = "cpu") -> dict[str, np.ndarray]:
+    """Every compared tensor of one whole-model case (``parity.protocol.run_model_case``)."""
+    return protocol.run_model_case(sys.modules[__name__], case, dtype, device)

@@ -252,3 +252,76 @@ def import_model_weights(model: Any, tensors: Mapping[str, np.ndarray], initiali
         if key.endswith(".initialized"):
             state[key] = torch.tensor(bool(initialized), device=device)
     model.load_state_dict(state, strict=True)
+
+
+def apply_model(model: Any, inputs: Mapping[str, np.ndarray], use_ema: bool = False, init: bool = False) -> dict[str, np.ndarray]:
+    """The network (eval mode) or its init pass on NHWC ``x`` (and ``h``): ``out`` NHWC and ``loss``,
+    the original's summed loss of ``x`` under ``out``, as a float64 scalar."""
+    from torch_impl.mixture import discretized_mix_logistic_loss
+
+    dt = model.u_init.V.dtype
+    x, h = to_torch(inputs["x"], dt, str(model.u_init.V.device)), to_torch(inputs.get("h"), dt, str(model.u_init.V.device))
+    model.eval()
+    with torch.no_grad():
+        out = model.initialize(x, h) if init else model(x, h, use_ema=use_ema)
+        loss = discretized_mix_logistic_loss(x, out)
+    return {"out": to_numpy(out), "loss": np.float64(loss.item())}
+
+
+def sample_model(model: Any, noise: Mapping[str, np.ndarray], h: np.ndarray | None = None, use_ema: bool = False,
+                 progress: bool = False) -> np.ndarray:
+    """Images (B, H, W, 3) drawn with the given ``u_mix`` and ``u_value`` (NHWC)."""
+    from torch_impl.mixture import sample
+
+    dt, device = model.u_init.V.dtype, str(model.u_init.V.device)
+    u_mix = torch.as_tensor(noise["u_mix"], dtype=dt, device=device)
+    B, H, W, _ = u_mix.shape
+    return to_numpy(sample(model, B, H, W, to_torch(h, dt, device), u_mix=u_mix, use_ema=use_ema, progress=progress,
+                           u_value=torch.as_tensor(noise["u_value"], dtype=dt, device=device)))
+
+
+def set_model_live(model: Any, tensors: Mapping[str, np.ndarray]) -> None:
+    """Assign the raw weights (TF1 names, TF layout); shadows untouched."""
+    with torch.no_grad():
+        params = dict(model.named_parameters())
+        for row in model_weight_table(model.config, shadows=False):
+            params[row.torch_key].copy_(torch.as_tensor(row.to_torch_layout(tensors[row.tf1_name])))
+
+
+def model_inputs(arrays: Mapping[str, np.ndarray], dtype: str, device: str) -> dict[str, torch.Tensor | None]:
+    return {k: to_torch(arrays.get(k), _dtype(dtype), device) for k in ("x", "h")}
+
+
+def _masks(model: Any, masks: Any) -> list[torch.Tensor] | None:
+    if masks is None:
+        return None
+    return [to_torch(m, model.u_init.V.dtype, str(model.u_init.V.device)) for m in masks]
+
+
+def model_loss_and_gradients(model: Any, given: Mapping[str, Any], rows: list) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """The network output (eval mode), the summed loss, and its gradients w.r.t. ``rows``' weights (TF layout)."""
+    from torch_impl.mixture import discretized_mix_logistic_loss
+
+    model.eval()
+    params = dict(model.named_parameters())
+    out = model(given["x"], given["h"])
+    loss = discretized_mix_logistic_loss(given["x"], out)
+    grads = torch.autograd.grad(loss, [params[r.torch_key] for r in rows])
+    return (to_numpy(out), loss.detach().cpu().numpy(),
+            {r.tf1_name: r.from_torch_layout(g.detach().cpu().numpy()) for r, g in zip(rows, grads)})
+
+
+@torch.no_grad()
+def model_forward(model: Any, given: Mapping[str, Any], use_ema: bool = False, masks: Any = None) -> np.ndarray:
+    model.eval()
+    return to_numpy(model(given["x"], given["h"], use_ema=use_ema, dropout_masks=_masks(model, masks)))
+
+
+@torch.no_grad()
+def model_initialize(model: Any, given: Mapping[str, Any], masks: Any = None) -> np.ndarray:
+    return to_numpy(model.initialize(given["x"], given["h"], dropout_masks=_masks(model, masks)))
+
+
+def run_model_case(case: Any, dtype: str = "float32", device: str = "cpu") -> dict[str, np.ndarray]:
+    """Every compared tensor of one whole-model case (``parity.protocol.run_model_case``)."""
+    return protocol.run_model_case(sys.modules[__name__], case, dtype, device)
