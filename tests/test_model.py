@@ -3,6 +3,8 @@ each other (forward, loss, gradients, init, EMA, samples), and causality."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -441,3 +443,28 @@ def test_the_models_suite_passes_and_a_missing_ones_channel_is_caught_at_the_out
     monkeypatch.setattr(tm, "with_ones", lambda x: torch.cat([x, torch.zeros_like(x[:, :1])], dim=1))
     naive = compare_runs(case.name, ref, run_backend_here("torch", case))
     assert naive.first_failure is not None and naive.first_failure.tensor == "forward/out"
+
+
+FULL_SIZE = os.environ.get("PARITY_FULL_SIZE") == "1"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (FULL_SIZE and HAVE["tf"]), reason="full-size checkpoint: set PARITY_FULL_SIZE=1 (minutes; not in CI)")
+def test_a_full_size_cifar10_shaped_checkpoint_converts_and_runs(tmp_path, capsys):
+    """R=5, F=160, M=10, as the released PixelCNN++ CIFAR-10 checkpoint: written by the compat.v1 graph,
+    converted, and run by both twins within the float32 tolerance of the graph's outputs."""
+    from parity.cli import main
+
+    prefix, test_batch, graph = _checkpoint(tmp_path, {"nr_resnet": 5, "nr_filters": 160, "nr_logistic_mix": 10})
+    out = str(tmp_path / "m.safetensors")
+    assert main(["convert", prefix, out, "--model", "pixelcnn_pp", "--nr-resnet", "5", "--nr-filters", "160",
+                 "--nr-logistic-mix", "10"]) == 0
+    print(capsys.readouterr().out)
+    np.savez(tmp_path / "x.npz", **test_batch)
+    for backend in [b for b in ("tf", "torch") if HAVE[b]]:
+        y = str(tmp_path / f"y_{backend}.npz")
+        assert main(["run", "--weights", out, "--inputs", str(tmp_path / "x.npz"), "--backend", backend, "--out", y, "--ema"]) == 0
+        with np.load(y) as f:
+            err = np.abs(f["out"] - graph["ema_out"]).max()
+            print(f"{backend}: max abs error against the graph {err:.3e} (output scale {np.abs(graph['ema_out']).max():.2f})")
+            np.testing.assert_allclose(f["out"], graph["ema_out"], rtol=1e-3, atol=1e-3)
