@@ -249,7 +249,8 @@ def load_record(path: str | os.PathLike) -> tuple[dict[str, Any], list[tuple[Cas
         order = meta.pop("order")
         prefix = f"{i}/in/"
         arrays = under_prefix(tensors, prefix)
-        case = LayerCase(arrays=arrays, **meta) if "kind" in meta else Case(arrays=arrays, **meta)
+        kind = LayerCase if "kind" in meta else ModelCase if "nr_resnet" in meta.get("config", {}) else Case
+        case = kind(arrays=arrays, **meta)
         results = {dt: {k: tensors[f"{i}/out/{dt}/{k}"] for k in order} for dt in (*DTYPES, MCA)}
         out.append((case, results))
     return metadata, out

@@ -101,7 +101,7 @@ def run_model_case(backend: ModuleType, case: Any, dtype: str = "float32", devic
         backend.import_model_weights(model, weights, initialized=True)
         inputs = backend.model_inputs(arr, dtype, device)
         net, loss, grads = backend.model_loss_and_gradients(model, inputs, rows)
-        out["forward/out"], out["loss/sum"] = net, loss
+        out["forward/out"], out["loss/sum"] = net, np.reshape(loss, (1,))  # (1,): as a record file stores it
         out.update({f"grad/{k}": v for k, v in grads.items()})
         out["dropout/out"] = backend.model_forward(model, inputs, masks=masks)
 

@@ -468,3 +468,17 @@ def test_a_full_size_cifar10_shaped_checkpoint_converts_and_runs(tmp_path, capsy
             err = np.abs(f["out"] - graph["ema_out"]).max()
             print(f"{backend}: max abs error against the graph {err:.3e} (output scale {np.abs(graph['ema_out']).max():.2f})")
             np.testing.assert_allclose(f["out"], graph["ema_out"], rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.skipif(not (HAVE["tf"] and HAVE["torch"]), reason="needs both TensorFlow and PyTorch")
+def test_a_model_case_records_and_verifies_without_tensorflow_in_the_checker(tmp_path):
+    """``record --suite models`` then ``verify``: the path a GPU machine without TensorFlow takes."""
+    from parity.case import model_cases
+    from parity.harness import load_record, record, verify
+
+    case = model_cases()[1]
+    path = tmp_path / "models.safetensors"
+    record(path, backend="tf", cases=[case])
+    _, [(loaded, results)] = load_record(path)
+    assert type(loaded).__name__ == "ModelCase" and loaded.config == case.config and results["float32"]["loss/sum"].shape == (1,)
+    assert verify(path, backend="torch").passed
