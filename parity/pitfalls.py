@@ -329,6 +329,71 @@ def _tf32_emulated() -> contextlib.AbstractContextManager:
     return _hooks({"conv._op": naive})
 
 
+# -- model-level naive translations (docs/model_spec.md) --------------------------------------------------
+def _model_case(name: str) -> Callable[[], Any]:
+    from parity.case import ModelCase
+
+    return lambda: ModelCase(f"pitfall-{name}", {"nr_resnet": 1, "nr_filters": 4, "nr_logistic_mix": 2, "dropout_p": 0.5},
+                             height=8, width=8)
+
+
+def _no_ones_channel() -> contextlib.AbstractContextManager:
+    import torch
+
+    return _hooks({"model.with_ones": lambda x: torch.cat([x, torch.zeros_like(x[:, :1])], dim=1)})
+
+
+def _skip_concat_order() -> contextlib.AbstractContextManager:
+    import torch
+
+    return _hooks({"model.down_pass_a": lambda u, skip: torch.cat([skip, u], dim=1)})
+
+
+def _no_edge_cases() -> contextlib.AbstractContextManager:
+    return _hooks({"mixture.EDGE": 2.0})  # |x| never beyond it: the +-1 bins use the interior formula
+
+
+def _init_without_dropout() -> contextlib.AbstractContextManager:
+    import torch_impl.model as tm
+
+    real = tm.PixelCNNpp.initialize
+
+    def naive(self: Any, x: Any, h: Any = None, *, dropout: bool = True, dropout_masks: Any = None) -> Any:
+        return real(self, x, h, dropout=False)  # the init pass run as if at test time
+
+    return _hooks({"model.PixelCNNpp.initialize": naive})
+
+
+def _sampler_without_coupling() -> contextlib.AbstractContextManager:
+    import torch_impl.mixture as mx
+
+    real = mx.sample_from_discretized_mix_logistic
+
+    def naive(l: Any, u_mix: Any = None, u_value: Any = None, generator: Any = None) -> Any:
+        M = l.shape[1] // 10
+        uncoupled = l.clone()
+        for ch in range(3):  # every coefficient's logit to 0: tanh(0) = 0, each channel drawn alone
+            start = M + ch * 3 * M + 2 * M
+            uncoupled[:, start:start + M] = 0.0
+        return real(uncoupled, u_mix, u_value, generator)
+
+    return _hooks({"mixture.sample_from_discretized_mix_logistic": naive})
+
+
+MODEL_PITFALLS: list[Pitfall] = [
+    Pitfall("M1", "the ones channel", "feeds x without the ones channel (zeros in its place)", "forward/out",
+            _model_case("M1"), _no_ones_channel),
+    Pitfall("M2", "skip concat order", "gives the down pass's ul blocks concat([ul_skip, u]) instead of concat([u, ul_skip])",
+            "forward/out", _model_case("M2"), _skip_concat_order),
+    Pitfall("M3", "the loss's edge cases", "treats x = -1 and x = +1 as interior bins (no cdf tails)", "loss/sum",
+            _model_case("M3"), _no_edge_cases),
+    Pitfall("M4", "the init pass without dropout", "initialises with dropout off, though the original's init pass drops",
+            "init/conv2d_4/g", _model_case("M4"), _init_without_dropout),
+    Pitfall("M5", "sampler without channel coupling", "draws G and B without the coefficients on the sampled R (and G)",
+            "sample/x", _model_case("M5"), _sampler_without_coupling),
+]
+
+
 PITFALLS: list[Pitfall] = [
     Pitfall("1", "NHWC vs NCHW", "turns NHWC inputs into NCHW with reshape(B, C, H, W) instead of permute(0, 3, 1, 2)",
             "forward/c1_conv", _block_case("1"), _nchw_by_reshape),
@@ -456,7 +521,7 @@ def run_naive(key: str, case: Case | LayerCase) -> dict[str, Any]:
 
     if key == ARTICLE.key:
         return {"results": {dt: _article_run(case, dt) for dt in DTYPES}}
-    pitfall = next(p for p in PITFALLS if p.key == key)
+    pitfall = next(p for p in (*PITFALLS, *MODEL_PITFALLS) if p.key == key)
     with pitfall.install():
         try:
             return {"results": run_backend_here("torch", case)}
@@ -494,7 +559,7 @@ def run_pitfall(pitfall: Pitfall, reference: dict[str, dict[str, np.ndarray]] | 
 
 
 def gallery() -> list[Pitfall]:
-    return [*PITFALLS, ARTICLE]
+    return [*PITFALLS, *MODEL_PITFALLS, ARTICLE]
 
 
 def _measured(r: Result) -> str:

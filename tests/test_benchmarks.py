@@ -64,3 +64,15 @@ def test_the_tf_pair_runs_both_graphs_in_one_process(capsys):
     assert main(["--tf-pair", "--size", "tiny", "--repeats", "2", "--warmup", "1"]) == 0
     out = capsys.readouterr().out
     assert "tf-function / tf1-graph: median" in out and "2 alternating calls each" in out
+
+
+@pytest.mark.skipif(not HAVE["torch"], reason="needs PyTorch")
+def test_bench_model_runs_at_a_tiny_size(tmp_path, capsys):
+    from benchmarks.bench_model import main
+
+    out = tmp_path / "m.json"
+    assert main(["--size", "tiny", "--repeats", "1", "--sample-steps", "1", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert {r["backend"] for r in rows} == ({"tf", "torch"} if HAVE["tf"] else {"torch"})
+    for r in rows:
+        assert r["forward_backward_ms"]["median"] > 0 and r["init_ms"]["median"] > 0 and r["sample_s_per_image"] > 0

@@ -27,6 +27,11 @@ _LAYER_CLASSES = {
 }
 
 
+def down_pass_a(u: tf.Tensor, ul_skip: tf.Tensor) -> tf.Tensor:
+    """The down pass's ``a`` of the ``ul`` blocks: ``concat([u, ul_skip])`` on channels, ``u`` first."""
+    return tf.concat([u, ul_skip], axis=-1)
+
+
 def with_ones(x: tf.Tensor) -> tf.Tensor:
     """``concat([x, ones])`` on channels: the ones channel marks the image against the convs' zero padding."""
     return tf.concat([x, tf.ones_like(x[..., :1])], axis=-1)
@@ -148,7 +153,7 @@ class PixelCNNpp(keras.layers.Layer):
         for res in range(3):
             for _ in range(R if res == 0 else R + 1):
                 u = run_block(self.down_u[k], u, U.pop())
-                ul = run_block(self.down_ul[k], ul, tf.concat([u, Lst.pop()], axis=-1))
+                ul = run_block(self.down_ul[k], ul, down_pass_a(u, Lst.pop()))
                 k += 1
             if res < 2:
                 u = layer(self.upsample_u[res], u)

@@ -21,6 +21,8 @@ import torch_impl
 import torch_impl.block as _block
 import torch_impl.ema as _ema
 import torch_impl.layers as _layers
+import torch_impl.mixture as _mixture
+import torch_impl.model as _model
 import torch_impl.ops as _ops
 
 # name -> (owner, attribute, what it computes). An owner that is a dict has the attribute as a key.
@@ -45,6 +47,11 @@ HOOKS: dict[str, tuple[Any, str, str]] = {
     "ema.one_minus_decay": (_ema, "one_minus_decay", "1 - decay as TensorFlow computes it"),
     "update_averages": (torch_impl, "update_averages", "one Polyak update of every shadow"),
     "reset_averages": (torch_impl, "reset_averages", "shadows restart as copies"),
+    "model.with_ones": (_model, "with_ones", "concat([x, ones]): the ones channel"),
+    "model.down_pass_a": (_model, "down_pass_a", "the down pass's a of the ul blocks: concat([u, ul_skip])"),
+    "model.PixelCNNpp.initialize": (_model.PixelCNNpp, "initialize", "the whole-model init pass"),
+    "mixture.EDGE": (_mixture, "EDGE", "|x| beyond which the loss uses the tails (0.999)"),
+    "mixture.sample_from_discretized_mix_logistic": (_mixture, "sample_from_discretized_mix_logistic", "one draw of every pixel"),
 }
 
 _MISSING = object()

@@ -37,6 +37,11 @@ _LAYER_CLASSES = {
 }
 
 
+def down_pass_a(u: torch.Tensor, ul_skip: torch.Tensor) -> torch.Tensor:
+    """The down pass's ``a`` of the ``ul`` blocks: ``concat([u, ul_skip])`` on channels, ``u`` first."""
+    return torch.cat([u, ul_skip], dim=1)
+
+
 def with_ones(x: torch.Tensor) -> torch.Tensor:
     """``concat([x, ones])`` on channels: the ones channel marks the image against the convs' zero padding."""
     return torch.cat([x, torch.ones_like(x[:, :1])], dim=1)
@@ -156,7 +161,7 @@ class PixelCNNpp(nn.Module):
         for res in range(3):
             for _ in range(R if res == 0 else R + 1):
                 u = run_block(self.down_u[k], u, U.pop())
-                ul = run_block(self.down_ul[k], ul, torch.cat([u, Lst.pop()], dim=1))
+                ul = run_block(self.down_ul[k], ul, down_pass_a(u, Lst.pop()))
                 k += 1
             if res < 2:
                 u = layer(self.upsample_u[res], u)
