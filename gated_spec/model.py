@@ -23,6 +23,18 @@ SPATIAL_MULTIPLE = 2 ** (RESOLUTIONS - 1)  # H and W must be multiples of this
 DEFAULT_MODEL = {"nr_resnet": 5, "nr_filters": 160, "nr_logistic_mix": 10, "nonlinearity": "concat_elu",
                  "h_channels": None, "dropout_p": 0.5, "polyak_decay": None}  # the CIFAR-10 settings
 OUTPUT_PER_MIXTURE = 10  # logit, and for each of 3 channels: mean, log scale, coefficient
+MIXTURE_PARTS = ("means", "log_scales", "coeffs")  # per channel, each M wide, after the M logits
+
+
+def output_channels(nr_logistic_mix: int, part: str, channel: int) -> slice:
+    """The output channels holding ``part`` (one of ``MIXTURE_PARTS``) of image channel ``channel``:
+    the output is ``M`` logits, then for R, G, B in turn ``M`` means, ``M`` log scales, ``M``
+    coefficients (the original's reshape of ``l[..., M:]`` to ``[..., 3, 3 M]``)."""
+    M = nr_logistic_mix
+    start = M + channel * 3 * M + MIXTURE_PARTS.index(part) * M
+    return slice(start, start + M)
+
+
 FIRST_FILTERS = {"u_init": (2, 3), "ul_init_down": (1, 3), "ul_init_right": (2, 1)}
 
 # -- the discretized logistic mixture (docs/model_spec.md "Discretized logistic mixture") ----------

@@ -157,16 +157,17 @@ def default_cases() -> list[Case]:
     return cases
 
 
-def wide_cases() -> list[Case]:
+def wide_cases() -> list[Case | ModelCase]:
     """The block at PixelCNN++ width (F = 160: each conv sums 1920 products per output), on a small
     image: what the F = 4 suite cannot show, a kernel whose float32 error grows with the sum's length
-    faster than the reference's. The down-shifted stream without ``a``, the down-right one with ``a``."""
+    faster than the reference's. The down-shifted stream without ``a``, the down-right one with ``a``;
+    then the whole model at that width (``wide_model_case``)."""
     specs = [("down_shifted_conv2d", None), ("down_right_shifted_conv2d", 160)]
     return [
         Case(f"wide-{conv}-a{a or 0}", {"num_filters": 160, "a_channels": a, "conv": conv, "nonlinearity": "concat_elu"},
              batch=2, height=8, width=8, seed=5 + i)
         for i, (conv, a) in enumerate(specs)
-    ]
+    ] + [wide_model_case()]
 
 
 # -- one weight-normalised layer (the transposed convs are not part of the block) ------------------
@@ -270,6 +271,7 @@ class ModelCase:
     width: int = 8
     seed: int = 0
     ema_steps: int = 2
+    log_scale_shift: float = 0.0
     arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -283,7 +285,7 @@ class ModelCase:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "config": self.config, "batch": self.batch, "height": self.height, "width": self.width,
-                "seed": self.seed, "ema_steps": self.ema_steps}
+                "seed": self.seed, "ema_steps": self.ema_steps, "log_scale_shift": self.log_scale_shift}
 
     def weights(self, prefix: str = "weights/") -> dict[str, np.ndarray]:
         return under_prefix(self.arrays, prefix)
@@ -303,7 +305,7 @@ class ModelCase:
 
 
 def make_model_arrays(case: ModelCase) -> dict[str, np.ndarray]:
-    from gated_spec.model import SAMPLER_U_MIN, dropout_mask_shapes
+    from gated_spec.model import IMAGE_CHANNELS, SAMPLER_U_MIN, dropout_mask_shapes, output_channels
     from parity.weights import model_weight_table, random_model_weights
 
     c = case.config
@@ -319,6 +321,11 @@ def make_model_arrays(case: ModelCase) -> dict[str, np.ndarray]:
     for i, shape in enumerate(dropout_mask_shapes(c, B, H, W)):
         arrays[f"dropout_mask/{i}"] = _f32(rng.uniform(size=shape) >= p)
     weights = random_model_weights(c, seed=case.seed + 1, shadows=True)
+    if case.log_scale_shift:  # a sharper (or flatter) mixture, as a trained network's: every log scale moved
+        name = next(r.tf1_name for r in model_weight_table(c, shadows=False) if r.keras_path == "nin_out/b")
+        b = weights[name] = weights[name].copy()
+        for ch in range(IMAGE_CHANNELS):
+            b[output_channels(c["nr_logistic_mix"], "log_scales", ch)] += case.log_scale_shift
     arrays.update({f"weights/{k}": v for k, v in weights.items()})
     current = {r.tf1_name: weights[r.tf1_name] for r in model_weight_table(c, shadows=False)}
     for s in range(1, case.ema_steps + 1):
@@ -331,13 +338,23 @@ def make_model_arrays(case: ModelCase) -> dict[str, np.ndarray]:
 
 
 def model_cases() -> list[ModelCase]:
-    """Tiny PixelCNN++ models (seconds): the unconditional CIFAR-10 shape at R = 1, F = 8, and a
-    conditional one with elu blocks."""
+    """Tiny PixelCNN++ models (seconds): the unconditional CIFAR-10 shape at R = 1, F = 8, a
+    conditional one with elu blocks, and a sharp one (every log scale moved by -6, as a trained
+    network's: most sub-pixels far out in their logistic's tails, where softplus saturates and
+    ``cdf_delta`` underflows)."""
     return [
         ModelCase("model-pixelcnn_pp-R1-F8-M2", {"nr_resnet": 1, "nr_filters": 8, "nr_logistic_mix": 2, "dropout_p": 0.5}),
         ModelCase("model-pixelcnn_pp-R1-F4-M3-h2-elu", {"nr_resnet": 1, "nr_filters": 4, "nr_logistic_mix": 3, "h_channels": 2,
                                                         "nonlinearity": "elu", "dropout_p": 0.5}, seed=1),
+        ModelCase("model-pixelcnn_pp-R1-F4-M2-sharp", {"nr_resnet": 1, "nr_filters": 4, "nr_logistic_mix": 2, "dropout_p": 0.5},
+                  seed=2, log_scale_shift=-6.0),
     ]
+
+
+def wide_model_case() -> ModelCase:
+    """PixelCNN++ at its width (F = 160, M = 10) with one block per stream and resolution, on 8x8."""
+    return ModelCase("wide-model-pixelcnn_pp-R1-F160-M10", {"nr_resnet": 1, "nr_filters": 160, "nr_logistic_mix": 10,
+                                                              "dropout_p": 0.5}, seed=7)
 
 
 SUITES = {"default": default_cases, "wide": wide_cases, "layers": layer_cases, "models": model_cases}

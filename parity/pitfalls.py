@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from gated_spec.model import CDF_DELTA_MIN, EDGE, IMAGE_CHANNELS, LOG_BINS_HALF, OUTPUT_PER_MIXTURE, output_channels
 from parity.case import Case, LayerCase
 from parity.tolerance import Comparison
 
@@ -330,11 +331,11 @@ def _tf32_emulated() -> contextlib.AbstractContextManager:
 
 
 # -- model-level naive translations (docs/model_spec.md) --------------------------------------------------
-def _model_case(name: str) -> Callable[[], Any]:
+def _model_case(name: str, log_scale_shift: float = 0.0, **config: Any) -> Callable[[], Any]:
     from parity.case import ModelCase
 
-    return lambda: ModelCase(f"pitfall-{name}", {"nr_resnet": 1, "nr_filters": 4, "nr_logistic_mix": 2, "dropout_p": 0.5},
-                             height=8, width=8)
+    return lambda: ModelCase(f"pitfall-{name}", {"nr_resnet": 1, "nr_filters": 4, "nr_logistic_mix": 2, "dropout_p": 0.5, **config},
+                             height=8, width=8, log_scale_shift=log_scale_shift)
 
 
 def _no_ones_channel() -> contextlib.AbstractContextManager:
@@ -370,14 +371,45 @@ def _sampler_without_coupling() -> contextlib.AbstractContextManager:
     real = mx.sample_from_discretized_mix_logistic
 
     def naive(l: Any, u_mix: Any = None, u_value: Any = None, generator: Any = None) -> Any:
-        M = l.shape[1] // 10
+        M = l.shape[1] // OUTPUT_PER_MIXTURE
         uncoupled = l.clone()
-        for ch in range(3):  # every coefficient's logit to 0: tanh(0) = 0, each channel drawn alone
-            start = M + ch * 3 * M + 2 * M
-            uncoupled[:, start:start + M] = 0.0
+        for ch in range(IMAGE_CHANNELS):  # every coefficient's logit to 0: tanh(0) = 0, each channel drawn alone
+            uncoupled[:, output_channels(M, "coeffs", ch)] = 0.0
         return real(uncoupled, u_mix, u_value, generator)
 
     return _hooks({"mixture.sample_from_discretized_mix_logistic": naive})
+
+
+def _blocks_nonlinearity_at_output() -> contextlib.AbstractContextManager:
+    import torch
+
+    return _hooks({"model.output_elu": torch.relu})  # the case's blocks use relu
+
+
+def _mask_multiplied_loss() -> contextlib.AbstractContextManager:
+    import torch
+
+    def naive(xs: Any, cdf_delta: Any, log_cdf_plus: Any, log_one_minus_cdf_min: Any, log_pdf_mid: Any) -> Any:
+        lower, upper, mass = ((c).to(xs.dtype) for c in (xs < -EDGE, xs > EDGE, cdf_delta > CDF_DELTA_MIN))
+        inner = mass * torch.log(cdf_delta) + (1 - mass) * (log_pdf_mid - LOG_BINS_HALF)  # "the mask drops log(0)"
+        return lower * log_cdf_plus + (1 - lower) * (upper * log_one_minus_cdf_min + (1 - upper) * inner)
+
+    return _hooks({"mixture.select_log_probs": naive})
+
+
+def _bits_per_dim_per_pixel() -> contextlib.AbstractContextManager:
+    import math
+
+    def naive(loss: Any, batch: int, height: int, width: int) -> Any:
+        return loss / (math.log(2.0) * batch * height * width)  # per pixel, not per sub-pixel
+
+    return _hooks({"mixture.bits_per_dim": naive})
+
+
+def _torch_softplus() -> contextlib.AbstractContextManager:
+    import torch.nn.functional as F
+
+    return _hooks({"mixture.softplus": F.softplus})
 
 
 MODEL_PITFALLS: list[Pitfall] = [
@@ -391,6 +423,20 @@ MODEL_PITFALLS: list[Pitfall] = [
             "init/conv2d_4/g", _model_case("M4"), _init_without_dropout),
     Pitfall("M5", "sampler without channel coupling", "draws G and B without the coefficients on the sampled R (and G)",
             "sample/x", _model_case("M5"), _sampler_without_coupling),
+    Pitfall("M6", "the blocks' nonlinearity at the output", "applies the blocks' nonlinearity (relu here) to ul before "
+            "nin_out instead of elu (with concat_elu blocks the same slip sizes nin_out for 2F inputs and the original's "
+            "weights cannot load, as entry 14)", "forward/out", _model_case("M6", nonlinearity="relu"),
+            _blocks_nonlinearity_at_output),
+    Pitfall("M7", "the loss with mask-multiplies", "selects the loss's branches by multiplying with 0/1 masks and drops "
+            "the clamp inside log(cdf_delta), so log(0) = -inf where cdf_delta underflows turns the sum into 0 * -inf "
+            "= NaN; the case's log scales are moved by -6, as a trained network's are sharp", "loss/sum",
+            _model_case("M7", log_scale_shift=-6.0), _mask_multiplied_loss),
+    Pitfall("M8", "bits/dim over pixels", "divides the summed loss by log(2) B H W, leaving out the 3 sub-pixels",
+            "loss/bits_per_dim", _model_case("M8"), _bits_per_dim_per_pixel),
+    Pitfall("M9", "torch's softplus", "uses F.softplus in the loss: x itself above 20 (TensorFlow: above 13.94 in "
+            "float32, 34.04 in float64) and gradient 1 there (TensorFlow: sigmoid(x)); seen in float64 where the "
+            "mixture is sharp (log scales moved by -6)", "grad/conv2d_0/V", _model_case("M9", log_scale_shift=-6.0),
+            _torch_softplus),
 ]
 
 

@@ -84,7 +84,7 @@ def run_layer_case(backend: ModuleType, case: Any, dtype: str = "float32", devic
 
 def run_model_case(backend: ModuleType, case: Any, dtype: str = "float32", device: str = "cpu") -> dict[str, np.ndarray]:
     """Every compared tensor of one whole-model case (``parity.case.ModelCase``), in this order: the
-    network output and the summed loss, the gradients of the loss w.r.t. every raw weight in call
+    network output, the summed loss and its bits per dimension, the gradients of the loss w.r.t. every raw weight in call
     order (so the first failing one names the first diverging layer), the forward on the case's
     dropout masks, the init pass of a fresh model from the same ``V`` and ``hw`` with those masks
     (``g``, ``b`` in call order, then its output), the Polyak shadows after the case's steps and the
@@ -102,6 +102,7 @@ def run_model_case(backend: ModuleType, case: Any, dtype: str = "float32", devic
         inputs = backend.model_inputs(arr, dtype, device)
         net, loss, grads = backend.model_loss_and_gradients(model, inputs, rows)
         out["forward/out"], out["loss/sum"] = net, np.reshape(loss, (1,))  # (1,): as a record file stores it
+        out["loss/bits_per_dim"] = np.reshape(backend.model_bits_per_dim(loss, arr["x"].shape), (1,))
         out.update({f"grad/{k}": v for k, v in grads.items()})
         out["dropout/out"] = backend.model_forward(model, inputs, masks=masks)
 

@@ -25,7 +25,7 @@ def l2n(v, axes):
 
 
 def sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-x))
+    return np.exp(-np.logaddexp(0.0, -x))  # 1 / (1 + exp(-x)) without overflow
 
 
 def same_pads(size, k, s):

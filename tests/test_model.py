@@ -438,7 +438,7 @@ def test_the_models_suite_passes_and_a_missing_ones_channel_is_caught_at_the_out
     report = check([case])
     assert report.passed, [c.tensor for c in report.cases[0].comparisons if not c.passed][:5]
     names = [c.tensor for c in report.cases[0].comparisons if c.dtype == "float32"]
-    assert names[:3] == ["forward/out", "loss/sum", "grad/conv2d_0/V"] and "sample/x" in names and "init/dense_4/g" in names
+    assert names[:4] == ["forward/out", "loss/sum", "loss/bits_per_dim", "grad/conv2d_0/V"] and "sample/x" in names and "init/dense_4/g" in names
     ref = run_backend("tf", case, mca_samples=MCA_SAMPLES)
     monkeypatch.setattr(tm, "with_ones", lambda x: torch.cat([x, torch.zeros_like(x[:, :1])], dim=1))
     naive = compare_runs(case.name, ref, run_backend_here("torch", case))

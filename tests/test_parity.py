@@ -231,7 +231,8 @@ def test_cli_takes_the_suites():
     for name in SUITES:
         for command in (["check", "--suite", name], ["record", "out.safetensors", "--suite", name]):
             assert build_parser().parse_args(command).suite == name
-    assert [c.config["num_filters"] for c in SUITES["wide"]()] == [160, 160]
+    assert [c.config.get("num_filters", c.config.get("nr_filters")) for c in SUITES["wide"]()] == [160, 160, 160]
+    assert type(SUITES["wide"]()[-1]).__name__ == "ModelCase"  # the whole model at PixelCNN++ width
     with pytest.raises(SystemExit):
         build_parser().parse_args(["check", "--suite", "huge"])
 

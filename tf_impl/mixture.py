@@ -25,6 +25,7 @@ from gated_spec.model import (
     SAMPLER_U_MIN,
     raster,
 )
+from tf_impl.ops import softplus
 
 
 def _mixtures(l: tf.Tensor) -> int:
@@ -51,6 +52,15 @@ def log_prob_from_logits(x: tf.Tensor) -> tf.Tensor:
     return x - m - tf.math.log(tf.reduce_sum(tf.exp(x - m), axis=-1, keepdims=True))
 
 
+def select_log_probs(xs: tf.Tensor, cdf_delta: tf.Tensor, log_cdf_plus: tf.Tensor, log_one_minus_cdf_min: tf.Tensor,
+                     log_pdf_mid: tf.Tensor) -> tf.Tensor:
+    """Each sub-pixel's log probability, by the original's nested ``tf.where`` (the lower tail at
+    ``x < -0.999``, the upper at ``x > 0.999``, else ``log(max(cdf_delta, 1e-12))`` where
+    ``cdf_delta > 1e-5``, else the density at the bin's centre times its width)."""
+    inner = tf.where(cdf_delta > CDF_DELTA_MIN, tf.math.log(tf.maximum(cdf_delta, CDF_DELTA_FLOOR)), log_pdf_mid - LOG_BINS_HALF)
+    return tf.where(xs < -EDGE, log_cdf_plus, tf.where(xs > EDGE, log_one_minus_cdf_min, inner))
+
+
 def discretized_mix_logistic_loss(x: Any, l: Any, sum_all: bool = True) -> tf.Tensor:
     """The negative log-likelihood of ``x`` (B, H, W, 3) in [-1, 1] under ``l`` (B, H, W, 10 M), in
     nats: summed over everything (``sum_all``), or per image (B,)."""
@@ -73,13 +83,12 @@ def discretized_mix_logistic_loss(x: Any, l: Any, sum_all: bool = True) -> tf.Te
     cdf_plus = tf.sigmoid(plus_in)
     min_in = inv_stdv * (centered - HALF_BIN)
     cdf_min = tf.sigmoid(min_in)
-    log_cdf_plus = plus_in - tf.nn.softplus(plus_in)
-    log_one_minus_cdf_min = -tf.nn.softplus(min_in)
+    log_cdf_plus = plus_in - softplus(plus_in)
+    log_one_minus_cdf_min = -softplus(min_in)
     cdf_delta = cdf_plus - cdf_min
     mid_in = inv_stdv * centered
-    log_pdf_mid = mid_in - log_scales - 2.0 * tf.nn.softplus(mid_in)
-    inner = tf.where(cdf_delta > CDF_DELTA_MIN, tf.math.log(tf.maximum(cdf_delta, CDF_DELTA_FLOOR)), log_pdf_mid - LOG_BINS_HALF)
-    log_probs = tf.where(xs < -EDGE, log_cdf_plus, tf.where(xs > EDGE, log_one_minus_cdf_min, inner))
+    log_pdf_mid = mid_in - log_scales - 2.0 * softplus(mid_in)
+    log_probs = select_log_probs(xs, cdf_delta, log_cdf_plus, log_one_minus_cdf_min, log_pdf_mid)
     log_probs = tf.reduce_sum(log_probs, axis=3) + log_prob_from_logits(logit_probs)
     per_pixel = log_sum_exp(log_probs)
     return -tf.reduce_sum(per_pixel) if sum_all else -tf.reduce_sum(per_pixel, axis=[1, 2])

@@ -29,6 +29,12 @@ def elu(x: tf.Tensor) -> tf.Tensor:
     return tf.nn.elu(x)
 
 
+def softplus(x: tf.Tensor) -> tf.Tensor:
+    """``tf.nn.softplus``: ``x`` above ``-(log(eps) + 2)``, ``exp(x)`` below ``log(eps) + 2``,
+    ``log1p(exp(x))`` between; gradient ``grad / (1 + exp(-x))``. Twin: ``torch_impl.ops.softplus``."""
+    return tf.nn.softplus(x)
+
+
 def relu(x: tf.Tensor) -> tf.Tensor:
     """Plain ReLU. Twin: ``torch_impl.ops.relu``."""
     return tf.nn.relu(x)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 from gated_spec.model import (
     CDF_DELTA_FLOOR,
@@ -28,6 +27,7 @@ from gated_spec.model import (
     SAMPLER_U_MIN,
     raster,
 )
+from torch_impl.ops import softplus
 
 
 def _mixtures(l: torch.Tensor) -> int:
@@ -55,6 +55,18 @@ def log_prob_from_logits(x: torch.Tensor) -> torch.Tensor:
     return x - m - torch.log(torch.sum(torch.exp(x - m), dim=-1, keepdim=True))
 
 
+def select_log_probs(xs: torch.Tensor, cdf_delta: torch.Tensor, log_cdf_plus: torch.Tensor,
+                     log_one_minus_cdf_min: torch.Tensor, log_pdf_mid: torch.Tensor) -> torch.Tensor:
+    """Each sub-pixel's log probability, by the original's nested ``tf.where``: the lower tail at
+    ``x < -0.999``, the upper tail at ``x > 0.999``, else ``log(max(cdf_delta, 1e-12))`` where
+    ``cdf_delta > 1e-5`` and the density at the bin's centre times its width otherwise. Every branch is
+    computed everywhere; the selection never multiplies one by a mask, so a branch that is infinite
+    where it is not selected (``log(0)`` where ``cdf_delta`` underflows) cannot reach the result."""
+    inner = torch.where(cdf_delta > CDF_DELTA_MIN, torch.log(torch.clamp(cdf_delta, min=CDF_DELTA_FLOOR)),
+                        log_pdf_mid - LOG_BINS_HALF)
+    return torch.where(xs < -EDGE, log_cdf_plus, torch.where(xs > EDGE, log_one_minus_cdf_min, inner))
+
+
 def discretized_mix_logistic_loss(x: torch.Tensor, l: torch.Tensor, sum_all: bool = True) -> torch.Tensor:
     """The negative log-likelihood of ``x`` (B, 3, H, W) in [-1, 1] under the mixture ``l``
     (B, 10 M, H, W), in nats: summed over everything (``sum_all``), or per image (B,)."""
@@ -75,14 +87,12 @@ def discretized_mix_logistic_loss(x: torch.Tensor, l: torch.Tensor, sum_all: boo
     cdf_plus = torch.sigmoid(plus_in)
     min_in = inv_stdv * (centered - HALF_BIN)
     cdf_min = torch.sigmoid(min_in)
-    log_cdf_plus = plus_in - F.softplus(plus_in)  # log probability for the edge case x = -1
-    log_one_minus_cdf_min = -F.softplus(min_in)  # and for x = +1
+    log_cdf_plus = plus_in - softplus(plus_in)  # log probability for the edge case x = -1
+    log_one_minus_cdf_min = -softplus(min_in)  # and for x = +1
     cdf_delta = cdf_plus - cdf_min
     mid_in = inv_stdv * centered
-    log_pdf_mid = mid_in - log_scales - 2.0 * F.softplus(mid_in)
-    inner = torch.where(cdf_delta > CDF_DELTA_MIN, torch.log(torch.clamp(cdf_delta, min=CDF_DELTA_FLOOR)),
-                        log_pdf_mid - LOG_BINS_HALF)
-    log_probs = torch.where(xs < -EDGE, log_cdf_plus, torch.where(xs > EDGE, log_one_minus_cdf_min, inner))
+    log_pdf_mid = mid_in - log_scales - 2.0 * softplus(mid_in)
+    log_probs = select_log_probs(xs, cdf_delta, log_cdf_plus, log_one_minus_cdf_min, log_pdf_mid)
     log_probs = torch.sum(log_probs, dim=3) + log_prob_from_logits(logit_probs)
     per_pixel = log_sum_exp(log_probs)
     return -torch.sum(per_pixel) if sum_all else -torch.sum(per_pixel, dim=(1, 2))

@@ -59,6 +59,41 @@ def relu(x: torch.Tensor) -> torch.Tensor:
     return _Relu.apply(x)
 
 
+def _softplus_threshold(dtype: torch.dtype) -> float:
+    """TensorFlow's ``log(eps) + 2`` in the tensor's precision (-13.942385 in float32, -34.04 in float64)."""
+    eps = torch.finfo(dtype).eps
+    return float(torch.log(torch.tensor(eps, dtype=dtype)) + 2)
+
+
+class _Softplus(torch.autograd.Function):
+    """``log(1 + exp(x))`` as TensorFlow's ``Softplus`` kernel computes it, with its gradient.
+
+    TensorFlow returns ``x`` above ``-(log(eps) + 2)`` (13.94 in float32, 34.04 in float64),
+    ``exp(x)`` below ``log(eps) + 2`` and ``log1p(exp(x))`` between; its ``SoftplusGrad`` is
+    ``grad / (1 + exp(-x))`` everywhere. ``F.softplus`` returns ``x`` above 20 in every precision
+    and its gradient there is ``grad`` itself: in float64 the forward differs from TensorFlow's by up
+    to ``exp(-20)`` = 2e-9 between 20 and 34, and the gradient by as much in relative terms, far above
+    float64 rounding where the mixture is sharp (pitfall M9).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        threshold = _softplus_threshold(x.dtype)
+        e = torch.exp(x)
+        return torch.where(x > -threshold, x, torch.where(x < threshold, e, torch.log1p(e)))
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        return grad / (torch.exp(-x) + 1)
+
+
+def softplus(x: torch.Tensor) -> torch.Tensor:
+    """Softplus as TensorFlow computes it, forward and gradient (see ``_Softplus``). Twin: ``tf_impl.ops.softplus``."""
+    return _Softplus.apply(x)
+
+
 NONLINEARITIES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "concat_elu": concat_elu,
     "elu": elu,

@@ -267,6 +267,14 @@ def model_loss_and_gradients(model: Any, given: Mapping[str, Any], rows: list) -
     return out.numpy(), loss.numpy(), {r.tf1_name: tf.convert_to_tensor(g).numpy() for r, g in zip(rows, grads)}
 
 
+def model_bits_per_dim(loss: np.ndarray, x_shape: tuple[int, ...]) -> np.ndarray:
+    """``tf_impl.mixture.bits_per_dim`` of the summed loss over images of NHWC shape ``x_shape``."""
+    from tf_impl import mixture
+
+    B, H, W, _ = x_shape
+    return mixture.bits_per_dim(tf.constant(loss), B, H, W).numpy()
+
+
 def model_forward(model: Any, given: Mapping[str, Any], use_ema: bool = False, masks: Any = None) -> np.ndarray:
     return model(given["x"], given["h"], use_ema=use_ema, dropout_masks=_masks(model, masks)).numpy()
 

@@ -311,6 +311,14 @@ def model_loss_and_gradients(model: Any, given: Mapping[str, Any], rows: list) -
             {r.tf1_name: r.from_torch_layout(g.detach().cpu().numpy()) for r, g in zip(rows, grads)})
 
 
+def model_bits_per_dim(loss: np.ndarray, x_shape: tuple[int, ...]) -> np.ndarray:
+    """``torch_impl.mixture.bits_per_dim`` of the summed loss over images of NHWC shape ``x_shape``."""
+    from torch_impl import mixture
+
+    B, H, W, _ = x_shape
+    return mixture.bits_per_dim(torch.as_tensor(loss), B, H, W).numpy()
+
+
 @torch.no_grad()
 def model_forward(model: Any, given: Mapping[str, Any], use_ema: bool = False, masks: Any = None) -> np.ndarray:
     model.eval()
