@@ -8,8 +8,9 @@ Formats, told apart by name and metadata:
   layout; written with the config in its metadata, read with it or with the config inferred from the
   shapes (``--conv`` / ``--nonlinearity`` where shapes cannot tell);
 * Keras: ``*.weights.h5`` as ``save_weights`` writes it for a one-layer Keras model holding the block
-  (needs TensorFlow), read with the config inferred from its shapes (``--conv``/``--nonlinearity``
-  where shapes cannot tell);
+  or a whole ``PixelCNNpp`` (needs TensorFlow), read with the config inferred from its shapes
+  (``--conv``/``--nonlinearity`` where shapes cannot tell; ``--polyak-decay`` for the shadows' decay,
+  which the file does not store);
 * an original TF1 checkpoint prefix (``PREFIX.index`` + ``PREFIX.data-*``), read only (see
   :mod:`parity.tf1`): the block under ``--scope`` (``model``), optimiser slots skipped and counted.
 
@@ -34,10 +35,12 @@ from parity.atomic import atomic_path
 from parity.weights import (
     EMA_SUFFIX,
     FORMAT,
+    MODEL_KEY,
     WeightError,
     check_tensors,
     infer_config,
     is_model,
+    model_config_from_shapes,
     normalize_any,
     table_for,
     tensor_summary,
@@ -171,29 +174,61 @@ def read_any(path: str, overrides: Mapping[str, Any] | None = None, polyak_decay
     return READERS[detect_format(path)](path, overrides=overrides, polyak_decay=polyak_decay, scope=scope, counters=counters)
 
 
-def read_keras_file(path: str, overrides: Mapping[str, Any] | None = None, polyak_decay: float | None = None, **_: Any) -> Loaded:
-    """Read a ``.weights.h5`` of a one-layer model holding the block (as :func:`write_any` writes it),
-    in one pass over the file; each layer's values go in through Keras' own ``load_own_variables``."""
+def _h5_stores(path: str) -> tuple[str, dict[str, dict[str, np.ndarray]]]:
+    """One pass over a ``.weights.h5``: the one layer under ``layers/`` and every ``vars`` group under
+    it, keyed by its group path relative to that layer (``""`` for the layer's own), values by index."""
     import h5py
 
-    # Keras stores each layer's own variables as layers/<block>/<sublayer>/vars/<i>, in creation
-    # order: V, g, b, initialized, then the shadows; the block's own hw (and hw_ema) as layers/<block>/vars/<i>.
-    shapes: dict[str, tuple[int, ...]] = {}  # TF layout, by Keras path
-    stores: dict[str, dict[str, np.ndarray]] = {}  # "" (the block itself) or a sublayer -> {"<i>": value}
+    stores: dict[str, dict[str, np.ndarray]] = {}
+
+    def visit(group: Any, rel: str) -> None:
+        for name, item in group.items():
+            where = f"{rel}/{name}" if rel else name
+            if not isinstance(item, h5py.Group):
+                raise ValueError(f"{path}: expected a group at layers/{top}/{where}; found a dataset")
+            if name == "vars":
+                stores[rel] = {k: np.asarray(v) for k, v in item.items()}
+            else:
+                visit(item, where)
+
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
         raise ValueError(f"{path}: expected a Keras .weights.h5 (HDF5) file; could not read it ({exc})") from None
     with f:
-        blocks = list(f.get("layers", {}))
-        if len(blocks) != 1:
-            raise ValueError(f"{path}: expected one GatedResnet under layers/; found {blocks}")
-        root = f["layers"][blocks[0]]
-        for name in root:
-            group = root[name] if name == "vars" else root[name].get("vars")
-            if not isinstance(group, h5py.Group):
-                raise ValueError(f"{path}: expected layers/{blocks[0]}/{name} to hold a vars group; found {type(group).__name__}")
-            stores["" if name == "vars" else name] = {k: np.asarray(v) for k, v in group.items()}
+        tops = list(f.get("layers", {}))
+        if len(tops) != 1:
+            raise ValueError(f"{path}: expected one GatedResnet or PixelCNNpp under layers/; found {tops}")
+        top = tops[0]
+        visit(f["layers"][top], "")
+    return top, stores
+
+
+def _load_layers(path: str, what: str, config: Mapping[str, Any], layers: Mapping[str, Any],
+                 stores: Mapping[str, Mapping[str, np.ndarray]]) -> None:
+    """Each layer's stored values into it through Keras' own ``load_own_variables`` (the layers are
+    fresh: nothing to undo if one refuses); a group no layer claims is an error."""
+    extra = sorted(k for k in set(stores) - set(layers) if stores[k])
+    if extra:
+        raise ValueError(f"{path}: holds layers {extra[:4]}{' ...' if len(extra) > 4 else ''} that a {what} with config "
+                         f"{json.dumps(config)} does not have")
+    for name, layer in layers.items():
+        try:
+            layer.load_own_variables(stores.get(name, {}))
+        except (ValueError, KeyError) as exc:
+            raise ValueError(f"{path}: layer {name or what!r} does not fit a {what} with config {json.dumps(config)}: "
+                             + " ".join(str(exc).split())) from None
+
+
+def read_keras_file(path: str, overrides: Mapping[str, Any] | None = None, polyak_decay: float | None = None, **_: Any) -> Loaded:
+    """Read a ``.weights.h5`` of a one-layer Keras model holding the block or a ``PixelCNNpp`` (as
+    :func:`write_any` writes it), in one pass over the file; the config from its shapes."""
+    top, stores = _h5_stores(path)
+    if "u_init" in stores:
+        return _read_keras_model(path, stores, overrides, polyak_decay)
+    # Keras stores each layer's own variables as layers/<block>/<sublayer>/vars/<i>, in creation
+    # order: V, g, b, initialized, then the shadows; the block's own hw (and hw_ema) as layers/<block>/vars/<i>.
+    shapes: dict[str, tuple[int, ...]] = {}  # TF layout, by Keras path
     for attr in ("conv_input", "nin_skip", "conv_output"):
         if "0" in stores.get(attr, {}):
             v = stores[attr]["0"].shape
@@ -210,17 +245,61 @@ def read_keras_file(path: str, overrides: Mapping[str, Any] | None = None, polya
     tfb = get_backend("tf")
     block = tfb.build(config)
     layers = {"": block, **{attr: getattr(block, attr) for attr in ("conv_input", "nin_skip", "conv_output") if getattr(block, attr) is not None}}
-    extra = sorted(set(stores) - set(layers) - {""})
-    if extra:
-        raise ValueError(f"{path}: holds layers {extra} that a block with config {json.dumps(config)} does not have")
-    for name, layer in layers.items():  # a fresh block: nothing to undo if one of these refuses
-        try:
-            layer.load_own_variables(stores.get(name, {}))
-        except (ValueError, KeyError) as exc:
-            raise ValueError(f"{path}: layer {name or blocks[0]!r} does not fit a block with config {json.dumps(config)}: "
-                             + " ".join(str(exc).split())) from None
+    _load_layers(path, "block", config, layers, stores)
     tensors = tfb.export_weights(block)
     return Loaded(tensors, config, block.initialized, tensor_summary(tensors))
+
+
+def _keras_list_index(name: str) -> int:
+    """Keras names the layers of a list attribute by class, counting from the second:
+    ``gated_resnet``, ``gated_resnet_1``, ...; the position in the list."""
+    base, _, last = name.rpartition("_")
+    return int(last) if base and last.isdigit() else 0
+
+
+def _read_keras_model(path: str, stores: dict[str, dict[str, np.ndarray]], overrides: Mapping[str, Any] | None,
+                      polyak_decay: float | None) -> Loaded:
+    """A whole ``PixelCNNpp``: groups ``<attr>/vars`` for single layers (``u_init``, ``nin_out``) and
+    ``<attr>/<class>[_<k>]/[<sublayer>/]vars`` for the k-th layer of a list (``up_u``, ...); the
+    config from ``u_init``'s V (F), the number of ``up_u`` blocks (3 R), ``nin_out``'s V (10 M), the
+    first block's ``hw`` (K) and first conv (2 F for concat_elu), and whether ``u_init`` holds shadows."""
+    from gated_spec.model import OUTPUT_PER_MIXTURE
+
+    by_path: dict[str, dict[str, np.ndarray]] = {}  # "up_u.1/conv_input" -> values
+    for key, values in stores.items():
+        parts = key.split("/") if key else []
+        if len(parts) >= 2 and parts[0] not in ("u_init", "ul_init_down", "ul_init_right", "nin_out"):
+            parts = [f"{parts[0]}.{_keras_list_index(parts[1])}", *parts[2:]]
+        by_path["/".join(parts)] = values
+
+    def shape(key: str, index: str = "0") -> tuple[int, ...] | None:
+        v = by_path.get(key, {}).get(index)
+        return None if v is None else tuple(v.shape)
+
+    first, out = shape("u_init"), shape("nin_out")
+    if first is None or len(first) != 4 or out is None or len(out) != 2:
+        raise ValueError(f"{path}: expected u_init's V [2, 3, 4, F] and nin_out's V [F, 10 M]; found {first} and {out}")
+    n_up = len({k.split("/")[0] for k in by_path if k.startswith("up_u.")})
+    R, left = divmod(n_up, 3)
+    if left or R < 1 or out[-1] % OUTPUT_PER_MIXTURE:
+        raise ValueError(f"{path}: {n_up} up_u blocks and an output of {out[-1]} channels; a PixelCNN++ has 3 R blocks and 10 M")
+    conv = shape("up_u.0/conv_input")
+    hw = shape("up_u.0")
+    config = model_config_from_shapes(R, first[-1], out[-1] // OUTPUT_PER_MIXTURE, None if conv is None or len(conv) != 4 else conv[2],
+                                      None if hw is None else hw[0], len(by_path["u_init"]) > 4, overrides, polyak_decay)
+    from parity.backends import get_backend
+
+    tfb = get_backend("tf")
+    model = tfb.build_model(_model_args(config), np.asarray(by_path["u_init"]["0"]).dtype.name)
+    layers: dict[str, Any] = {"": model}
+    for e, layer in zip(model.plan, model.layers_in_call_order()):
+        layers[e.path] = layer
+        for attr in ("conv_input", "nin_skip", "conv_output"):
+            if getattr(layer, attr, None) is not None:
+                layers[f"{e.path}/{attr}"] = getattr(layer, attr)
+    _load_layers(path, "model", config, layers, by_path)
+    tensors = tfb.export_model_weights(model)
+    return Loaded(tensors, config, model.initialized, tensor_summary(tensors))
 
 
 # One reader per format, keyed as detect_format names them; each takes the path and the keyword
@@ -240,12 +319,29 @@ def _keras_model(block: Any) -> Any:
     return keras.Sequential([keras.Input((None, None, block.num_filters), dtype=block.variable_dtype), block])
 
 
+def _keras_model_file(model: Any) -> Any:
+    """A Keras model around a built ``PixelCNNpp`` for ``save_weights`` (Keras 3 saves built models
+    only, and a ``Sequential`` cannot be built through an ``Input`` for a model that also takes ``h``;
+    the layer is built, so the holder is marked built)."""
+    import keras
+
+    holder = keras.Sequential([model])
+    holder.built = True
+    return holder
+
+
 def write_any(path: str, tensors: Mapping[str, np.ndarray], config: Mapping[str, Any], initialized: bool) -> None:
     kind = _kind(path)
     if kind == "keras" and is_model(config):
-        raise ValueError(f"{path}: Keras weight files hold one block here; write a model to .safetensors (canonical) or "
-                         ".torch.safetensors")
-    if kind == "keras":
+        from parity.backends import get_backend
+
+        tfb = get_backend("tf")
+        dtype = np.asarray(next(iter(tensors.values()))).dtype.name
+        model = tfb.build_model(_model_args(config), dtype)
+        tfb.import_model_weights(model, tensors, initialized)
+        with atomic_path(path) as tmp:
+            _keras_model_file(model).save_weights(tmp)
+    elif kind == "keras":
         from parity.backends import get_backend
 
         tfb = get_backend("tf")
@@ -313,7 +409,7 @@ def apply_block(weights: str, inputs: Mapping[str, np.ndarray], backend: str = "
 
 
 def _model_args(config: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in config.items() if k != "model"}
+    return {k: v for k, v in config.items() if k != MODEL_KEY}
 
 
 def sample_file(weights: str, noise: Mapping[str, np.ndarray], backend: str = "torch", use_ema: bool = False,

@@ -612,7 +612,9 @@ def _measured(r: Result) -> str:
     c = r.comparison
     if c is None:
         return r.detail
-    return f"{c.max_abs:.2e} vs bound {c.bound:.2e} ({c.dtype}; {r.detail})" if c.max_abs != float("inf") else c.note
+    if c.max_abs == float("inf") or "positions differ" in c.note:  # NaN/Inf where the reference has none: no distance
+        return f"{c.note} ({c.dtype}; {r.detail})"
+    return f"{c.max_abs:.2e} vs bound {c.bound:.2e} ({c.dtype}; {r.detail})"
 
 
 def _stage(c: Comparison) -> str:

@@ -209,7 +209,6 @@ def infer_model_config(shapes: Mapping[str, tuple[int, ...]], overrides: Mapping
     ``conditional_weights_0/hw``, ``concat_elu`` from the first block's input (elu vs relu: ``overrides``)."""
     from gated_spec.model import OUTPUT_PER_MIXTURE
 
-    over = {k: v for k, v in dict(overrides or {}).items() if v is not None and k != MODEL_KEY}
     if "conv2d_0/V" not in shapes:
         raise WeightError(["missing tensor 'conv2d_0/V' (the network's first conv; cannot infer the model config)"], "tensors")
     F_ = shapes["conv2d_0/V"][-1]
@@ -221,17 +220,28 @@ def infer_model_config(shapes: Mapping[str, tuple[int, ...]], overrides: Mapping
     last = shapes.get(f"dense_{n_dense - 1}/V")
     if last is None or last[-1] % OUTPUT_PER_MIXTURE:
         raise WeightError([f"the output nin dense_{n_dense - 1}/V has shape {last}; expected [F, 10 M]"], "tensors")
+    first = shapes.get("conv2d_3/V")  # the first block's first conv: 2 F inputs after concat_elu
+    hw = shapes.get("conditional_weights_0/hw")
+    return model_config_from_shapes(R, F_, last[-1] // OUTPUT_PER_MIXTURE, None if first is None else first[2],
+                                    None if hw is None else hw[0], any(k.endswith(EMA_SUFFIX) for k in shapes),
+                                    overrides, polyak_decay)
+
+
+def model_config_from_shapes(nr_resnet: int, nr_filters: int, nr_logistic_mix: int, block_input_channels: int | None,
+                             h_channels: int | None, has_shadows: bool, overrides: Mapping[str, Any] | None = None,
+                             polyak_decay: float | None = None) -> dict[str, Any]:
+    """A PixelCNN++ config from what a file's shapes say (``block_input_channels``: the first block's
+    first conv's inputs, 2 F for concat_elu; elu and relu keep F and need ``overrides``), checked
+    against the options given. The same rules for every format that does not store the config."""
+    over = {k: v for k, v in dict(overrides or {}).items() if v is not None and k != MODEL_KEY}
     nl = over.get("nonlinearity")
     if nl is None:
-        first = shapes.get("conv2d_3/V")
-        if first is None or first[2] != 2 * F_:
+        if block_input_channels != 2 * nr_filters:
             raise ValueError("cannot tell elu from relu by the shapes; pass --nonlinearity")
         nl = "concat_elu"
-    hw = shapes.get("conditional_weights_0/hw")
-    has_shadows = any(k.endswith(EMA_SUFFIX) for k in shapes)
     decay = polyak_decay if polyak_decay is not None else (DEFAULT_POLYAK_DECAY if has_shadows else None)
-    inferred = {"nr_resnet": R, "nr_filters": F_, "nr_logistic_mix": last[-1] // OUTPUT_PER_MIXTURE, "nonlinearity": nl,
-                "h_channels": None if hw is None else hw[0], "polyak_decay": decay}
+    inferred = {"nr_resnet": nr_resnet, "nr_filters": nr_filters, "nr_logistic_mix": nr_logistic_mix, "nonlinearity": nl,
+                "h_channels": h_channels, "polyak_decay": decay}
     differ = [k for k in ("nr_resnet", "nr_filters", "nr_logistic_mix") if k in over and over[k] != inferred[k]]
     if differ:
         raise ValueError("the shapes say " + ", ".join(f"{k}={inferred[k]}" for k in differ) + "; the options say "

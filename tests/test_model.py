@@ -422,6 +422,63 @@ def test_sample_command_draws_the_same_images_on_both_backends(tmp_path, capsys)
     assert "expected u_mix strictly inside (0, 1)" in capsys.readouterr().err and not (tmp_path / "o.npz").exists()
 
 
+@pytest.mark.skipif(not HAVE["tf"], reason="needs TensorFlow (Keras files)")
+def test_a_whole_model_goes_through_a_keras_weights_file_and_back(tmp_path, capsys):
+    from parity.cli import main
+    from parity.convert import read_any
+    from parity.weights import random_model_weights, save_canonical
+
+    config = {"model": "pixelcnn_pp", **SMALL, "h_channels": 2, "polyak_decay": 0.9995}
+    w = random_model_weights(config, 4, shadows=True)
+    save_canonical(tmp_path / "m.safetensors", w, config, initialized=True)
+    assert main(["convert", str(tmp_path / "m.safetensors"), str(tmp_path / "m.weights.h5")]) == 0
+    assert main(["convert", str(tmp_path / "m.weights.h5"), str(tmp_path / "back.safetensors"), "--polyak-decay", "0.9995"]) == 0
+    back = read_any(str(tmp_path / "back.safetensors"))
+    assert back.initialized and sorted(back.tensors) == sorted(w)
+    assert all(np.array_equal(back.tensors[k], w[k]) for k in w)  # bit for bit, shadows included
+    assert {k: back.config[k] for k in SMALL if k != "dropout_p"} == {k: v for k, v in SMALL.items() if k != "dropout_p"}
+    assert back.config["h_channels"] == 2  # read from the blocks' hw
+    capsys.readouterr()
+    assert main(["convert", str(tmp_path / "m.weights.h5"), str(tmp_path / "o.safetensors"), "--model", "pixelcnn_pp",
+                 "--nr-filters", "5"]) == 2
+    assert "the shapes say nr_filters=8; the options say nr_filters=5" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not HAVE["tf"], reason="needs TensorFlow (Keras files)")
+def test_keras_model_files_that_do_not_fit_are_one_line_errors(tmp_path, capsys):
+    import h5py
+
+    from parity.cli import main
+    from parity.convert import write_any
+    from parity.weights import random_model_weights
+
+    config = {"model": "pixelcnn_pp", **SMALL, "polyak_decay": None}
+    good = tmp_path / "good.weights.h5"
+    write_any(str(good), random_model_weights(config, 5, shadows=False), config, True)
+    with h5py.File(good, "r") as f:
+        top = list(f["layers"])[0]
+        first_block = sorted(f[f"layers/{top}/up_u"])[0]
+    root = f"layers/{top}"
+    for name, edit, expect in (
+        ("extra", lambda f: f.create_dataset(f"{root}/attention/vars/0", data=np.zeros(2)), "holds layers ['attention']"),
+        ("short", lambda f: f.__delitem__(f"{root}/nin_out/vars/2"), "layer 'nin_out' does not fit a model"),
+        ("shape", lambda f: (f.__delitem__(f"{root}/up_u/{first_block}/conv_output/vars/1"),
+                             f.create_dataset(f"{root}/up_u/{first_block}/conv_output/vars/1", data=np.zeros(3, np.float32))),
+         "layer 'up_u.0/conv_output' does not fit a model"),
+        ("blocks", lambda f: f.__delitem__(f"{root}/up_u/{first_block}"), "up_u blocks and an output of"),
+        ("dataset", lambda f: f.create_dataset(f"{root}/u_init/stray", data=np.zeros(2)), "found a dataset"),
+    ):
+        path = tmp_path / f"{name}.weights.h5"
+        path.write_bytes(good.read_bytes())
+        with h5py.File(path, "a") as f:
+            edit(f)
+        capsys.readouterr()
+        assert main(["convert", str(path), str(tmp_path / "o.safetensors")]) == 2, name
+        err = capsys.readouterr().err
+        assert expect in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, (name, err)
+        assert not (tmp_path / "o.safetensors").exists()
+
+
 # -- model-level parity in the harness -----------------------------------------------------------------------
 @BOTH
 def test_the_models_suite_passes_and_a_missing_ones_channel_is_caught_at_the_output(monkeypatch):
