@@ -366,22 +366,29 @@ def _available(variant: str) -> bool:
     return importlib.util.find_spec("tensorflow" if variant.startswith("tf") else "torch") is not None
 
 
-def run_variant(variant: str, size_name: str, size: tuple[int, int, int, int], device: str, mode: str,
-                repeats: int, warmup: int, timeout: float) -> dict:
-    """One variant in a fresh interpreter; returns its measurements or an ``error``."""
-    spec = json.dumps({"variant": variant, "size": size, "device": device, "mode": mode, "repeats": repeats, "warmup": warmup})
+def run_worker(module: str, spec: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """``python -m <module> --worker <spec as JSON>`` in a fresh interpreter (this checkout first on
+    the path): the last JSON line it prints, or ``{"error": ...}`` with its last words."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
     try:
-        proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_block", "--worker", spec], capture_output=True,
+        proc = subprocess.run([sys.executable, "-m", module, "--worker", json.dumps(spec)], capture_output=True,
                               text=True, timeout=timeout, env=env, cwd=root)
     except subprocess.TimeoutExpired:
-        return {"variant": variant, "size": size_name, "mode": mode, "error": f"timed out after {timeout:.0f} s"}
+        return {"error": f"timed out after {timeout:.0f} s"}
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        return {"variant": variant, "size": size_name, "mode": mode, "error": " | ".join(tail) or f"exit {proc.returncode}"}
-    return {"variant": variant, "size": size_name, "shape": list(size), "mode": mode, **json.loads(lines[-1])}
+        return {"error": " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:]) or f"exit {proc.returncode}"}
+    return json.loads(lines[-1])
+
+
+def run_variant(variant: str, size_name: str, size: tuple[int, int, int, int], device: str, mode: str,
+                repeats: int, warmup: int, timeout: float) -> dict:
+    """One variant in a fresh interpreter; returns its measurements or an ``error``."""
+    spec = {"variant": variant, "size": size, "device": device, "mode": mode, "repeats": repeats, "warmup": warmup}
+    result = run_worker("benchmarks.bench_block", spec, timeout)
+    shape = {} if "error" in result else {"shape": list(size)}
+    return {"variant": variant, "size": size_name, **shape, "mode": mode, **result}
 
 
 def _add_ratios(rows: list[dict], device: str) -> None:

@@ -16,12 +16,10 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
-import time
 from typing import Any
 
-from benchmarks.bench_block import _ms, _timeit
+from benchmarks.bench_block import _ms, _timeit, run_worker
 
 SIZES = {"moderate": (2, 64, 8, 32), "pixelcnn": (5, 160, 4, 32), "tiny": (1, 8, 2, 8)}  # R, F, batch, H = W
 M = 10
@@ -53,6 +51,7 @@ def _torch_worker(size: tuple[int, int, int, int], repeats: int, sample_steps: i
                 img[:, :, 0, 0] = torch_impl.sample_from_discretized_mix_logistic(model(img)[:, :, :1, :1])[:, :, 0, 0]
 
     fwd_bwd()
+    steps()
     return _result(fwd_bwd, init, steps, repeats, sample_steps, size, f"torch {torch.__version__}", torch.get_num_threads())
 
 
@@ -107,18 +106,8 @@ def _result(fwd_bwd: Any, init: Any, steps: Any, repeats: int, sample_steps: int
 
 
 def run(backend: str, size: tuple[int, int, int, int], repeats: int, sample_steps: int, timeout: float) -> dict[str, Any]:
-    spec = json.dumps({"backend": backend, "size": size, "repeats": repeats, "sample_steps": sample_steps})
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    try:
-        proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_model", "--worker", spec], capture_output=True,
-                              text=True, timeout=timeout, env=env, cwd=root)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:.0f} s"}
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        return {"error": " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:]) or f"exit {proc.returncode}"}
-    return json.loads(lines[-1])
+    spec = {"backend": backend, "size": size, "repeats": repeats, "sample_steps": sample_steps}
+    return run_worker("benchmarks.bench_model", spec, timeout)
 
 
 def main(argv: list[str] | None = None) -> int:

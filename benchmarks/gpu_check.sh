@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One short GPU session: parity against the CPU-recorded TensorFlow reference (the built-in suite, and
-# the wide suite when its record is here), what TF32 costs,
+# the wide and models suites when their records are here), what TF32 costs,
 # the CUDA tests (when pytest is there), and the GPU benchmark. Needs only torch, numpy and
 # safetensors (no TensorFlow). Writes its figures under ${OUT:-gpu_out}.
 #   PYTHONPATH=. bash benchmarks/gpu_check.sh
@@ -26,6 +26,14 @@ if [ -f "$WIDE" ]; then
   grep -m 3 FAIL "$OUT/verify_cuda_wide.txt"; tail -n 2 "$OUT/verify_cuda_wide.txt"
 else
   echo "== no $WIDE here: parity at PixelCNN++ width not checked (record it on CPU with --suite wide, ~78 MB)"
+fi
+MODELS=${MODELS:-gpu_models.safetensors}  # record it on CPU with TF: gated-resnet-parity record gpu_models.safetensors --suite models (3.4 MB)
+if [ -f "$MODELS" ]; then
+  echo "== parity of whole PixelCNN++ models (output, loss, gradients, init, EMA, samples), torch on cuda against TF on CPU"
+  python -m parity verify "$MODELS" --backend torch --device cuda -v > "$OUT/verify_cuda_models.txt"; echo "exit $?"
+  grep -m 3 FAIL "$OUT/verify_cuda_models.txt"; tail -n 2 "$OUT/verify_cuda_models.txt"
+else
+  echo "== no $MODELS here: model-level parity on cuda not checked (record it on CPU with --suite models)"
 fi
 echo "== parity with TF32 on (expected to fail: pitfall 29)"
 python -m parity verify "$REF" --backend torch --device cuda --tf32 > "$OUT/verify_cuda_tf32.txt"; echo "exit $?"

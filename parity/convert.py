@@ -268,9 +268,12 @@ def _read_keras_model(path: str, stores: dict[str, dict[str, np.ndarray]], overr
     by_path: dict[str, dict[str, np.ndarray]] = {}  # "up_u.1/conv_input" -> values
     for key, values in stores.items():
         parts = key.split("/") if key else []
-        if len(parts) >= 2 and parts[0] not in ("u_init", "ul_init_down", "ul_init_right", "nin_out"):
+        if len(parts) >= 2 and parts[0] not in stores:  # a list attribute: no vars of its own, one group per layer
             parts = [f"{parts[0]}.{_keras_list_index(parts[1])}", *parts[2:]]
-        by_path["/".join(parts)] = values
+        name = "/".join(parts)
+        if name in by_path:
+            raise ValueError(f"{path}: two groups hold layer {name} (Keras numbers a list's layers name, name_1, name_2, ...)")
+        by_path[name] = values
 
     def shape(key: str, index: str = "0") -> tuple[int, ...] | None:
         v = by_path.get(key, {}).get(index)

@@ -84,11 +84,11 @@ def run_layer_case(backend: ModuleType, case: Any, dtype: str = "float32", devic
 
 def run_model_case(backend: ModuleType, case: Any, dtype: str = "float32", device: str = "cpu") -> dict[str, np.ndarray]:
     """Every compared tensor of one whole-model case (``parity.case.ModelCase``), in this order: the
-    network output, the summed loss and its bits per dimension, the gradients of the loss w.r.t. every raw weight in call
-    order (so the first failing one names the first diverging layer), the forward on the case's
-    dropout masks, the init pass of a fresh model from the same ``V`` and ``hw`` with those masks
-    (``g``, ``b`` in call order, then its output), the Polyak shadows after the case's steps and the
-    forward with them, and the images drawn with the case's noise."""
+    network output, the summed loss and its bits per dimension, the gradients of the loss w.r.t.
+    every raw weight in call order (so the first failing one names the first diverging layer), the
+    forward on the case's dropout masks, the init pass of a fresh model from the same ``V`` and
+    ``hw`` with those masks (``g``, ``b`` in call order, then its output), the Polyak shadows after
+    the case's steps and the forward with them, and the images drawn with the case's noise."""
     from parity.weights import model_weight_table
 
     arr = case.arrays

@@ -51,6 +51,7 @@ HOOKS: dict[str, tuple[Any, str, str]] = {
     "model.down_pass_a": (_model, "down_pass_a", "the down pass's a of the ul blocks: concat([u, ul_skip])"),
     "model.PixelCNNpp.initialize": (_model.PixelCNNpp, "initialize", "the whole-model init pass"),
     "mixture.EDGE": (_mixture, "EDGE", "|x| beyond which the loss uses the tails (0.999)"),
+    "model.right_shift": (_model, "right_shift", "the right shift of the ul stream's first 2x1 conv"),
     "model.output_elu": (_model, "elu", "the output's elu, nin_out(elu(ul)), whatever the blocks' nonlinearity"),
     "mixture.select_log_probs": (_mixture, "select_log_probs", "the loss's branch selection (nested where)"),
     "mixture.softplus": (_mixture, "softplus", "the loss's softplus, as TensorFlow's kernel and gradient"),

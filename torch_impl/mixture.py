@@ -6,7 +6,8 @@ The original works on NHWC tensors and splits the last axis; here ``x`` is (B, 3
 original's, formula for formula (docs/model_spec.md). Selections are ``torch.where`` as the
 original's ``tf.where``; as there, the unselected branches are computed too, and the clamps keep them
 finite. ``log_sum_exp`` and ``log_prob_from_logits`` are written as the original writes them (max,
-subtract, ``exp``, ``log`` of the sum), not ``torch.logsumexp``.
+subtract, ``exp``, ``log`` of the sum), not ``torch.logsumexp``; softplus is TensorFlow's
+(``torch_impl.ops.softplus``: its cut-offs and gradient), not ``F.softplus`` (pitfall M9).
 """
 
 from __future__ import annotations
