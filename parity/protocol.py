@@ -26,6 +26,8 @@ import numpy as np
 
 from parity.weights import EMA_SUFFIX, weight_table
 
+SAMPLE_TENSOR = "sample/x"  # the images a model case draws with its noise (NHWC)
+
 
 def run_case(backend: ModuleType, case: Any, dtype: str = "float32", device: str = "cpu") -> dict[str, np.ndarray]:
     """Every compared tensor of one block case for ``backend``, keyed ``<part>/<name>``."""
@@ -122,5 +124,5 @@ def run_model_case(backend: ModuleType, case: Any, dtype: str = "float32", devic
         out.update({f"ema/{r.tf1_name}": exported[r.tf1_name + EMA_SUFFIX] for r in rows})
         out["ema/out"] = backend.model_forward(model, inputs, use_ema=True)
         noise = {k: arr[f"noise/{k}"].astype(dtype) for k in ("u_mix", "u_value")}
-        out["sample/x"] = backend.sample_model(model, noise, None if arr.get("h") is None else arr["h"].astype(dtype), use_ema=True)
+        out[SAMPLE_TENSOR] = backend.sample_model(model, noise, None if arr.get("h") is None else arr["h"].astype(dtype), use_ema=True)
     return out

@@ -480,6 +480,19 @@ def test_keras_model_files_that_do_not_fit_are_one_line_errors(tmp_path, capsys)
 
 
 # -- model-level parity in the harness -----------------------------------------------------------------------
+def test_the_report_says_where_two_draws_part_in_raster_order():
+    from parity.harness import sample_agreement
+
+    a = np.zeros((2, 3, 4, 3))
+    b = a.copy()
+    b[1, 0, 2, 1] = 1e-7  # step (0, 2): one bit pattern differs, within the bound
+    b[0, 2, 1, 0] = 1.0  # step (2, 1): a different draw
+    assert sample_agreement(a, b, 1e-6) == "pixels identical 92%, first differing step (0, 2), first step beyond the bound (2, 1)"
+    assert sample_agreement(a, a, 0.0).endswith("first differing step never, first step beyond the bound never")
+    b[0, 0, 0, 0] = np.nan
+    assert sample_agreement(a, b, 1e-6).endswith("first step beyond the bound (0, 0)")
+
+
 @BOTH
 def test_the_models_suite_passes_and_a_missing_ones_channel_is_caught_at_the_output(monkeypatch):
     """``check --suite models``' first case passes; the torch twin without the ones channel (zeros in
@@ -496,6 +509,8 @@ def test_the_models_suite_passes_and_a_missing_ones_channel_is_caught_at_the_out
     assert report.passed, [c.tensor for c in report.cases[0].comparisons if not c.passed][:5]
     names = [c.tensor for c in report.cases[0].comparisons if c.dtype == "float32"]
     assert names[:4] == ["forward/out", "loss/sum", "loss/bits_per_dim", "grad/conv2d_0/V"] and "sample/x" in names and "init/dense_4/g" in names
+    drawn = next(c for c in report.cases[0].comparisons if c.tensor == "sample/x" and c.dtype == "float32")
+    assert "first step beyond the bound never" in drawn.note and "pixels identical" in drawn.note, drawn.note
     ref = run_backend("tf", case, mca_samples=MCA_SAMPLES)
     monkeypatch.setattr(tm, "with_ones", lambda x: torch.cat([x, torch.zeros_like(x[:, :1])], dim=1))
     naive = compare_runs(case.name, ref, run_backend_here("torch", case))
