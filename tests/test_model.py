@@ -479,6 +479,55 @@ def test_keras_model_files_that_do_not_fit_are_one_line_errors(tmp_path, capsys)
         assert not (tmp_path / "o.safetensors").exists()
 
 
+@BOTH
+def test_softplus_is_tensorflows_forward_and_gradient_across_its_cut_offs():
+    """torch_impl.ops.softplus against tf.nn.softplus on points around both cut-offs and F.softplus's
+    20, in float32 and float64: the values and gradients TensorFlow computes (F.softplus's gradient
+    is exactly 1 above 20, TensorFlow's is sigmoid(x))."""
+    from parity.isolation import call
+
+    got = call("torch", "tests.test_model:_softplus_torch")
+    want = call("tf", "tests.test_model:_softplus_tf")
+    for dtype in ("float32", "float64"):
+        for part in ("value", "grad"):
+            # exp and log1p are each library's own kernels: they may differ by an ulp (24 % of these
+            # points in float32 here); the cut-offs and the gradient's formula are what must agree
+            np.testing.assert_allclose(got[dtype][part], want[dtype][part], rtol=4 * np.finfo(dtype).eps, atol=0,
+                                       err_msg=f"{dtype} {part}")
+    assert np.any(want["float64"]["grad"][got["x64"] > 20] < 1.0)  # where F.softplus would say 1
+
+
+def _softplus_points() -> np.ndarray:
+    return np.concatenate([np.linspace(-40, 40, 161), [-34.1, -34.0, -13.95, -13.9, 13.9, 13.95, 19.9, 20.1, 34.0, 34.1]])
+
+
+def _softplus_torch() -> dict:
+    import torch
+
+    from torch_impl.ops import softplus
+
+    out: dict = {"x64": _softplus_points()}
+    for dtype in ("float32", "float64"):
+        x = torch.tensor(_softplus_points(), dtype=getattr(torch, dtype), requires_grad=True)
+        y = softplus(x)
+        (g,) = torch.autograd.grad(y.sum(), x)
+        out[dtype] = {"value": y.detach().numpy(), "grad": g.numpy()}
+    return out
+
+
+def _softplus_tf() -> dict:
+    import tensorflow as tf
+
+    out: dict = {}
+    for dtype in ("float32", "float64"):
+        x = tf.constant(_softplus_points().astype(dtype))
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = tf.nn.softplus(x)
+        out[dtype] = {"value": y.numpy(), "grad": tape.gradient(y, x).numpy()}
+    return out
+
+
 # -- model-level parity in the harness -----------------------------------------------------------------------
 def test_the_report_says_where_two_draws_part_in_raster_order():
     from parity.harness import sample_agreement
