@@ -19,22 +19,19 @@ echo "== parity of the single conv layers (transposed ones included), against TF
 python -m parity verify parity/data/reference_tf_cpu_layers.safetensors --backend torch --device cuda -v \
   > "$OUT/verify_cuda_layers.txt"; echo "exit $?"
 grep -m 3 FAIL "$OUT/verify_cuda_layers.txt"; tail -n 2 "$OUT/verify_cuda_layers.txt"
-WIDE=${WIDE:-gpu_wide.safetensors}  # record it on a CPU machine with TF: gated-resnet-parity record gpu_wide.safetensors --suite wide
-if [ -f "$WIDE" ]; then
-  echo "== parity at PixelCNN++ width (F=160), torch on cuda against TF recorded on CPU, TF32 off"
-  python -m parity verify "$WIDE" --backend torch --device cuda -v > "$OUT/verify_cuda_wide.txt"; echo "exit $?"
-  grep -m 3 FAIL "$OUT/verify_cuda_wide.txt"; tail -n 2 "$OUT/verify_cuda_wide.txt"
-else
-  echo "== no $WIDE here: parity at PixelCNN++ width not checked (record it on CPU with --suite wide, ~78 MB)"
-fi
-MODELS=${MODELS:-gpu_models.safetensors}  # record it on CPU with TF: gated-resnet-parity record gpu_models.safetensors --suite models (3.4 MB)
-if [ -f "$MODELS" ]; then
-  echo "== parity of whole PixelCNN++ models (output, loss, gradients, init, EMA, samples), torch on cuda against TF on CPU"
-  python -m parity verify "$MODELS" --backend torch --device cuda -v > "$OUT/verify_cuda_models.txt"; echo "exit $?"
-  grep -m 3 FAIL "$OUT/verify_cuda_models.txt"; tail -n 2 "$OUT/verify_cuda_models.txt"
-else
-  echo "== no $MODELS here: model-level parity on cuda not checked (record it on CPU with --suite models)"
-fi
+# verify_record FILE NAME WHAT SUITE: verify a record made on a CPU machine with TF
+# (gated-resnet-parity record FILE --suite SUITE) when it was carried here.
+verify_record() {
+  if [ -f "$1" ]; then
+    echo "== parity of $3, torch on cuda against TF recorded on CPU, TF32 off"
+    python -m parity verify "$1" --backend torch --device cuda -v > "$OUT/verify_cuda_$2.txt"; echo "exit $?"
+    grep -m 3 FAIL "$OUT/verify_cuda_$2.txt"; tail -n 2 "$OUT/verify_cuda_$2.txt"
+  else
+    echo "== no $1 here: parity of $3 on cuda not checked (record it on CPU with --suite $4)"
+  fi
+}
+verify_record "${WIDE:-gpu_wide.safetensors}" wide "blocks and a model at PixelCNN++ width (F=160)" wide
+verify_record "${MODELS:-gpu_models.safetensors}" models "whole PixelCNN++ models (output, loss, gradients, init, EMA, samples)" models
 echo "== parity with TF32 on (expected to fail: pitfall 29)"
 python -m parity verify "$REF" --backend torch --device cuda --tf32 > "$OUT/verify_cuda_tf32.txt"; echo "exit $?"
 grep -m 3 FAIL "$OUT/verify_cuda_tf32.txt"; tail -n 2 "$OUT/verify_cuda_tf32.txt"

@@ -24,7 +24,6 @@ Each format has one reader in :data:`READERS`, chosen by :func:`detect_format`; 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -50,7 +49,6 @@ from parity.weights import (
     read_safetensors,
     read_safetensors_header,
     save_canonical,
-    weight_table,
 )
 
 TORCH_FORMAT = "torch_impl-state-dict/1"
@@ -204,6 +202,19 @@ def _h5_stores(path: str) -> tuple[str, dict[str, dict[str, np.ndarray]]]:
     return top, stores
 
 
+BLOCK_SUBLAYERS = ("conv_input", "nin_skip", "conv_output")  # a block's weight-normalised layers, by attribute
+
+
+def _keras_groups(layer: Any, at: str = "") -> dict[str, Any]:
+    """``layer`` under the group path ``at`` and, for a block, each of its sublayers under
+    ``<at>/<attribute>``: where Keras stores their variables."""
+    groups = {at: layer}
+    for attr in BLOCK_SUBLAYERS:
+        if getattr(layer, attr, None) is not None:
+            groups[f"{at}/{attr}" if at else attr] = getattr(layer, attr)
+    return groups
+
+
 def _load_layers(path: str, what: str, config: Mapping[str, Any], layers: Mapping[str, Any],
                  stores: Mapping[str, Mapping[str, np.ndarray]]) -> None:
     """Each layer's stored values into it through Keras' own ``load_own_variables`` (the layers are
@@ -229,7 +240,7 @@ def read_keras_file(path: str, overrides: Mapping[str, Any] | None = None, polya
     # Keras stores each layer's own variables as layers/<block>/<sublayer>/vars/<i>, in creation
     # order: V, g, b, initialized, then the shadows; the block's own hw (and hw_ema) as layers/<block>/vars/<i>.
     shapes: dict[str, tuple[int, ...]] = {}  # TF layout, by Keras path
-    for attr in ("conv_input", "nin_skip", "conv_output"):
+    for attr in BLOCK_SUBLAYERS:
         if "0" in stores.get(attr, {}):
             v = stores[attr]["0"].shape
             if len(v) not in (2, 4):
@@ -244,8 +255,7 @@ def read_keras_file(path: str, overrides: Mapping[str, Any] | None = None, polya
 
     tfb = get_backend("tf")
     block = tfb.build(config)
-    layers = {"": block, **{attr: getattr(block, attr) for attr in ("conv_input", "nin_skip", "conv_output") if getattr(block, attr) is not None}}
-    _load_layers(path, "block", config, layers, stores)
+    _load_layers(path, "block", config, _keras_groups(block), stores)
     tensors = tfb.export_weights(block)
     return Loaded(tensors, config, block.initialized, tensor_summary(tensors))
 
@@ -293,13 +303,10 @@ def _read_keras_model(path: str, stores: dict[str, dict[str, np.ndarray]], overr
     from parity.backends import get_backend
 
     tfb = get_backend("tf")
-    model = tfb.build_model(_model_args(config), np.asarray(by_path["u_init"]["0"]).dtype.name)
+    model = tfb.build_model(_model_args(config), np.asarray(by_path["u_init"]["0"]).dtype.name)  # u_init's V
     layers: dict[str, Any] = {"": model}
     for e, layer in zip(model.plan, model.layers_in_call_order()):
-        layers[e.path] = layer
-        for attr in ("conv_input", "nin_skip", "conv_output"):
-            if getattr(layer, attr, None) is not None:
-                layers[f"{e.path}/{attr}"] = getattr(layer, attr)
+        layers.update(_keras_groups(layer, e.path))
     _load_layers(path, "model", config, layers, by_path)
     tensors = tfb.export_model_weights(model)
     return Loaded(tensors, config, model.initialized, tensor_summary(tensors))
@@ -315,44 +322,47 @@ READERS: dict[str, Callable[..., Loaded]] = {
 }
 
 
-def _keras_model(block: Any) -> Any:
-    """A one-layer Keras model around the block: Keras 3 saves ``.weights.h5`` from models."""
+def _keras_holder(layer: Any) -> Any:
+    """A Keras model around a built block or ``PixelCNNpp`` for ``save_weights`` (Keras 3 saves built
+    models only, and a ``Sequential`` cannot be built through an ``Input`` for a model that also takes
+    ``h``; the layer is built, so the holder is marked built). The file holds ``layers/<layer>/...``."""
     import keras
 
-    return keras.Sequential([keras.Input((None, None, block.num_filters), dtype=block.variable_dtype), block])
-
-
-def _keras_model_file(model: Any) -> Any:
-    """A Keras model around a built ``PixelCNNpp`` for ``save_weights`` (Keras 3 saves built models
-    only, and a ``Sequential`` cannot be built through an ``Input`` for a model that also takes ``h``;
-    the layer is built, so the holder is marked built)."""
-    import keras
-
-    holder = keras.Sequential([model])
+    holder = keras.Sequential([layer])
     holder.built = True
     return holder
 
 
+def _dtype_of(tensors: Mapping[str, np.ndarray]) -> str:
+    return np.asarray(next(iter(tensors.values()))).dtype.name
+
+
+def build_loaded(module: Any, tensors: Mapping[str, np.ndarray], config: Mapping[str, Any], initialized: bool,
+                 device: str = "cpu") -> Any:
+    """A backend's block or ``PixelCNNpp`` (by ``config``) in the tensors' dtype, holding ``tensors``."""
+    dtype = _dtype_of(tensors)
+    if is_model(config):
+        model = module.build_model(_model_args(config), dtype, device)
+        module.import_model_weights(model, tensors, initialized)
+        return model
+    block = module.build(config, dtype, device)
+    module.import_weights(block, tensors, initialized)
+    return block
+
+
+def _check_ema(weights: str, tensors: Mapping[str, np.ndarray]) -> None:
+    if not any(k.endswith(EMA_SUFFIX) for k in tensors):
+        raise ValueError(f"--ema: {weights} holds no averaged weights (no {EMA_SUFFIX} tensors); run without --ema")
+
+
 def write_any(path: str, tensors: Mapping[str, np.ndarray], config: Mapping[str, Any], initialized: bool) -> None:
     kind = _kind(path)
-    if kind == "keras" and is_model(config):
+    if kind == "keras":
         from parity.backends import get_backend
 
-        tfb = get_backend("tf")
-        dtype = np.asarray(next(iter(tensors.values()))).dtype.name
-        model = tfb.build_model(_model_args(config), dtype)
-        tfb.import_model_weights(model, tensors, initialized)
+        layer = build_loaded(get_backend("tf"), tensors, config, initialized)
         with atomic_path(path) as tmp:
-            _keras_model_file(model).save_weights(tmp)
-    elif kind == "keras":
-        from parity.backends import get_backend
-
-        tfb = get_backend("tf")
-        dtype = np.asarray(next(iter(tensors.values()))).dtype.name
-        block = tfb.build(config, dtype)
-        tfb.import_weights(block, tensors, initialized)
-        with atomic_path(path) as tmp:
-            _keras_model(block).save_weights(tmp)
+            _keras_holder(layer).save_weights(tmp)
     elif kind == "tf1":
         raise ValueError(f"{path}: writing TF1 checkpoints is not supported; convert to .safetensors or .weights.h5")
     elif path.lower().endswith(".torch.safetensors"):
@@ -387,28 +397,24 @@ def apply_block(weights: str, inputs: Mapping[str, np.ndarray], backend: str = "
         if np.asarray(v).dtype not in (np.float32, np.float64):
             raise ValueError(f"expected `{k}` of dtype float32 or float64 (no silent casts); received dtype {np.asarray(v).dtype}")
     tensors, config, initialized = loaded.tensors, loaded.config, loaded.initialized
-    if use_ema and not any(k.endswith(EMA_SUFFIX) for k in tensors):
-        raise ValueError(f"--ema: {weights} holds no averaged weights (no {EMA_SUFFIX} tensors); run without --ema")
+    if use_ema:
+        _check_ema(weights, tensors)
     if init and initialized:
         raise ValueError(f"{weights}: the weights are already initialised; --init runs the data-dependent init once")
     if save_weights and not init:
         raise ValueError("--save-weights goes with --init")
     module = get_backend(backend)
     with module.parity_mode(device):  # TF32 off, as in the parity check; a missing CUDA device is named here
-        dtype = np.asarray(next(iter(tensors.values()))).dtype.name
+        built = build_loaded(module, tensors, config, initialized, device)
         if is_model(config):
-            model = module.build_model(_model_args(config), dtype, device)
-            module.import_model_weights(model, tensors, initialized)
-            outputs = module.apply_model(model, inputs, use_ema=use_ema, init=init)
-            if save_weights:
-                write_any(save_weights, module.export_model_weights(model), config, True)
-            return outputs
-        block = module.build(config, dtype, device)
-        module.import_weights(block, tensors, initialized)
-        out = module.apply(block, inputs, use_ema=use_ema, init=init)
+            outputs = module.apply_model(built, inputs, use_ema=use_ema, init=init)
+            exported = module.export_model_weights(built) if save_weights else None
+        else:
+            outputs = {"out": module.apply(built, inputs, use_ema=use_ema, init=init)}
+            exported = module.export_weights(built) if save_weights else None
         if save_weights:
-            write_any(save_weights, module.export_weights(block), config, True)
-    return {"out": out}
+            write_any(save_weights, exported, config, True)
+    return outputs
 
 
 def _model_args(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -438,13 +444,12 @@ def sample_file(weights: str, noise: Mapping[str, np.ndarray], backend: str = "t
         if not (np.all(u > 0) and np.all(u < 1)):
             raise ValueError(f"expected {name} strictly inside (0, 1) (the original draws from [1e-5, 1 - 1e-5)); "
                              f"received values in [{u.min()}, {u.max()}]")
-    if use_ema and not any(k.endswith(EMA_SUFFIX) for k in loaded.tensors):
-        raise ValueError(f"--ema: {weights} holds no averaged weights (no {EMA_SUFFIX} tensors); run without --ema")
+    if use_ema:
+        _check_ema(weights, loaded.tensors)
     module = get_backend(backend)
-    dtype = np.asarray(next(iter(loaded.tensors.values()))).dtype.name
+    dtype = _dtype_of(loaded.tensors)
     with module.parity_mode(device):
-        model = module.build_model(_model_args(loaded.config), dtype, device)
-        module.import_model_weights(model, loaded.tensors, loaded.initialized)
+        model = build_loaded(module, loaded.tensors, loaded.config, loaded.initialized, device)
         noise = {"u_mix": u_mix.astype(dtype), "u_value": u_value.astype(dtype)}
         return {"x": module.sample_model(model, noise, None if h is None else np.asarray(h, dtype), use_ema, progress)}
 

@@ -251,7 +251,6 @@ def _init_on_raw_v() -> contextlib.AbstractContextManager:
 def _ema_first_update_copies() -> contextlib.AbstractContextManager:
     import torch
 
-    import torch_impl
     import torch_impl.ema as te
 
     real_update, real_reset = te.update_averages, te.reset_averages

@@ -162,14 +162,21 @@ def weight_table(
             v_shape, perm = (*filt, cin, cout), CONV_PERM
         else:
             v_shape, perm = (cin, cout), DENSE_PERM
-        raw.append(WeightRow(f"{name}/V", f"{attr}/V", f"{attr}.V", v_shape, perm))
-        raw.append(WeightRow(f"{name}/g", f"{attr}/g", f"{attr}.g", (cout,), None))
-        raw.append(WeightRow(f"{name}/b", f"{attr}/b", f"{attr}.b", (cout,), None))
+        raw += _wn_rows(name, attr, attr, v_shape, perm, cout)
     if c["h_channels"]:
         name = namer.next("conditional_weights")
         raw.append(WeightRow(f"{name}/hw", "hw", "hw", (c["h_channels"], 2 * c["num_filters"]), None))
-    if shadows is None:
-        shadows = c["polyak_decay"] is not None
+    return _with_shadows(raw, c["polyak_decay"] is not None if shadows is None else shadows)
+
+
+def _wn_rows(tf1: str, keras: str, torch: str, v_shape: tuple[int, ...], perm: tuple[int, ...], cout: int) -> list[WeightRow]:
+    """A weight-normalised layer's V, g and b: ``<tf1>/V``, ``<keras>/V``, ``<torch>.V``, ..."""
+    return [WeightRow(f"{tf1}/{leaf}", f"{keras}/{leaf}", f"{torch}.{leaf}", shape, p)
+            for leaf, shape, p in (("V", v_shape, perm), ("g", (cout,), None), ("b", (cout,), None))]
+
+
+def _with_shadows(raw: list[WeightRow], shadows: bool) -> list[WeightRow]:
+    """The raw rows, then (with ``shadows``) one shadow row per raw row, in the same order."""
     if not shadows:
         return raw
     return raw + [
@@ -274,15 +281,8 @@ def model_weight_table(config: Mapping[str, Any], shadows: bool | None = None) -
             v_shape, perm = (*e.filter_size, e.out_channels, e.in_channels), CONV_PERM
         else:
             v_shape, perm = (*e.filter_size, e.in_channels, e.out_channels), CONV_PERM
-        for leaf, shape, p in (("V", v_shape, perm), ("g", (e.out_channels,), None), ("b", (e.out_channels,), None)):
-            raw.append(WeightRow(f"{name}/{leaf}", f"{e.keras_name}/{leaf}", f"{e.path}.{leaf}", shape, p))
-    if shadows is None:
-        shadows = c["polyak_decay"] is not None
-    if not shadows:
-        return raw
-    return raw + [
-        WeightRow(r.tf1_name + EMA_SUFFIX, r.keras_path + SHADOW_SUFFIX, r.torch_key + SHADOW_SUFFIX, r.shape, r.torch_perm) for r in raw
-    ]
+        raw += _wn_rows(name, e.keras_name, e.path, v_shape, perm, e.out_channels)
+    return _with_shadows(raw, c["polyak_decay"] is not None if shadows is None else shadows)
 
 
 def infer_config(shapes: Mapping[str, tuple[int, ...]], overrides: Mapping[str, Any] | None = None,
