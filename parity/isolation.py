@@ -7,6 +7,11 @@ inconsistency in registered CommandLine options`` with torch 2.15 + triton 3.9).
 lazily, e.g. in ``torch.use_deterministic_algorithms`` or ``torch.compile``, so no import order makes
 a shared process safe. A worker holds one framework and nothing of the other.
 
+A worker refuses to import the other framework (``OTHERS``: an ``ImportError`` that says so), on
+every install: a worker function that reaches the other framework, even through a module that
+imports it at the top, is a clear error on the ``+cpu`` wheel too, not a segfault only where triton
+is installed.
+
 A second gain: the caller's process is left as it was. The parity settings (TF32 off, deterministic
 algorithms, TensorFlow's log level) are set in the workers, and the frameworks' RNGs and flags of
 the caller are never touched.
@@ -28,6 +33,8 @@ from __future__ import annotations
 
 import atexit
 import importlib
+import importlib.abc
+import importlib.machinery
 import os
 import pickle
 import subprocess
@@ -47,6 +54,10 @@ START_UP_NOISE = (
     "This TensorFlow binary is optimized to use available CPU instructions",
     "rebuild TensorFlow with the appropriate compiler flags",
 )
+OTHERS = {  # what a worker of each backend must never load: the other framework, its twin, triton
+    "tf": ("torch", "triton", "torch_impl", "torchvision"),
+    "torch": ("tensorflow", "keras", "tf_keras", "tf_impl"),
+}
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where the parity package lives
 
 _workers: dict[str, subprocess.Popen] = {}
@@ -126,6 +137,33 @@ def shutdown() -> None:
 atexit.register(shutdown)
 
 
+class _Refuse(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Refuses to load the other framework in a worker (see ``OTHERS``). Probes still see it: the
+    spec is the real one (``importlib.util.find_spec`` answers as usual, which torch._dynamo relies on
+    to list its skipped directories); only loading it raises."""
+
+    def __init__(self, backend: str) -> None:
+        self.backend = backend
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+        if fullname.partition(".")[0] not in OTHERS[self.backend]:
+            return None
+        for finder in sys.meta_path:
+            spec = None if finder is self else getattr(finder, "find_spec", lambda *a: None)(fullname, path, target)
+            if spec is not None:
+                spec.loader = self
+                return spec
+        return None
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> None:
+        raise ModuleNotFoundError(f"Expected the {self.backend} worker to load {self.backend} only. Received: an import "
+                                  f"of {spec.name!r} (the frameworks' native libraries can crash each other in one "
+                                  f"process; run it in its own backend's worker)", name=spec.name)
+
+    def exec_module(self, module: Any) -> None:  # never reached: create_module raises
+        raise AssertionError(module)
+
+
 def _reply(out: IO[bytes], ok: bool, value: Any) -> None:
     try:
         data = pickle.dumps((ok, value), protocol=pickle.HIGHEST_PROTOCOL)
@@ -140,6 +178,7 @@ def serve(backend: str) -> None:
     frameworks print to stdout goes to stderr, so it cannot corrupt the answers."""
     global _in_worker
     _in_worker = backend
+    sys.meta_path.insert(0, _Refuse(backend))
     inp = os.fdopen(os.dup(0), "rb")
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
@@ -158,4 +197,8 @@ def serve(backend: str) -> None:
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1])
+    # serve from the module under its own name, not from ``__main__``: its ``_in_worker`` is the one
+    # ``in_process()`` reads, and the refusing loader pickles by that name
+    from parity import isolation as _isolation
+
+    _isolation.serve(sys.argv[1])

@@ -36,6 +36,22 @@ def test_a_worker_that_dies_is_a_clear_error_and_the_next_call_starts_a_new_one(
     assert isolation.call("tf", "operator:add", 2, 3) == 5
 
 
+@BOTH
+def test_a_worker_refuses_the_other_framework_on_every_install():
+    """Loading the other framework in a worker is a clear error (on the +cpu wheel too, where it would
+    not crash), also through a module that imports it at the top (a test module: its conftest imports
+    both); probing for it still answers, and a worker knows it is one (a nested call runs there)."""
+    from parity import isolation
+
+    for backend, other in (("tf", "torch.nn"), ("torch", "keras"), ("tf", "tests.test_model")):
+        with pytest.raises(ModuleNotFoundError, match=f"Expected the {backend} worker to load {backend} only"):
+            isolation.call(backend, "importlib:import_module", other)
+    assert isolation.call("tf", "importlib.util:find_spec", "torch") is not None
+    assert isolation.call("torch", "importlib.util:find_spec", "tensorflow") is not None
+    assert isolation.call("tf", "parity.isolation:in_process") is True
+    assert isolation.call("tf", "parity.isolation:call", "tf", "os:getpid") == isolation.call("tf", "os:getpid")
+
+
 def test_a_script_without_a_main_guard_can_call_the_harness(tmp_path):
     """Workers are fresh interpreters that never import the caller's script."""
     script = tmp_path / "unguarded.py"

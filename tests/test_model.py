@@ -484,10 +484,7 @@ def test_softplus_is_tensorflows_forward_and_gradient_across_its_cut_offs():
     """torch_impl.ops.softplus against tf.nn.softplus on points around both cut-offs and F.softplus's
     20, in float32 and float64: the values and gradients TensorFlow computes (F.softplus's gradient
     is exactly 1 above 20, TensorFlow's is sigmoid(x))."""
-    from parity.isolation import call
-
-    got = call("torch", "tests.test_model:_softplus_torch")
-    want = call("tf", "tests.test_model:_softplus_tf")
+    got, want = _softplus_torch(), _softplus_tf()
     for dtype in ("float32", "float64"):
         for part in ("value", "grad"):
             # exp and log1p are each library's own kernels: they may differ by an ulp (24 % of these
