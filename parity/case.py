@@ -17,8 +17,30 @@ from gated_spec import CHANNEL_MULTIPLIER, CONV_PERM, DEFAULT_POLYAK_DECAY, LAYE
 from parity.weights import EMA_SUFFIX, WeightRow, normalize_config, random_weights, weight_table
 
 
+class _CaseFields:
+    """What every case kind shares: its fields as plain data (``to_dict``, the record's metadata, which
+    ``kind(arrays=..., **meta)`` rebuilds), its weights, and its one-ulp perturbation."""
+
+    arrays: dict[str, np.ndarray]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field but ``arrays``, in declaration order, tuples as lists (plain JSON)."""
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
+                for f in dataclasses.fields(self) if f.name != "arrays"}
+
+    def weights(self, prefix: str = "weights/") -> dict[str, np.ndarray]:
+        """The canonical tensors stored under ``prefix`` (TF layout; raw weights and, where the case has
+        them, shadows)."""
+        return under_prefix(self.arrays, prefix)
+
+    def perturbed(self, sample: int) -> Any:
+        """The same case with every float input and weight moved by at most one ulp (Monte Carlo
+        sample ``sample``; reproducible)."""
+        return dataclasses.replace(self, arrays=perturb_arrays(self.arrays, (self.seed, sample, 0x4D4341)))
+
+
 @dataclass
-class Case:
+class Case(_CaseFields):
     """A block config plus the sizes and seed of its inputs.
 
     H, W and the channel counts differ by default so that a wrong permute cannot even run.
@@ -39,26 +61,6 @@ class Case:
             self.config["polyak_decay"] = DEFAULT_POLYAK_DECAY
         if not self.arrays:
             self.arrays = make_arrays(self)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "config": self.config,
-            "batch": self.batch,
-            "height": self.height,
-            "width": self.width,
-            "seed": self.seed,
-            "ema_steps": self.ema_steps,
-        }
-
-    def weights(self, prefix: str = "weights/") -> dict[str, np.ndarray]:
-        """The canonical tensors stored under ``prefix`` (raw weights and shadows)."""
-        return under_prefix(self.arrays, prefix)
-
-    def perturbed(self, sample: int) -> "Case":
-        """The same case with every float input and weight moved by at most one ulp (Monte Carlo
-        sample ``sample``; reproducible)."""
-        return _perturbed(self, sample)
 
     def ema_schedule(self) -> list[tuple[dict[str, np.ndarray], int | None]]:
         """The live weights after each of ``ema_steps`` optimiser steps, each with the ``num_updates``
@@ -86,10 +88,6 @@ def perturb_arrays(arrays: dict[str, np.ndarray], seed: tuple[int, ...]) -> dict
         moved = np.where(step > 0, np.nextafter(v, np.float32(np.inf)), np.nextafter(v, np.float32(-np.inf)))
         out[k] = np.where((step == 0) | (v == 0), v, moved).astype(np.float32)
     return out
-
-
-def _perturbed(case: Any, sample: int) -> Any:
-    return dataclasses.replace(case, arrays=perturb_arrays(case.arrays, (case.seed, sample, 0x4D4341)))
 
 
 def init_outputs(exported: dict[str, np.ndarray], config: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -172,7 +170,7 @@ def wide_cases() -> list[Case | ModelCase]:
 
 # -- one weight-normalised layer (the transposed convs are not part of the block) ------------------
 @dataclass
-class LayerCase:
+class LayerCase(_CaseFields):
     """One weight-normalised conv layer: its kind, channels, filter and stride, and its inputs.
 
     Weights are canonical (TF layout): ``V`` is ``[kh, kw, in, out]`` for a conv and
@@ -224,18 +222,6 @@ class LayerCase:
         return {"layer": self.kind, "in_channels": self.in_channels, "num_filters": self.num_filters,
                 "filter_size": list(self.filter_size), "stride": list(self.stride)}
 
-    def weights(self, prefix: str = "weights/") -> dict[str, np.ndarray]:
-        """The layer's ``V``, ``g``, ``b`` (TF layout)."""
-        return under_prefix(self.arrays, prefix)
-
-    def perturbed(self, sample: int) -> "LayerCase":
-        """As ``Case.perturbed``; the cotangent is made from the seed and stays."""
-        return _perturbed(self, sample)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": self.kind, "in_channels": self.in_channels, "num_filters": self.num_filters,
-                "stride": list(self.stride), "batch": self.batch, "height": self.height, "width": self.width,
-                "seed": self.seed}
 
 
 def layer_cotangent(case: LayerCase, shape: tuple[int, ...]) -> np.ndarray:
@@ -259,7 +245,7 @@ def layer_cases() -> list[LayerCase]:
 
 
 @dataclass
-class ModelCase:
+class ModelCase(_CaseFields):
     """A whole PixelCNN++ (``gated_spec.model``) and everything both backends are fed: images on the
     8-bit grid (edges included), ``h`` where the model has it, weights with shadows, one dropout
     keep-mask per block, the live weights after ``ema_steps`` optimiser steps, and the sampler's noise."""
@@ -283,13 +269,6 @@ class ModelCase:
         if not self.arrays:
             self.arrays = make_model_arrays(self)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "config": self.config, "batch": self.batch, "height": self.height, "width": self.width,
-                "seed": self.seed, "ema_steps": self.ema_steps, "log_scale_shift": self.log_scale_shift}
-
-    def weights(self, prefix: str = "weights/") -> dict[str, np.ndarray]:
-        return under_prefix(self.arrays, prefix)
-
     def dropout_masks(self) -> list[np.ndarray]:
         n = sum(k.startswith("dropout_mask/") for k in self.arrays)
         return [self.arrays[f"dropout_mask/{i}"] for i in range(n)]
@@ -298,8 +277,8 @@ class ModelCase:
         return [under_prefix(self.arrays, f"ema_step_{s}/") for s in range(1, self.ema_steps + 1)]
 
     def perturbed(self, sample: int) -> "ModelCase":
-        """As ``Case.perturbed``; the sampler's noise stays (it is part of the draw, not of its inputs)."""
-        moved = _perturbed(self, sample)
+        """As every case's; the sampler's noise stays (it is part of the draw, not of its inputs)."""
+        moved = super().perturbed(sample)
         moved.arrays.update({k: v for k, v in self.arrays.items() if k.startswith("noise/")})
         return moved
 
