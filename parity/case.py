@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from gated_spec import CHANNEL_MULTIPLIER, CONV_PERM, DEFAULT_POLYAK_DECAY, LAYER_KINDS
-from parity.weights import EMA_SUFFIX, WeightRow, normalize_config, random_weights, weight_table
+from parity.weights import WeightRow, normalize_config, random_weights, weight_table
 
 
 class _CaseFields:
@@ -88,16 +88,6 @@ def perturb_arrays(arrays: dict[str, np.ndarray], seed: tuple[int, ...]) -> dict
         moved = np.where(step > 0, np.nextafter(v, np.float32(np.inf)), np.nextafter(v, np.float32(-np.inf)))
         out[k] = np.where((step == 0) | (v == 0), v, moved).astype(np.float32)
     return out
-
-
-def init_outputs(exported: dict[str, np.ndarray], config: dict[str, Any]) -> dict[str, np.ndarray]:
-    """``init/<name>`` for every ``g`` and ``b`` of a freshly initialised block, in call order."""
-    return {f"init/{r.tf1_name}": exported[r.tf1_name] for r in weight_table(config, shadows=False) if r.tf1_name[-1] in "gb"}
-
-
-def shadow_outputs(exported: dict[str, np.ndarray], config: dict[str, Any]) -> dict[str, np.ndarray]:
-    """``ema/<name>``: every shadow after the case's Polyak updates."""
-    return {f"ema/{r.tf1_name}": exported[r.tf1_name + EMA_SUFFIX] for r in weight_table(config, shadows=False)}
 
 
 def under_prefix(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:

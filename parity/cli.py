@@ -170,8 +170,8 @@ def cmd_pitfalls(args: argparse.Namespace) -> int:
 
 SUITE_HELP = ("default: 8 small configs covering every option (F = 4); wide: 2 blocks at PixelCNN++ width "
               "(F = 160, 8x8), where float32 error grows with the 1920-term sums (its record is ~78 MB); layers: "
-              "each of the 6 weight-normalised conv layers alone (transposed ones included) at 3 strides; models: 2 tiny "
-              "PixelCNN++ networks, whole (output, loss, gradients, init, EMA, samples)")
+              "each of the 6 weight-normalised conv layers alone (transposed ones included) at 3 strides; models: 3 tiny "
+              "PixelCNN++ networks (one with a sharp mixture), whole (output, loss, gradients, init, EMA, samples)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -29,10 +29,18 @@ from parity.weights import EMA_SUFFIX, weight_table
 SAMPLE_TENSOR = "sample/x"  # the images a model case draws with its noise (NHWC)
 
 
+def _init_outputs(exported: dict[str, np.ndarray], rows: list) -> dict[str, np.ndarray]:
+    """``init/<name>`` for every ``g`` and ``b`` of ``rows`` (raw weights in call order) after an init pass."""
+    return {f"init/{r.tf1_name}": exported[r.tf1_name] for r in rows if r.tf1_name[-1] in "gb"}
+
+
+def _shadow_outputs(exported: dict[str, np.ndarray], rows: list) -> dict[str, np.ndarray]:
+    """``ema/<name>``: the shadow of every raw weight in ``rows`` after the case's Polyak updates."""
+    return {f"ema/{r.tf1_name}": exported[r.tf1_name + EMA_SUFFIX] for r in rows}
+
+
 def run_case(backend: ModuleType, case: Any, dtype: str = "float32", device: str = "cpu") -> dict[str, np.ndarray]:
     """Every compared tensor of one block case for ``backend``, keyed ``<part>/<name>``."""
-    from parity.case import init_outputs, shadow_outputs
-
     arr = case.arrays
     weights = case.weights()
     raw_rows = weight_table(case.config, shadows=False)
@@ -53,7 +61,7 @@ def run_case(backend: ModuleType, case: Any, dtype: str = "float32", device: str
         fresh = backend.build(case.config, dtype, device)
         backend.import_weights(fresh, {r.tf1_name: weights[r.tf1_name] for r in raw_rows}, initialized=False)
         init_out = backend.initialize(fresh, inputs, arr.get("dropout_mask"))
-        out.update(init_outputs(backend.export_weights(fresh), case.config))
+        out.update(_init_outputs(backend.export_weights(fresh), raw_rows))
         out["init/out"] = init_out  # after g, b: in the order the init computes them
 
         backend.set_live(block, weights)
@@ -61,7 +69,7 @@ def run_case(backend: ModuleType, case: Any, dtype: str = "float32", device: str
         for live, num_updates in case.ema_schedule():
             backend.set_live(block, live)
             backend.IMPL.update_averages(block, num_updates=num_updates)
-        out.update(shadow_outputs(backend.export_weights(block), case.config))
+        out.update(_shadow_outputs(backend.export_weights(block), raw_rows))
         out["ema/out"] = backend.forward(block, inputs, use_ema=True)
     return out
 
@@ -112,16 +120,14 @@ def run_model_case(backend: ModuleType, case: Any, dtype: str = "float32", devic
         raw = {r.tf1_name: weights[r.tf1_name] for r in rows}
         backend.import_model_weights(fresh, raw, initialized=False)
         init_out = backend.model_initialize(fresh, inputs, masks)
-        exported = backend.export_model_weights(fresh)
-        out.update({f"init/{r.tf1_name}": exported[r.tf1_name] for r in rows if r.tf1_name[-1] in "gb"})
+        out.update(_init_outputs(backend.export_model_weights(fresh), rows))
         out["init/out"] = init_out
 
         backend.IMPL.reset_averages(model)
         for live in case.ema_steps_weights():
             backend.set_model_live(model, live)
             backend.IMPL.update_averages(model)
-        exported = backend.export_model_weights(model)
-        out.update({f"ema/{r.tf1_name}": exported[r.tf1_name + EMA_SUFFIX] for r in rows})
+        out.update(_shadow_outputs(backend.export_model_weights(model), rows))
         out["ema/out"] = backend.model_forward(model, inputs, use_ema=True)
         noise = {k: arr[f"noise/{k}"].astype(dtype) for k in ("u_mix", "u_value")}
         out[SAMPLE_TENSOR] = backend.sample_model(model, noise, None if arr.get("h") is None else arr["h"].astype(dtype), use_ema=True)
