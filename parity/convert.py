@@ -39,6 +39,7 @@ from parity.weights import (
     check_tensors,
     infer_config,
     is_model,
+    kind_of,
     model_config_from_shapes,
     normalize_any,
     table_for,
@@ -121,11 +122,11 @@ def read_torch_file(path: str, overrides: Mapping[str, Any] | None = None, polya
     layers = {r.torch_key.rsplit(".", 1)[0] for r in table if "." in r.torch_key}
     flag_names = {k for k in header if k.endswith(".initialized") and k.rsplit(".", 1)[0] in layers}
     check_tensors(table, {k: v for k, v in header.items() if k not in flag_names}, key="torch_key", layout="torch", where=path,
-                  values=False)
+                  values=False, what=kind_of(config))
     tensors, _ = read_safetensors(path)
     flags = {k: tensors[k] for k in flag_names}
     weights = {k: v for k, v in tensors.items() if k not in flag_names}
-    check_tensors(table, weights, key="torch_key", layout="torch", where=path)
+    check_tensors(table, weights, key="torch_key", layout="torch", where=path, what=kind_of(config))
     initialized = bool(flags) and all(bool(np.asarray(v)) for v in flags.values())
     tensors = {r.tf1_name: r.from_torch_layout(weights[r.torch_key]) for r in table}
     return Loaded(tensors, config, initialized, tensor_summary(tensors))
@@ -137,7 +138,7 @@ def write_torch_file(path: str, tensors: Mapping[str, np.ndarray], config: Mappi
 
     config = normalize_any(config)
     table = table_for(config, shadows=any(k.endswith(EMA_SUFFIX) for k in tensors))
-    check_tensors(table, tensors, where="tensors to save")
+    check_tensors(table, tensors, where="tensors to save", what=kind_of(config))
     state = {r.torch_key: r.to_torch_layout(np.asarray(tensors[r.tf1_name])) for r in table}
     for layer in dict.fromkeys(r.torch_key.rsplit(".", 1)[0] for r in table if r.torch_key.endswith(".V")):
         state[f"{layer}.initialized"] = np.array(bool(initialized))

@@ -110,6 +110,11 @@ class _Scoped(Mapping[str, np.ndarray]):
     def __len__(self) -> int:
         return len(self._keys)
 
+    def shape(self, key: str) -> tuple[int, ...]:
+        """A tensor's shape, without reading it where the checkpoint can tell (``LazyCheckpoint.shapes``)."""
+        shapes = getattr(self._base, "shapes", None)
+        return tuple(shapes[self._prefix + key]) if shapes is not None else tuple(np.shape(self[key]))
+
 
 @dataclass
 class CheckpointMap:
@@ -142,7 +147,32 @@ def _split(variables: Mapping[str, np.ndarray], scope: str) -> tuple[Mapping[str
     return _Scoped(variables, prefix, keys), slots, outside
 
 
-def _infer(model: Mapping[str, np.ndarray], counters: Mapping[str, int], overrides: Mapping[str, Any],
+def _scoped(variables: Mapping[str, np.ndarray], scope: str, what: str) -> tuple[_Scoped, list[str], list[str]]:
+    """:func:`_split`, refusing a scope that holds no model variable (naming the top-level scopes)."""
+    model, slots, outside = _split(variables, scope)
+    if not model:
+        roots = sorted({n.split("/")[0] for n in variables if not is_optimizer_slot(n)})
+        raise WeightError([f"no variables under scope {scope!r}; the checkpoint's top-level scopes are {roots}"], "checkpoint", what)
+    return model, slots, outside
+
+
+def _row_problems(model: _Scoped, table: list, scope: str) -> list[str]:
+    """What does not fit ``table``, in call order: a row missing, of another shape, not float, or not finite."""
+    problems = []
+    for row in table:
+        full = f"{scope}/{row.tf1_name}" if scope else row.tf1_name
+        if row.tf1_name not in model:
+            problems.append(f"{full}: missing (expected shape {row.shape})")
+        elif model.shape(row.tf1_name) != row.shape:
+            problems.append(f"{full}: shape {model.shape(row.tf1_name)} in the checkpoint; expected {row.shape}")
+        elif model[row.tf1_name].dtype not in (np.float32, np.float64):
+            problems.append(f"{full}: dtype {model[row.tf1_name].dtype}; expected float32")
+        elif not np.all(np.isfinite(model[row.tf1_name])):
+            problems.append(f"{full}: holds NaN or Inf values")
+    return problems
+
+
+def _infer(model: _Scoped, counters: Mapping[str, int], overrides: Mapping[str, Any],
            polyak_decay: float | None) -> dict[str, Any]:
     """The block config from the names and shapes at the namer's position (``--conv`` for a 2x3
     ``conv2d``, ``--nonlinearity`` for elu vs relu, where names cannot tell)."""
@@ -153,9 +183,7 @@ def _infer(model: Mapping[str, np.ndarray], counters: Mapping[str, int], overrid
         conv = "nin" if first_conv not in model and f"dense_{dense_k}/V" in model else None
     shapes: dict[str, tuple[int, ...]] = {}
 
-    def shape(name: str) -> tuple[int, ...]:
-        return tuple(model[name].shape)
-
+    shape = model.shape
     if conv == "nin":
         if f"dense_{dense_k}/V" not in model:
             raise WeightError([f"missing tensor {f'dense_{dense_k}/V'!r} (the nin conv_input)"], "checkpoint")
@@ -198,27 +226,14 @@ def map_checkpoint(
     overrides = dict(overrides or {})
     whole = namer is None
     namer = namer or TF1Namer()
-    model, slots, outside = _split(variables, scope)
-    if not model:
-        roots = sorted({n.split("/")[0] for n in variables if not is_optimizer_slot(n)})
-        raise WeightError([f"no variables under scope {scope!r}; the checkpoint's top-level scopes are {roots}"], "checkpoint")
+    model, slots, outside = _scoped(variables, scope, "block")
     config = _infer(model, dict(namer.counters), overrides, polyak_decay)
     has_shadows = any(k.endswith(EMA_SUFFIX) for k in model)
     start = dict(namer.counters)
     table = weight_table(config, shadows=has_shadows, namer=namer)
     if namer.named:
         _check_counters_named(model, table, set(start))
-    problems = []
-    for row in table:
-        full = f"{scope}/{row.tf1_name}" if scope else row.tf1_name
-        if row.tf1_name not in model:
-            problems.append(f"{full}: missing (expected shape {row.shape})")
-        elif tuple(model[row.tf1_name].shape) != row.shape:
-            problems.append(f"{full}: shape {tuple(model[row.tf1_name].shape)} in the checkpoint; expected {row.shape}")
-        elif model[row.tf1_name].dtype not in (np.float32, np.float64):
-            problems.append(f"{full}: dtype {model[row.tf1_name].dtype}; expected float32")
-        elif not np.all(np.isfinite(model[row.tf1_name])):
-            problems.append(f"{full}: holds NaN or Inf values")
+    problems = _row_problems(model, table, scope)
     names = {r.tf1_name for r in table}
     rest = sorted(k for k in model if k not in names)
     if whole and rest:
@@ -281,39 +296,16 @@ def map_model_checkpoint(variables: Mapping[str, np.ndarray], overrides: Mapping
     variable in ``scope`` must be the network's; shadows are taken where present; optimiser slots
     (``Variable_k``, ``*_adam_mg``, ``*_adam_v``, ...) are skipped and counted. The config comes from
     the shapes (``infer_model_config``); ``overrides`` must agree with them."""
-    model, slots, outside = _split(variables, scope)
-    if not model:
-        roots = sorted({n.split("/")[0] for n in variables if not is_optimizer_slot(n)})
-        raise WeightError([f"no variables under scope {scope!r}; the checkpoint's top-level scopes are {roots}"], "checkpoint")
-    config = infer_model_config({k: _shape(variables, scope, k) for k in model},
-                                overrides, polyak_decay)
-    has_shadows = any(k.endswith(EMA_SUFFIX) for k in model)
-    table = table_for(config, shadows=has_shadows)
-    problems = []
-    for row in table:
-        full = f"{scope}/{row.tf1_name}" if scope else row.tf1_name
-        if row.tf1_name not in model:
-            problems.append(f"{full}: missing (expected shape {row.shape})")
-        elif _shape(variables, scope, row.tf1_name) != row.shape:
-            problems.append(f"{full}: shape {_shape(variables, scope, row.tf1_name)} in the checkpoint; expected {row.shape}")
+    model, slots, outside = _scoped(variables, scope, "model")
+    config = infer_model_config({k: model.shape(k) for k in model}, overrides, polyak_decay)
+    table = table_for(config, shadows=any(k.endswith(EMA_SUFFIX) for k in model))
+    problems = _row_problems(model, table, scope)
     names = {r.tf1_name for r in table}
     problems += [f"{scope}/{k}: in the checkpoint but not part of the network" for k in sorted(k for k in model if k not in names)]
     if problems:
-        raise WeightError([f"first mismatch: {problems[0]}", *problems[1:], f"config tried: {config}"], "checkpoint")
-    tensors = {}
-    for row in table:
-        value = np.asarray(model[row.tf1_name])
-        if value.dtype not in (np.float32, np.float64) or not np.all(np.isfinite(value)):
-            raise WeightError([f"{scope}/{row.tf1_name}: dtype {value.dtype}, or NaN/Inf values; expected finite float32"], "checkpoint")
-        tensors[row.tf1_name] = value
+        raise WeightError([f"first mismatch: {problems[0]}", *problems[1:], f"config tried: {config}"], "checkpoint", "model")
+    tensors = {row.tf1_name: np.asarray(model[row.tf1_name]) for row in table}
     return CheckpointMap(tensors, config, sorted(slots), outside)
-
-
-def _shape(variables: Any, scope: str, name: str) -> tuple[int, ...]:
-    """A tensor's shape without reading it where the checkpoint can tell (``LazyCheckpoint``)."""
-    full = f"{scope}/{name}" if scope else name
-    shapes = getattr(variables, "shapes", None)
-    return tuple(shapes[full]) if shapes is not None else tuple(np.shape(variables[full]))
 
 
 def read_tf1_model(prefix: str, overrides: Mapping[str, Any] | None = None, scope: str = DEFAULT_SCOPE,

@@ -41,11 +41,12 @@ CONFIG_KEYS = ("num_filters", "a_channels", "h_channels", "conv", "nonlinearity"
 
 
 class WeightError(ValueError):
-    """A weight file or mapping that does not fit the block; lists every problem at once."""
+    """A weight file or mapping that does not fit the block (or the model, ``what``); lists every
+    problem at once."""
 
-    def __init__(self, problems: list[str], where: str = "weights") -> None:
+    def __init__(self, problems: list[str], where: str = "weights", what: str = "block") -> None:
         self.problems = problems
-        super().__init__(f"{where} do not fit the block ({len(problems)} problem(s)):\n  - " + "\n  - ".join(problems))
+        super().__init__(f"{where} do not fit the {what} ({len(problems)} problem(s)):\n  - " + "\n  - ".join(problems))
 
 
 def normalize_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -192,6 +193,11 @@ def is_model(config: Mapping[str, Any]) -> bool:
     return MODEL_KEY in config
 
 
+def kind_of(config: Mapping[str, Any]) -> str:
+    """``"model"`` or ``"block"``: what a config describes, as error messages name it."""
+    return "model" if is_model(config) else "block"
+
+
 def normalize_any(config: Mapping[str, Any]) -> dict[str, Any]:
     """A block config (:func:`normalize_config`) or a model config (``gated_spec.model``), by its ``model`` key."""
     if not is_model(config):
@@ -217,16 +223,16 @@ def infer_model_config(shapes: Mapping[str, tuple[int, ...]], overrides: Mapping
     from gated_spec.model import OUTPUT_PER_MIXTURE
 
     if "conv2d_0/V" not in shapes:
-        raise WeightError(["missing tensor 'conv2d_0/V' (the network's first conv; cannot infer the model config)"], "tensors")
+        raise WeightError(["missing tensor 'conv2d_0/V' (the network's first conv; cannot infer the model config)"], "tensors", "model")
     F_ = shapes["conv2d_0/V"][-1]
     n_conv = len({k.split("/")[0] for k in shapes if k.startswith("conv2d_") and k.endswith("/V")})
     R, left = divmod(n_conv - 15, 24)
     if left or R < 1:
-        raise WeightError([f"{n_conv} conv2d layers; a PixelCNN++ has 24 R + 15 (135 for R = 5)"], "tensors")
+        raise WeightError([f"{n_conv} conv2d layers; a PixelCNN++ has 24 R + 15 (135 for R = 5)"], "tensors", "model")
     n_dense = len({k.split("/")[0] for k in shapes if k.startswith("dense_") and k.endswith("/V")})
     last = shapes.get(f"dense_{n_dense - 1}/V")
     if last is None or last[-1] % OUTPUT_PER_MIXTURE:
-        raise WeightError([f"the output nin dense_{n_dense - 1}/V has shape {last}; expected [F, 10 M]"], "tensors")
+        raise WeightError([f"the output nin dense_{n_dense - 1}/V has shape {last}; expected [F, 10 M]"], "tensors", "model")
     first = shapes.get("conv2d_3/V")  # the first block's first conv: 2 F inputs after concat_elu
     hw = shapes.get("conditional_weights_0/hw")
     return model_config_from_shapes(R, F_, last[-1] // OUTPUT_PER_MIXTURE, None if first is None else first[2],
@@ -334,7 +340,7 @@ def tf_layout_shape(torch_key: str, shape: tuple[int, ...]) -> tuple[str, tuple[
 def check_tensors(
     table: Iterable[WeightRow], tensors: Mapping[str, np.ndarray], key: str = "tf1_name", layout: str = "tf",
     where: str = "weights", allow_missing_shadows: bool = False, target_dtype: str | None = None,
-    values: bool = True,
+    values: bool = True, what: str = "block",
 ) -> None:
     """Raise one :class:`WeightError` listing every missing, unexpected, mis-shaped or non-float tensor,
     and, with ``target_dtype``, every value that the cast to it would change beyond rounding.
@@ -370,7 +376,7 @@ def check_tensors(
     if len(dtypes) > 1:
         problems.append(f"tensors mix dtypes {sorted(dtypes)}; expected one")
     if problems:
-        raise WeightError(problems, where)
+        raise WeightError(problems, where, what)
 
 
 def tensor_summary(tensors: Mapping[str, Any]) -> str:
@@ -404,7 +410,8 @@ def save_canonical(
     from safetensors.numpy import save_file
 
     c = normalize_any(config)
-    check_tensors(table_for(c, shadows=any(k.endswith(EMA_SUFFIX) for k in tensors)), tensors, where="tensors to save")
+    check_tensors(table_for(c, shadows=any(k.endswith(EMA_SUFFIX) for k in tensors)), tensors, where="tensors to save",
+                  what=kind_of(c))
     metadata = {"format": FORMAT, "config": json.dumps(c), "initialized": json.dumps(bool(initialized))}
     with atomic_path(path) as tmp:
         save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, tmp, metadata=metadata)
@@ -478,12 +485,12 @@ def load_canonical(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict
         raise ValueError(f"{path}: expected metadata initialized to be true or false; received {initialized!r}")
     shadows = any(k.endswith(EMA_SUFFIX) for k in header)
     if shadows and config["polyak_decay"] is None:
-        raise WeightError([f"holds Polyak shadows (*{EMA_SUFFIX}) but its config has polyak_decay=None"], str(path))
+        raise WeightError([f"holds Polyak shadows (*{EMA_SUFFIX}) but its config has polyak_decay=None"], str(path), kind_of(config))
     table = table_for(config, shadows=shadows)
     where = f"{path} (tensors against the config in its metadata: {json.dumps(config)})"
-    check_tensors(table, header, where=where, values=False)
+    check_tensors(table, header, where=where, values=False, what=kind_of(config))
     tensors, _ = read_safetensors(path)
-    check_tensors(table, tensors, where=where)
+    check_tensors(table, tensors, where=where, what=kind_of(config))
     return tensors, config, initialized
 
 

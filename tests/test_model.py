@@ -394,6 +394,24 @@ def test_a_whole_model_tf1_checkpoint_converts_and_runs_like_the_graph(tmp_path,
     assert "the shapes say nr_filters=8; the options say nr_filters=16" in capsys.readouterr().err
 
 
+def test_a_whole_model_checkpoint_that_does_not_fit_names_every_tensor_in_call_order():
+    """The model mapping shares the block's checks: each tensor missing, misshapen or not finite is
+    named, the first in call order first; an optimiser slot is skipped, an unknown variable is not."""
+    from parity.tf1 import map_model_checkpoint
+    from parity.weights import WeightError, model_weight_table
+
+    config = {"nr_resnet": 1, "nr_filters": 4, "nr_logistic_mix": 2, "polyak_decay": 0.9995}
+    good = {f"model/{k}": v.astype(np.float32) for k, v in _weights(config).items()}
+    mapped = map_model_checkpoint({**good, "model/conv2d_0/V/Adam": good["model/conv2d_0/V"]})
+    assert len(mapped.tensors) == len(model_weight_table(config)) and mapped.skipped_slots == ["model/conv2d_0/V/Adam"]
+    bad = {**good, "model/conv2d_5/g": np.full_like(good["model/conv2d_5/g"], np.nan), "model/extra_0/W": np.zeros(2)}
+    del bad["model/dense_0/b"]
+    with pytest.raises(WeightError, match=r"(?s)checkpoint do not fit the model \(4 problem\(s\)\).*"
+                                          r"first mismatch: model/conv2d_5/g: holds NaN or Inf values.*"
+                                          r"model/dense_0/b: missing.*model/extra_0/W: in the checkpoint but not part of the network"):
+        map_model_checkpoint(bad)
+
+
 def test_sample_command_draws_the_same_images_on_both_backends(tmp_path, capsys):
     from gated_spec.model import SAMPLER_U_MIN
     from parity.cli import main
