@@ -34,12 +34,12 @@ from parity.atomic import atomic_path
 from parity.weights import (
     EMA_SUFFIX,
     FORMAT,
-    MODEL_KEY,
     WeightError,
     check_tensors,
     infer_config,
     is_model,
     kind_of,
+    model_args,
     model_config_from_shapes,
     normalize_any,
     table_for,
@@ -304,7 +304,7 @@ def _read_keras_model(path: str, stores: dict[str, dict[str, np.ndarray]], overr
     from parity.backends import get_backend
 
     tfb = get_backend("tf")
-    model = tfb.build_model(_model_args(config), np.asarray(by_path["u_init"]["0"]).dtype.name)  # u_init's V
+    model = tfb.build_model(model_args(config), np.asarray(by_path["u_init"]["0"]).dtype.name)  # u_init's V
     layers: dict[str, Any] = {"": model}
     for e, layer in zip(model.plan, model.layers_in_call_order()):
         layers.update(_keras_groups(layer, e.path))
@@ -343,7 +343,7 @@ def build_loaded(module: Any, tensors: Mapping[str, np.ndarray], config: Mapping
     """A backend's block or ``PixelCNNpp`` (by ``config``) in the tensors' dtype, holding ``tensors``."""
     dtype = _dtype_of(tensors)
     if is_model(config):
-        model = module.build_model(_model_args(config), dtype, device)
+        model = module.build_model(model_args(config), dtype, device)
         module.import_model_weights(model, tensors, initialized)
         return model
     block = module.build(config, dtype, device)
@@ -416,10 +416,6 @@ def apply_block(weights: str, inputs: Mapping[str, np.ndarray], backend: str = "
         if save_weights:
             write_any(save_weights, exported, config, True)
     return outputs
-
-
-def _model_args(config: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in config.items() if k != MODEL_KEY}
 
 
 def sample_file(weights: str, noise: Mapping[str, np.ndarray], backend: str = "torch", use_ema: bool = False,

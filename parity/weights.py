@@ -193,6 +193,12 @@ def is_model(config: Mapping[str, Any]) -> bool:
     return MODEL_KEY in config
 
 
+def model_args(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A model config without its ``model`` key: the keyword arguments of ``PixelCNNpp`` and
+    ``gated_spec.model``."""
+    return {k: v for k, v in config.items() if k != MODEL_KEY}
+
+
 def kind_of(config: Mapping[str, Any]) -> str:
     """``"model"`` or ``"block"``: what a config describes, as error messages name it."""
     return "model" if is_model(config) else "block"
@@ -207,7 +213,7 @@ def normalize_any(config: Mapping[str, Any]) -> dict[str, Any]:
     kind = config[MODEL_KEY]
     if kind not in MODELS:
         raise ValueError(f"expected model one of {list(MODELS)}; received model={kind!r}")
-    return {MODEL_KEY: kind, **normalize_model_config({k: v for k, v in config.items() if k != MODEL_KEY})}
+    return {MODEL_KEY: kind, **normalize_model_config(model_args(config))}
 
 
 def table_for(config: Mapping[str, Any], shadows: bool | None = None) -> list[WeightRow]:
@@ -269,7 +275,7 @@ def model_weight_table(config: Mapping[str, Any], shadows: bool | None = None) -
     (``up_u_3/conv_input/V``), torch keys ``<path>.<var>`` (``up_u.3.conv_input.V``)."""
     from gated_spec.model import normalize_model_config, pixelcnn_pp_plan
 
-    c = normalize_model_config({k: v for k, v in config.items() if k != MODEL_KEY})
+    c = normalize_model_config(model_args(config))
     namer = TF1Namer()
     raw: list[WeightRow] = []
     for e in pixelcnn_pp_plan(c):
