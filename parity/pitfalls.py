@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from gated_spec.model import CDF_DELTA_MIN, EDGE, IMAGE_CHANNELS, LOG_BINS_HALF, OUTPUT_PER_MIXTURE, output_channels
-from parity.case import Case, LayerCase
+from parity.case import Case, LayerCase, ModelCase
 from parity.tolerance import Comparison
 
 LOAD = "load"
@@ -332,8 +332,6 @@ def _tf32_emulated() -> contextlib.AbstractContextManager:
 
 # -- model-level naive translations (docs/model_spec.md) --------------------------------------------------
 def _model_case(name: str, log_scale_shift: float = 0.0, **config: Any) -> Callable[[], Any]:
-    from parity.case import ModelCase
-
     return lambda: ModelCase(f"pitfall-{name}", {"nr_resnet": 1, "nr_filters": 4, "nr_logistic_mix": 2, "dropout_p": 0.5, **config},
                              height=8, width=8, log_scale_shift=log_scale_shift)
 
@@ -564,7 +562,7 @@ ARTICLE = Pitfall(
 
 
 # -- running -------------------------------------------------------------------------------------
-def run_naive(key: str, case: Case | LayerCase) -> dict[str, Any]:
+def run_naive(key: str, case: Case | LayerCase | ModelCase) -> dict[str, Any]:
     """The naive translation of entry ``key`` on ``case``, in this process (the torch worker runs it):
     ``{"results": {dtype: {tensor: array}}}``, or ``{"load": message}`` when its weights cannot load."""
     from parity.harness import DTYPES, run_backend_here
@@ -573,7 +571,7 @@ def run_naive(key: str, case: Case | LayerCase) -> dict[str, Any]:
 
     if key == ARTICLE.key:
         return {"results": {dt: _article_run(case, dt) for dt in DTYPES}}
-    pitfall = next(p for p in (*PITFALLS, *MODEL_PITFALLS) if p.key == key)
+    pitfall = next(p for p in gallery() if p.key == key)
     with pitfall.install():
         try:
             return {"results": run_backend_here("torch", case)}
