@@ -12,6 +12,7 @@ difference stays below one float32 ULP of 1 (pitfall 16). Twin: ``tf_impl.ops``.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import torch
@@ -59,8 +60,10 @@ def relu(x: torch.Tensor) -> torch.Tensor:
     return _Relu.apply(x)
 
 
+@functools.lru_cache(maxsize=None)
 def _softplus_threshold(dtype: torch.dtype) -> float:
-    """TensorFlow's ``log(eps) + 2`` in the tensor's precision (-13.942385 in float32, -34.04 in float64)."""
+    """TensorFlow's ``log(eps) + 2`` in the tensor's precision (-13.942385 in float32, -34.04 in
+    float64); computed once per dtype, not on every call of the loss."""
     eps = torch.finfo(dtype).eps
     return float(torch.log(torch.tensor(eps, dtype=dtype)) + 2)
 
