@@ -146,7 +146,7 @@ def _deconv_kernel_as_conv() -> contextlib.AbstractContextManager:
 
 
 def _deconv_norm_per_input_channel() -> contextlib.AbstractContextManager:
-    return _hooks({"deconv._norm_dims": (1, 2, 3)})  # weight_norm(dim=0): per input channel
+    return _hooks({"deconv._norm_axes": (1, 2, 3)})  # weight_norm(dim=0): per input channel
 
 
 def _concat_elu_order() -> contextlib.AbstractContextManager:

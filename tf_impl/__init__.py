@@ -6,7 +6,7 @@ Needs TensorFlow and Keras 3 (TensorFlow backend); not PyTorch.
 from tf_impl.block import STAGES, GatedResnet
 from tf_impl.ema import one_minus_decay, reset_averages, update_averages
 from tf_impl.layers import (
-    CONV_KINDS,
+    CONV_LAYERS,
     DownRightShiftedConv2D,
     DownRightShiftedConv2DTranspose,
     DownShiftedConv2D,
@@ -21,7 +21,7 @@ from tf_impl.model import PixelCNNpp
 from tf_impl.ops import concat_elu, down_shift, elu, l2_normalize, left_shift, relu, right_shift
 
 __all__ = [
-    "CONV_KINDS",
+    "CONV_LAYERS",
     "STAGES",
     "DownRightShiftedConv2D",
     "DownRightShiftedConv2DTranspose",

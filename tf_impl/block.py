@@ -36,7 +36,7 @@ from gated_spec.checks import (
     check_rank,
     check_same_dims,
 )
-from tf_impl.layers import CONV_KINDS, Nin, _serializable, eager_only, refuse_mixed_precision
+from tf_impl.layers import CONV_LAYERS, Nin, _serializable, eager_only, refuse_mixed_precision
 from tf_impl.ops import LAYOUT, get_nonlinearity
 
 
@@ -78,8 +78,8 @@ class GatedResnet(keras.layers.Layer):
             check_positive("a_channels", a_channels)
         if h_channels is not None:
             check_positive("h_channels", h_channels)
-        if conv not in CONV_KINDS:
-            raise ValueError(f"Expected conv to be one of {sorted(CONV_KINDS)}. Received: conv={conv!r}")
+        if conv not in CONV_LAYERS:
+            raise ValueError(f"Expected conv to be one of {sorted(CONV_LAYERS)}. Received: conv={conv!r}")
         if nonlinearity is None:
             raise ValueError("Expected nonlinearity to be one of ['concat_elu', 'elu', 'relu']. Received: nonlinearity=None")
         self._nonlinearity = get_nonlinearity(nonlinearity)
@@ -96,7 +96,7 @@ class GatedResnet(keras.layers.Layer):
         self._convert_input_args = False
         self._allow_non_tensor_positional_args = True
         mult = CHANNEL_MULTIPLIER[nonlinearity]
-        conv_cls = CONV_KINDS[conv]
+        conv_cls = CONV_LAYERS[conv]
         F_ = num_filters
         common = {"polyak_decay": polyak_decay, "dtype": self.dtype_policy}
         self.conv_input = conv_cls(mult * F_, F_, name="conv_input", **common)

@@ -448,8 +448,9 @@ class DownRightShiftedConv2DTranspose(_Shifted, WeightNormConv2DTranspose):
         return y[:, : y.shape[1] - kh + 1, : y.shape[2] - kw + 1, :]
 
 
-# The ``conv`` argument of ``GatedResnet``: the original's function names.
-CONV_KINDS: dict[str, type[_WeightNormLayer]] = {
+# The layer class of each conv kind of ``GatedResnet`` (the kinds, by the original's function
+# names, and their filters are ``gated_spec.CONV_KINDS``).
+CONV_LAYERS: dict[str, type[_WeightNormLayer]] = {
     "conv2d": WeightNormConv2D,
     "down_shifted_conv2d": DownShiftedConv2D,
     "down_right_shifted_conv2d": DownRightShiftedConv2D,

@@ -7,7 +7,7 @@ from torch_impl._state import StateDictError
 from torch_impl.block import STAGES, GatedResnet
 from torch_impl.ema import one_minus_decay, reset_averages, update_averages
 from torch_impl.layers import (
-    CONV_KINDS,
+    CONV_LAYERS,
     DownRightShiftedConv2D,
     DownRightShiftedConv2DTranspose,
     DownShiftedConv2D,
@@ -22,7 +22,7 @@ from torch_impl.model import PixelCNNpp
 from torch_impl.ops import concat_elu, down_shift, elu, l2_normalize, left_shift, relu, right_shift
 
 __all__ = [
-    "CONV_KINDS",
+    "CONV_LAYERS",
     "STAGES",
     "StateDictError",
     "DownRightShiftedConv2D",

@@ -40,7 +40,7 @@ from gated_spec.checks import (
     check_same_dims,
 )
 from torch_impl._state import ValidatedLoad
-from torch_impl.layers import CONV_KINDS, Nin
+from torch_impl.layers import CONV_LAYERS, Nin
 from torch_impl.ops import LAYOUT, get_nonlinearity
 
 
@@ -86,8 +86,8 @@ class GatedResnet(ValidatedLoad, nn.Module):
             check_positive("a_channels", a_channels)
         if h_channels is not None:
             check_positive("h_channels", h_channels)
-        if conv not in CONV_KINDS:
-            raise ValueError(f"Expected conv to be one of {sorted(CONV_KINDS)}. Received: conv={conv!r}")
+        if conv not in CONV_LAYERS:
+            raise ValueError(f"Expected conv to be one of {sorted(CONV_LAYERS)}. Received: conv={conv!r}")
         if nonlinearity is None:
             raise ValueError("Expected nonlinearity to be one of ['concat_elu', 'elu', 'relu']. Received: nonlinearity=None")
         self._nonlinearity = get_nonlinearity(nonlinearity)
@@ -103,7 +103,7 @@ class GatedResnet(ValidatedLoad, nn.Module):
         self._init_checked = False  # whether a call has checked for initialize() (warns once if not run)
         factory = {"device": device, "dtype": dtype}
         mult = CHANNEL_MULTIPLIER[nonlinearity]
-        conv_cls = CONV_KINDS[conv]
+        conv_cls = CONV_LAYERS[conv]
         F_ = num_filters
         self.conv_input = conv_cls(mult * F_, F_, polyak_decay=polyak_decay, **factory)
         self.nin_skip = Nin(mult * a_channels, F_, polyak_decay=polyak_decay, **factory) if a_channels else None

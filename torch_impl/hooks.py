@@ -42,7 +42,7 @@ HOOKS: dict[str, tuple[Any, str, str]] = {
     "conv._op": (_layers.WeightNormConv2D, "_op", "the convolution itself"),
     "conv.forward": (_layers.WeightNormConv2D, "forward", "a conv layer's whole forward"),
     "deconv._op": (_layers.WeightNormConv2DTranspose, "_op", "the transposed convolution, cropped to in * s + k - 1"),
-    "deconv._norm_dims": (_layers.WeightNormConv2DTranspose, "_norm_dims", "the axes V's norm sums over"),
+    "deconv._norm_axes": (_layers.WeightNormConv2DTranspose, "_norm_axes", "the axes V's norm sums over"),
     "down_shifted._pre": (_layers.DownShiftedConv2D, "_pre", "the causal padding before the conv"),
     "ema.one_minus_decay": (_ema, "one_minus_decay", "1 - decay as TensorFlow computes it"),
     "update_averages": (torch_impl, "update_averages", "one Polyak update of every shadow"),

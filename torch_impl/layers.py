@@ -46,12 +46,12 @@ def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
 class _WeightNormLayer(ValidatedLoad, nn.Module):
     """Holds ``V``, ``g``, ``b``, the ``initialized`` flag and the optional shadows.
 
-    Subclasses define ``_op(x, W)`` (the linear operation with the kernel ``W``), ``_moment_dims``,
-    ``_scale_shape`` and may define ``_pre``/``_post`` around the operation.
+    Subclasses define ``_op(x, W)`` (the linear operation with the kernel ``W``), ``_norm_axes`` (the
+    axes of ``V`` its norm sums over), ``_scale_shape`` and may define ``_pre``/``_post`` around the operation.
     """
 
     _init_eps: float = CONV_INIT_EPS
-    _norm_dims: tuple[int, ...] = ()
+    _norm_axes: tuple[int, ...] = ()
     _rank: int = 4  # of the input
     _channel_axis: int = 1  # of the input
     _t_axis: int = 1  # channel axis of the raw operation's output
@@ -103,7 +103,7 @@ class _WeightNormLayer(ValidatedLoad, nn.Module):
     def kernel(self, use_ema: bool = False) -> torch.Tensor:
         """The effective kernel ``g * l2_normalize(V)`` (from the shadows with ``use_ema``)."""
         V, g, _ = self._weights(use_ema)
-        return self._scale(g) * l2_normalize(V, self._norm_dims)
+        return self._scale(g) * l2_normalize(V, self._norm_axes)
 
     def _own_averages(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         if self.polyak_decay is None:
@@ -134,7 +134,7 @@ class _WeightNormLayer(ValidatedLoad, nn.Module):
     def forward(self, x: torch.Tensor, use_ema: bool = False) -> torch.Tensor:
         self._check(x)
         V, g, b = self._weights(use_ema)
-        y = self._op(self._pre(x), self._scale(g) * l2_normalize(V, self._norm_dims))
+        y = self._op(self._pre(x), self._scale(g) * l2_normalize(V, self._norm_axes))
         y = y + b.view(self._scale_shape)
         return self._activate(self._post(y, x))
 
@@ -166,7 +166,7 @@ class _WeightNormLayer(ValidatedLoad, nn.Module):
     # The steps of the init pass, one method each (the pitfall gallery overrides them).
     def _init_direction(self) -> torch.Tensor:
         """The kernel the init measures: the unit-norm direction ``l2_normalize(V)`` (pitfall 21)."""
-        return l2_normalize(self.V, self._norm_dims)
+        return l2_normalize(self.V, self._norm_axes)
 
     @staticmethod
     def _moments(t: torch.Tensor, dims: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -191,7 +191,7 @@ class WeightNormDense(_WeightNormLayer):
     """
 
     _init_eps = DENSE_INIT_EPS
-    _norm_dims = (1,)
+    _norm_axes = (1,)
     _scale_shape = (-1,)
     _rank = 2
     _t_axis = -1
@@ -276,7 +276,7 @@ class WeightNormConv2D(_Convolution):
     (oneDNN on the CPU, cuDNN on CUDA), bias fused. Twin: ``tf_impl.layers.WeightNormConv2D``.
     """
 
-    _norm_dims = (1, 2, 3)
+    _norm_axes = (1, 2, 3)
     _scale_shape = (-1, 1, 1, 1)  # g and b per output channel, dim 0 of V
 
     def _v_shape(self, in_channels: int, num_filters: int, kh: int, kw: int) -> tuple[int, ...]:
@@ -285,7 +285,7 @@ class WeightNormConv2D(_Convolution):
     def forward(self, x: torch.Tensor, use_ema: bool = False) -> torch.Tensor:
         self._check(x)
         V, g, b = self._weights(use_ema)
-        W = self._scale(g) * l2_normalize(V, self._norm_dims)
+        W = self._scale(g) * l2_normalize(V, self._norm_axes)
         y = self._op(self._pre(x), W, b)
         return self._activate(self._post(y, x))
 
@@ -311,7 +311,7 @@ class WeightNormConv2DTranspose(_Convolution):
     (dims 0, 2, 3; pitfall 4). Twin: ``tf_impl.layers.WeightNormConv2DTranspose``.
     """
 
-    _norm_dims = (0, 2, 3)
+    _norm_axes = (0, 2, 3)
     _scale_shape = (1, -1, 1, 1)  # g and b per output channel, dim 1 of V
 
     def _v_shape(self, in_channels: int, num_filters: int, kh: int, kw: int) -> tuple[int, ...]:
@@ -428,8 +428,9 @@ class DownRightShiftedConv2DTranspose(_Shifted, WeightNormConv2DTranspose):
         return y[:, :, : y.shape[2] - kh + 1, : y.shape[3] - kw + 1]
 
 
-# The ``conv`` argument of ``GatedResnet``: the original's function names.
-CONV_KINDS: dict[str, type[_WeightNormLayer]] = {
+# The layer class of each conv kind of ``GatedResnet`` (the kinds, by the original's function
+# names, and their filters are ``gated_spec.CONV_KINDS``).
+CONV_LAYERS: dict[str, type[_WeightNormLayer]] = {
     "conv2d": WeightNormConv2D,
     "down_shifted_conv2d": DownShiftedConv2D,
     "down_right_shifted_conv2d": DownRightShiftedConv2D,
