@@ -79,6 +79,25 @@ STAGES: tuple[str, ...] = ("c1_conv", "c1_skip", "c1", "c2_conv", "c2", "value",
 # -- layouts -------------------------------------------------------------------------------------
 # V from the TF layout to torch's, by rank: conv [kh, kw, in, out] -> (out, in, kh, kw), and the
 # transposed conv's [kh, kw, out, in] -> (in, out, kh, kw) by the same permutation; dense [in, out] -> (out, in).
+# The one place the permutation is written: everything that moves a V between the layouts calls
+# the functions below (or a weight table row, which does).
 TORCH_PERM: dict[int, tuple[int, ...]] = {4: (3, 2, 0, 1), 2: (1, 0)}
 CONV_PERM = TORCH_PERM[4]
 DENSE_PERM = TORCH_PERM[2]
+
+
+def v_to_torch(v: np.ndarray) -> np.ndarray:
+    """A conv, transposed-conv or dense ``V`` from the TF layout to torch's (by its rank)."""
+    return np.ascontiguousarray(np.transpose(v, TORCH_PERM[np.ndim(v)]))
+
+
+def v_from_torch(v: np.ndarray) -> np.ndarray:
+    """A ``V`` from torch's layout back to the TF layout (by its rank)."""
+    return np.ascontiguousarray(np.transpose(v, np.argsort(TORCH_PERM[np.ndim(v)])))
+
+
+def v_tf_shape(torch_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The TF-layout shape of a ``V`` of torch shape ``torch_shape`` (ranks 2 and 4; others as they are)."""
+    if len(torch_shape) not in TORCH_PERM:
+        return tuple(torch_shape)
+    return tuple(torch_shape[i] for i in np.argsort(TORCH_PERM[len(torch_shape)]))

@@ -2,7 +2,7 @@
 
 Framework-free. :func:`pixelcnn_pp_plan` lists every layer and block of the network in the original's
 call order, with the attribute path both twins give it (``up_u.3`` is ``up_u[3]`` in torch and the
-Keras layer named ``up_u_3``); the twins build their modules from it, and ``parity.weights`` derives
+Keras layer named ``up_u_3``); the twins build their modules from it, and ``parity.table`` derives
 the original's TF1 names from the same order. The forward itself is written in each twin.
 """
 

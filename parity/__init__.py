@@ -4,6 +4,8 @@ Importing this package imports neither TensorFlow nor PyTorch; backends load whe
 """
 
 from parity.case import Case, default_cases
-from parity.weights import WeightError, load_canonical, save_canonical, weight_table
+from parity.errors import WeightError
+from parity.formats.canonical import load_canonical, save_canonical
+from parity.table import weight_table
 
 __all__ = ["Case", "WeightError", "default_cases", "load_canonical", "save_canonical", "weight_table"]

@@ -9,12 +9,15 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
 from gated_spec import CHANNEL_MULTIPLIER, CONV_PERM, DEFAULT_POLYAK_DECAY, LAYER_KINDS
-from parity.weights import WeightRow, normalize_config, random_weights, weight_table
+from gated_spec import TF1_SHADOW_SUFFIX as EMA_SUFFIX
+from parity.configs import normalize_config
+from parity.kinds import table_for, with_kind
+from parity.table import WeightRow, model_weight_table, weight_table
 
 
 class _CaseFields:
@@ -68,6 +71,32 @@ class Case(_CaseFields):
         names = [r.tf1_name for r in weight_table(self.config, shadows=False)]
         return [({n: self.arrays[f"ema_step_{s}/{n}"] for n in names}, s if s % 2 else None)
                 for s in range(1, self.ema_steps + 1)]
+
+
+def random_weights(config: Mapping[str, Any], seed: int, shadows: bool = False, dtype: Any = np.float32) -> dict[str, np.ndarray]:
+    """A set of canonical weights for a config of any kind (:mod:`parity.kinds`), made in NumPy:
+    V ~ N(0, 0.05), g ~ U(0.5, 1.5), b ~ N(0, 0.1), hw ~ N(0, 0.05).
+
+    Values are float32-representable whatever ``dtype``, so float32 and float64 runs start equal.
+    Shadows (if asked) are the raw weights plus a small perturbation, so reading them is visible.
+    """
+    rng = np.random.default_rng(seed)
+    table = table_for(config, shadows=False)
+    out: dict[str, np.ndarray] = {}
+    for row in table:
+        leaf = row.tf1_name.rsplit("/", 1)[1]
+        if leaf == "g":
+            v = rng.uniform(0.5, 1.5, row.shape)
+        elif leaf == "b":
+            v = rng.normal(0.0, 0.1, row.shape)
+        else:
+            v = rng.normal(0.0, 0.05, row.shape)
+        out[row.tf1_name] = v.astype(np.float32).astype(dtype)
+    if shadows:
+        for row in table:
+            base = out[row.tf1_name]
+            out[row.tf1_name + EMA_SUFFIX] = (base + rng.normal(0.0, 0.01, base.shape)).astype(np.float32).astype(dtype)
+    return out
 
 
 NOT_PERTURBED = ("dropout_mask",)  # exact 0/1 keep-masks: part of the function, not of its float32 inputs
@@ -240,6 +269,7 @@ class ModelCase(_CaseFields):
     8-bit grid (edges included), ``h`` where the model has it, weights with shadows, one dropout
     keep-mask per block, the live weights after ``ema_steps`` optimiser steps, and the sampler's noise."""
 
+    kind: ClassVar[str] = "pixelcnn_pp"  # the network's kind (parity.kinds); its config carries no ``model`` key
     name: str
     config: dict[str, Any]
     batch: int = 2
@@ -275,7 +305,6 @@ class ModelCase(_CaseFields):
 
 def make_model_arrays(case: ModelCase) -> dict[str, np.ndarray]:
     from gated_spec.model import IMAGE_CHANNELS, SAMPLER_U_MIN, dropout_mask_shapes, output_channels
-    from parity.weights import model_weight_table, random_model_weights
 
     c = case.config
     rng = np.random.default_rng(case.seed)
@@ -289,7 +318,7 @@ def make_model_arrays(case: ModelCase) -> dict[str, np.ndarray]:
     p = c["dropout_p"] if c["dropout_p"] > 0 else 0.5
     for i, shape in enumerate(dropout_mask_shapes(c, B, H, W)):
         arrays[f"dropout_mask/{i}"] = _f32(rng.uniform(size=shape) >= p)
-    weights = random_model_weights(c, seed=case.seed + 1, shadows=True)
+    weights = random_weights(with_kind(case.kind, c), seed=case.seed + 1, shadows=True)
     if case.log_scale_shift:  # a sharper (or flatter) mixture, as a trained network's: every log scale moved
         name = next(r.tf1_name for r in model_weight_table(c, shadows=False) if r.keras_path == "nin_out/b")
         b = weights[name] = weights[name].copy()

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from parity.case import SUITES
+from parity.kinds import MODELS
 from parity.atomic import atomic_path
 from parity.harness import DTYPES, Report
 from parity.isolation import WorkerDied
@@ -106,7 +107,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from parity.convert import convert
+    from parity.formats import convert
 
     overrides = {k: v for k, v in (("conv", args.conv), ("nonlinearity", args.nonlinearity)) if v is not None}
     model_options = {"nr_resnet": args.nr_resnet, "nr_filters": args.nr_filters, "nr_logistic_mix": args.nr_logistic_mix}
@@ -123,10 +124,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from parity.convert import apply_block
+    from parity.running import apply_file
 
     inputs = _npz(args.inputs, "x, and a, h where the block or model has them")
-    outputs = apply_block(
+    outputs = apply_file(
         args.weights, inputs, backend=args.backend, use_ema=args.ema, init=args.init,
         save_weights=args.save_weights, device=args.device,
     )
@@ -145,7 +146,7 @@ def _npz(path: str, what: str) -> dict[str, np.ndarray]:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from parity.convert import sample_file
+    from parity.running import sample_file
 
     noise = _npz(args.noise, "u_mix, u_value")
     h = _npz(args.inputs, "h").get("h") if args.inputs else None
@@ -168,8 +169,8 @@ def cmd_pitfalls(args: argparse.Namespace) -> int:
     return EXIT_OK if all(r.caught for r in results) else EXIT_FAIL
 
 
-SUITE_HELP = ("default: 8 small configs covering every option (F = 4); wide: 2 blocks at PixelCNN++ width "
-              "(F = 160, 8x8), where float32 error grows with the 1920-term sums (its record is ~78 MB); layers: "
+SUITE_HELP = ("default: 8 small configs covering every option (F = 4); wide: 2 blocks and a PixelCNN++ (R = 1) at "
+              "PixelCNN++ width (F = 160, 8x8), where float32 error grows with the 1920-term sums; layers: "
               "each of the 6 weight-normalised conv layers alone (transposed ones included) at 3 strides; models: 3 tiny "
               "PixelCNN++ networks (one with a sharp mixture), whole (output, loss, gradients, init, EMA, samples)")
 
@@ -220,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scope", default="model", help="TF1 checkpoint: the template scope holding the block (default: model)")
     p.add_argument("--counters", default=None,
                    help="TF1 checkpoint: where the block starts in a whole model, e.g. conv2d=4,dense=2 (default: all 0)")
-    p.add_argument("--model", choices=["pixelcnn_pp"], help="convert a whole network instead of one block")
+    p.add_argument("--model", choices=list(MODELS), help="convert a whole network instead of one block")
     p.add_argument("--nr-resnet", type=int, help="with --model: R (inferred from the shapes; must agree)")
     p.add_argument("--nr-filters", type=int, help="with --model: F (inferred; must agree)")
     p.add_argument("--nr-logistic-mix", type=int, help="with --model: M (inferred; must agree)")

@@ -18,7 +18,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from parity import isolation
+from parity import isolation, protocol
 from parity.atomic import atomic_path
 from parity.backends import get_backend
 from parity.case import Case, LayerCase, ModelCase, default_cases, under_prefix
@@ -103,8 +103,10 @@ def run_backend_here(backend: str, case: Case | LayerCase, device: str = "cpu", 
                      mca_samples: int = 0) -> Results:
     """:func:`run_backend` in this process (what the worker runs)."""
     module = get_backend(backend)
-    run = (module.run_layer_case if isinstance(case, LayerCase) else
-           module.run_model_case if isinstance(case, ModelCase) else module.run_case)
+
+    def run(case: Case | LayerCase | ModelCase, dtype: str, device: str) -> dict[str, np.ndarray]:
+        return protocol.run(module, case, dtype, device)
+
     with module.parity_mode(device, tf32=tf32):
         results = {dt: run(case, dt, device) for dt in DTYPES}
         if mca_samples:
@@ -248,7 +250,7 @@ def record(path: str | os.PathLike, backend: str = "tf", device: str = "cpu",
 
 def load_record(path: str | os.PathLike) -> tuple[dict[str, Any], list[tuple[Case | LayerCase, dict[str, dict[str, np.ndarray]]]]]:
     """(metadata, [(case, {dtype: results})]) from a record file."""
-    from parity.weights import read_safetensors, read_safetensors_header
+    from parity.formats.safetensors_io import read_safetensors, read_safetensors_header
 
     header, metadata = read_safetensors_header(path)
     if metadata.get("format") != RECORD_FORMAT:

@@ -7,24 +7,19 @@ stored shadows; dropout on the case's keep-mask; the data-dependent init of a fr
 same ``V`` (and ``hw``) on the same batch (``g``, ``b`` in call order, then its output); and Polyak
 averaging over the case's weight sequence (every shadow, then the forward with them).
 
-A backend module (``parity.backends.tf_backend``, ``parity.backends.torch_backend``) provides:
-``on_device(device)`` (a context), ``build``, ``import_weights``, ``export_weights``, ``set_live``,
-``inputs(arrays, dtype, device)`` (``x``, ``a``, ``h`` in its layout, ``None`` where absent),
-``stages_and_gradients(block, inputs, cotangent, rows)``, ``forward(block, inputs, use_ema,
-dropout_mask)``, ``initialize(block, inputs, dropout_mask)``, and ``IMPL``, the twin whose
-``reset_averages`` and ``update_averages`` run the Polyak schedule; for a single layer (``parity.case.LayerCase``), ``build_layer``,
-``layer_forward_and_gradients`` and ``layer_initialize``. Arrays in and out are NumPy, NHWC, weights
-in the TF layout under TF1 names.
+The steps come from a backend (``parity.backends.interface.Backend``); :func:`run` picks the
+runner by the case's type. Arrays in and out are NumPy, NHWC, weights in the TF layout under TF1 names.
 """
 
 from __future__ import annotations
 
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from parity.weights import EMA_SUFFIX, weight_table
+from parity.backends.interface import Backend
+from parity.kinds import KINDS, with_kind
+from parity.table import EMA_SUFFIX, weight_table
 
 SAMPLE_TENSOR = "sample/x"  # the images a model case draws with its noise (NHWC)
 
@@ -39,7 +34,7 @@ def _shadow_outputs(exported: dict[str, np.ndarray], rows: list) -> dict[str, np
     return {f"ema/{r.tf1_name}": exported[r.tf1_name + EMA_SUFFIX] for r in rows}
 
 
-def run_case(backend: ModuleType, case: Any, dtype: str = "float32", device: str = "cpu") -> dict[str, np.ndarray]:
+def run_case(backend: Backend, case: Any, dtype: str = "float32", device: str = "cpu") -> dict[str, np.ndarray]:
     """Every compared tensor of one block case for ``backend``, keyed ``<part>/<name>``."""
     arr = case.arrays
     weights = case.weights()
@@ -48,7 +43,7 @@ def run_case(backend: ModuleType, case: Any, dtype: str = "float32", device: str
     with backend.on_device(device):
         block = backend.build(case.config, dtype, device)
         backend.import_weights(block, weights, initialized=True)
-        inputs = backend.inputs(arr, dtype, device)
+        inputs = backend.inputs(arr, KINDS["block"].inputs, dtype, device, grad=True)
 
         stages, grads = backend.stages_and_gradients(block, inputs, arr["cotangent"], raw_rows)
         out.update({f"forward/{k}": v for k, v in stages.items()})
@@ -74,7 +69,7 @@ def run_case(backend: ModuleType, case: Any, dtype: str = "float32", device: str
     return out
 
 
-def run_layer_case(backend: ModuleType, case: Any, dtype: str = "float32", device: str = "cpu") -> dict[str, np.ndarray]:
+def run_layer_case(backend: Backend, case: Any, dtype: str = "float32", device: str = "cpu") -> dict[str, np.ndarray]:
     """One weight-normalised conv layer alone: forward, gradients w.r.t. ``x``, ``V``, ``g``, ``b``, and
     the init pass of a fresh layer from the same ``V`` on the same batch."""
     from parity.case import layer_cotangent, layer_weight_rows
@@ -92,43 +87,50 @@ def run_layer_case(backend: ModuleType, case: Any, dtype: str = "float32", devic
     return out
 
 
-def run_model_case(backend: ModuleType, case: Any, dtype: str = "float32", device: str = "cpu") -> dict[str, np.ndarray]:
+def run_model_case(backend: Backend, case: Any, dtype: str = "float32", device: str = "cpu") -> dict[str, np.ndarray]:
     """Every compared tensor of one whole-model case (``parity.case.ModelCase``), in this order: the
     network output, the summed loss and its bits per dimension, the gradients of the loss w.r.t.
     every raw weight in call order (so the first failing one names the first diverging layer), the
     forward on the case's dropout masks, the init pass of a fresh model from the same ``V`` and
     ``hw`` with those masks (``g``, ``b`` in call order, then its output), the Polyak shadows after
     the case's steps and the forward with them, and the images drawn with the case's noise."""
-    from parity.weights import model_weight_table
-
     arr = case.arrays
     weights = case.weights()
-    rows = model_weight_table(case.config, shadows=False)
+    config = with_kind(case.kind, case.config)
+    rows = KINDS[case.kind].table(config, shadows=False)
     masks = case.dropout_masks()
     out: dict[str, np.ndarray] = {}
     with backend.on_device(device):
-        model = backend.build_model(case.config, dtype, device)
-        backend.import_model_weights(model, weights, initialized=True)
-        inputs = backend.model_inputs(arr, dtype, device)
+        model = backend.build(config, dtype, device)
+        backend.import_weights(model, weights, initialized=True)
+        inputs = backend.inputs(arr, KINDS[case.kind].inputs, dtype, device)
         net, loss, grads = backend.model_loss_and_gradients(model, inputs, rows)
         out["forward/out"], out["loss/sum"] = net, np.reshape(loss, (1,))  # (1,): as a record file stores it
         out["loss/bits_per_dim"] = np.reshape(backend.model_bits_per_dim(loss, arr["x"].shape), (1,))
         out.update({f"grad/{k}": v for k, v in grads.items()})
         out["dropout/out"] = backend.model_forward(model, inputs, masks=masks)
 
-        fresh = backend.build_model(case.config, dtype, device)
+        fresh = backend.build(config, dtype, device)
         raw = {r.tf1_name: weights[r.tf1_name] for r in rows}
-        backend.import_model_weights(fresh, raw, initialized=False)
+        backend.import_weights(fresh, raw, initialized=False)
         init_out = backend.model_initialize(fresh, inputs, masks)
-        out.update(_init_outputs(backend.export_model_weights(fresh), rows))
+        out.update(_init_outputs(backend.export_weights(fresh), rows))
         out["init/out"] = init_out
 
         backend.IMPL.reset_averages(model)
         for live in case.ema_steps_weights():
-            backend.set_model_live(model, live)
+            backend.set_live(model, live)
             backend.IMPL.update_averages(model)
-        out.update(_shadow_outputs(backend.export_model_weights(model), rows))
+        out.update(_shadow_outputs(backend.export_weights(model), rows))
         out["ema/out"] = backend.model_forward(model, inputs, use_ema=True)
         noise = {k: arr[f"noise/{k}"].astype(dtype) for k in ("u_mix", "u_value")}
-        out[SAMPLE_TENSOR] = backend.sample_model(model, noise, None if arr.get("h") is None else arr["h"].astype(dtype), use_ema=True)
+        out[SAMPLE_TENSOR] = backend.sample(model, noise, None if arr.get("h") is None else arr["h"].astype(dtype), use_ema=True)
     return out
+
+
+def run(backend: Backend, case: Any, dtype: str = "float32", device: str = "cpu") -> dict[str, np.ndarray]:
+    """Every compared tensor of one case of any type (block, layer or network), keyed ``<part>/<name>``."""
+    from parity.case import LayerCase, ModelCase
+
+    runner = run_layer_case if isinstance(case, LayerCase) else run_model_case if isinstance(case, ModelCase) else run_case
+    return runner(backend, case, dtype, device)

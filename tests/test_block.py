@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from parity.backends import get_backend
-from parity.weights import EMA_SUFFIX, random_weights, weight_table
+from parity.table import EMA_SUFFIX, weight_table
+from parity.case import random_weights
 from tests import reference as R
 from tests.conftest import HAVE
 from tests.test_layers import assert_close64
@@ -37,7 +38,7 @@ def test_block_forward_matches_reference(twin, conv, a_ch, K):
     w = random_weights(config, seed=3, dtype=np.float64)
     x, a, h = inputs(a=a_ch, K=K)
     backend, block = block_of(twin, config, w)
-    got = backend.apply(block, {"x": x, "a": a, "h": h})
+    got = backend.apply(block, {"x": x, "a": a, "h": h})["out"]
     ref = R.gated_resnet(x, w, conv, "concat_elu", a, h)
     # n: the second conv's reduction (kh*kw*2F = RED*8), times 4 for the chained layers before it.
     assert_close64(got, ref, 8 * RED[conv] * 4, f"{twin.name} gated_resnet {config}")
@@ -50,7 +51,7 @@ def test_block_nonlinearities(twin, nl):
     x, a, h = inputs(a=3, K=2)
     backend, block = block_of(twin, config, w)
     ref = R.gated_resnet(x, w, config["conv"], nl, a, h)
-    assert_close64(backend.apply(block, {"x": x, "a": a, "h": h}), ref, 48, f"{twin.name} {nl}")
+    assert_close64(backend.apply(block, {"x": x, "a": a, "h": h})["out"], ref, 48, f"{twin.name} {nl}")
 
 
 def test_dropout_with_injected_mask(twin):
@@ -86,7 +87,7 @@ def test_init_matches_reference_and_normalises(twin, conv):
     w = random_weights(config, seed=8, dtype=np.float64)
     x, a, h = inputs(a=3, K=2)
     backend, block = block_of(twin, config, w, initialized=False)
-    out = backend.apply(block, {"x": x, "a": a, "h": h}, init=True)
+    out = backend.apply(block, {"x": x, "a": a, "h": h}, init=True)["out"]
     ref_out, ref_gb = R.gated_resnet(x, w, conv, "concat_elu", a, h, init=True)
     # n = 200 covers the init's longest reductions: moments over B*H*W = 70 pixels plus a 3x3x8 conv (72).
     assert_close64(out, ref_out, 200, f"{twin.name} init output")
@@ -206,11 +207,11 @@ def test_ema_forward_reads_shadows_and_leaves_live_weights(twin):
     x, h = x.astype(np.float32), h.astype(np.float32)
     shadows = random_weights(config, 9, dtype=np.float32)
     backend.import_weights(block, {**w0, **{k + EMA_SUFFIX: v for k, v in shadows.items()}})
-    ema_out = backend.apply(block, {"x": x, "h": h}, use_ema=True)
+    ema_out = backend.apply(block, {"x": x, "h": h}, use_ema=True)["out"]
     live = backend.export_weights(block)
     # The same block with the shadows as its live weights computes the same numbers, bit for bit.
     _, as_live = block_of(twin, config, shadows, dtype="float32")
-    np.testing.assert_array_equal(ema_out, backend.apply(as_live, {"x": x, "h": h}))
+    np.testing.assert_array_equal(ema_out, backend.apply(as_live, {"x": x, "h": h})["out"])
     for k in w0:
         np.testing.assert_array_equal(live[k], w0[k])
 

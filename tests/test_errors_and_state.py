@@ -8,7 +8,7 @@ import pickle
 import numpy as np
 import pytest
 
-from parity.weights import random_weights
+from parity.case import random_weights
 from tests.conftest import CUDA, HAVE
 
 RNG = np.random.default_rng(3)

@@ -26,7 +26,7 @@ class _Payload:
 
 
 def _good():
-    from parity.weights import random_weights
+    from parity.case import random_weights
 
     return random_weights(CONFIG, seed=3, shadows=True)
 
@@ -36,7 +36,9 @@ def _save(path, tensors, metadata=None):
 
     from safetensors.numpy import save_file
 
-    from parity.weights import FORMAT, normalize_config
+    from parity.formats.canonical import FORMAT_TAG as FORMAT
+
+    from parity.configs import normalize_config
 
     meta = {"format": FORMAT, "config": json.dumps(normalize_config(CONFIG)), "initialized": "true"}
     meta.update(metadata or {})
@@ -153,7 +155,7 @@ def _build(backend):
 @pytest.mark.parametrize("backend", BACKEND_PARAMS)
 @pytest.mark.parametrize("case_id,name,write,pattern", HOSTILE, ids=[h[0] for h in HOSTILE])
 def test_hostile_weight_file_is_refused_and_changes_nothing(tmp_path, backend, case_id, name, write, pattern):
-    from parity.convert import load_into
+    from parity.running import load_into
 
     path = str(tmp_path / name)
     write(path)
@@ -173,8 +175,8 @@ def test_hostile_weight_file_is_refused_and_changes_nothing(tmp_path, backend, c
 
 @pytest.mark.parametrize("backend", BACKEND_PARAMS)
 def test_a_good_file_loads_and_a_different_config_is_named(tmp_path, backend):
-    from parity.convert import load_into
-    from parity.weights import save_canonical
+    from parity.running import load_into
+    from parity.formats.canonical import save_canonical
 
     path = str(tmp_path / "w.safetensors")
     save_canonical(path, _good(), CONFIG, initialized=True)
@@ -401,8 +403,10 @@ def test_a_block_called_before_initialize_warns_once(twin):
 @pytest.mark.parametrize("value,message", [(1e39, "beyond float32's range"), (1e-40, "below float32's smallest normal")])
 def test_float64_values_that_float32_cannot_hold_are_refused_on_load(twin, tmp_path, value, message):
     """Checked in the dtype they will have after loading: a float64 file into a float32 block."""
-    from parity.convert import load_into
-    from parity.weights import WeightError, random_weights, save_canonical
+    from parity.running import load_into
+    from parity.errors import WeightError
+    from parity.case import random_weights
+    from parity.formats.canonical import save_canonical
 
     config = {"num_filters": 3, "conv": "down_shifted_conv2d"}
     w = random_weights(config, seed=0, dtype=np.float64)
@@ -434,8 +438,9 @@ def test_torch_load_state_dict_refuses_values_the_parameter_dtype_cannot_hold():
 # -- the command line: a user's mistake is one line on stderr and exit code 2, never a traceback ----
 def _cli_files(tmp_path, shadows=True):
     """A good canonical file (with or without shadows), its torch state_dict file, and good inputs."""
-    from parity.convert import write_torch_file
-    from parity.weights import random_weights, save_canonical
+    from parity.formats.torch_file import write_torch_file
+    from parity.case import random_weights
+    from parity.formats.canonical import save_canonical
 
     config = dict(CONFIG) if shadows else {**CONFIG, "polyak_decay": None}
     w = random_weights(config, seed=0, shadows=shadows)
@@ -545,8 +550,10 @@ def test_a_file_declaring_a_huge_tensor_is_refused_from_its_header_alone(tmp_pat
     that declares a 1 GiB tensor costs nothing."""
     import json
 
-    import parity.weights as weights
-    from parity.weights import FORMAT, WeightError, load_canonical, normalize_config
+    import parity.formats.canonical as canonical
+    from parity.formats.canonical import FORMAT_TAG as FORMAT, load_canonical
+    from parity.errors import WeightError
+    from parity.configs import normalize_config
 
     path = tmp_path / "huge.safetensors"
     _sparse_safetensors(path, "conv2d_0/V", (16384, 16384),
@@ -556,7 +563,7 @@ def test_a_file_declaring_a_huge_tensor_is_refused_from_its_header_alone(tmp_pat
     def no_reading(*args, **kwargs):
         raise AssertionError("tensor data was read before the header was checked")
 
-    monkeypatch.setattr(weights, "read_safetensors", no_reading)
+    monkeypatch.setattr(canonical, "read_safetensors", no_reading)
     import tracemalloc
 
     tracemalloc.start()
@@ -601,7 +608,7 @@ def test_keras_files_that_are_not_a_block_are_one_line_errors(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "conv_input's V has shape (2, 3, 4); expected a 2-D (nin) or 4-D (conv) V" in err and "Traceback" not in err
 
-    from parity.convert import write_any
+    from parity.formats import write_any
 
     for name, edit, expect in (
         ("extra", lambda f: f.create_dataset("layers/gated_resnet/attention/vars/0", data=np.zeros(2)), "holds layers ['attention']"),

@@ -10,6 +10,7 @@ import pytest
 
 from tests import reference as ref
 from tests.conftest import BACKEND_PARAMS, BOTH, HAVE
+from tests.twins import Adapter
 
 CONFIG = {"nr_resnet": 1, "nr_filters": 4, "nr_logistic_mix": 2, "h_channels": 2, "dropout_p": 0.5, "polyak_decay": 0.9995}
 B, H, W = 2, 8, 8
@@ -31,47 +32,32 @@ def _masks(config: dict, seed: int = 1) -> list[np.ndarray]:
 
 
 def _weights(config: dict = CONFIG, seed: int = 0) -> dict[str, np.ndarray]:
-    from parity.weights import random_model_weights
+    from parity.case import random_weights
 
-    return random_model_weights(config, seed, shadows=config["polyak_decay"] is not None, dtype=np.float64)
+    return random_weights({"model": "pixelcnn_pp", **config}, seed, shadows=config["polyak_decay"] is not None, dtype=np.float64)
 
 
-class Twin:
-    """NHWC NumPy in and out over one twin's model (the harness backends' conversions)."""
+class Twin(Adapter):
+    """NHWC NumPy in and out over one twin's model (the backends' adapter and parity steps)."""
 
     def __init__(self, name: str) -> None:
-        from parity.backends import get_backend
-
-        self.name, self.backend = name, get_backend(name)
+        self.name = name
+        super().__init__()
 
     def model(self, weights: dict | None, config: dict = CONFIG, initialized: bool = True):
-        m = self.backend.build_model(config, "float64")
+        m = self.backend.build({"model": "pixelcnn_pp", **config}, "float64")
         if weights is not None:
-            self.backend.import_model_weights(m, weights, initialized)
+            self.backend.import_weights(m, weights, initialized)
         return m
 
     def t(self, a):
-        if a is None:
-            return None
-        if self.name == "torch":
-            import torch
-
-            return self.backend.to_torch(np.asarray(a), torch.float64, "cpu")
-        return self.backend.to_tf(np.asarray(a), "float64")
+        return self.tensor(a, "float64")
 
     def n(self, t) -> np.ndarray:
-        return self.backend.to_numpy(t) if self.name == "torch" else np.asarray(t)
+        return self.numpy(t)
 
     def forward(self, m, d, use_ema=False, masks=None):
-        if self.name == "torch":
-            m.eval()
-            import torch
-
-            with torch.no_grad():
-                return self.n(m(self.t(d["x"]), self.t(d.get("h")), use_ema=use_ema,
-                                dropout_masks=None if masks is None else [self.t(k) for k in masks]))
-        return self.n(m(self.t(d["x"]), self.t(d.get("h")), use_ema=use_ema,
-                        dropout_masks=None if masks is None else [self.t(k) for k in masks]))
+        return self.backend.model_forward(m, {"x": self.t(d["x"]), "h": self.t(d.get("h"))}, use_ema=use_ema, masks=masks)
 
     def initialize(self, m, d, masks=None, dropout=True):
         return self.n(m.initialize(self.t(d["x"]), self.t(d.get("h")), dropout=dropout,
@@ -79,28 +65,11 @@ class Twin:
 
     def loss_and_grads(self, m, d):
         """The summed loss and its gradient w.r.t. every raw weight (TF1 names, TF layout)."""
-        from parity.weights import model_weight_table
+        from parity.table import model_weight_table
 
         rows = model_weight_table(m.config, shadows=False)
-        if self.name == "torch":
-            import torch
-
-            from torch_impl.mixture import discretized_mix_logistic_loss
-
-            m.eval()
-            params = dict(m.named_parameters())
-            loss = discretized_mix_logistic_loss(self.t(d["x"]), m(self.t(d["x"]), self.t(d.get("h"))))
-            grads = torch.autograd.grad(loss, [params[r.torch_key] for r in rows])
-            return float(loss.detach()), {r.tf1_name: r.from_torch_layout(g.numpy()) for r, g in zip(rows, grads)}
-        import tensorflow as tf
-
-        from tf_impl.mixture import discretized_mix_logistic_loss
-
-        variables = {v.path.split("/", 1)[1]: v for v in m.weights}
-        with tf.GradientTape() as tape:
-            loss = discretized_mix_logistic_loss(self.t(d["x"]), m(self.t(d["x"]), self.t(d.get("h"))))
-        grads = tape.gradient(loss, [variables[r.keras_path] for r in rows])
-        return float(loss), {r.tf1_name: np.asarray(g) for r, g in zip(rows, grads)}
+        _, loss, grads = self.backend.model_loss_and_gradients(m, {"x": self.t(d["x"]), "h": self.t(d.get("h"))}, rows)
+        return float(loss), grads
 
     def loss_grad_l(self, x, l) -> np.ndarray:
         """The gradient of the summed loss w.r.t. ``l`` (NHWC)."""
@@ -150,7 +119,7 @@ def twin(request):
 def test_the_names_have_the_released_cifar10_checkpoints_structure():
     """R=5, F=160, M=10: conv2d_0..134, dense_0..49, deconv2d_0..3, as openai/pixel-cnn's checkpoint."""
     from gated_spec.model import block_count
-    from parity.weights import model_weight_table
+    from parity.table import model_weight_table
 
     rows = {r.tf1_name: r.shape for r in model_weight_table({"nr_resnet": 5, "nr_filters": 160, "nr_logistic_mix": 10})}
     kinds = {}
@@ -226,11 +195,11 @@ def test_init_matches_the_reference(twin):
     raw = {k: v for k, v in w.items() if k.endswith("/V") or k.endswith("/hw")}
     masks = _masks(CONFIG)
     m = twin.model(None)
-    twin.backend.import_model_weights(m, {**w}, initialized=False)
+    twin.backend.import_weights(m, {**w}, initialized=False)
     out = twin.initialize(m, d, masks=masks)
     want, new = ref.pixelcnn_pp(d["x"], raw, CONFIG["nr_resnet"], h=d["h"], masks=masks, p=CONFIG["dropout_p"], init=True)
     np.testing.assert_allclose(out, want, rtol=1e-9, atol=1e-10)
-    got = twin.backend.export_model_weights(m)
+    got = twin.backend.export_weights(m)
     assert len(new) == len({k.split("/")[0] for k in raw if k.endswith("/V")})
     for name, (g, b) in new.items():
         np.testing.assert_allclose(got[f"{name}/g"], g, rtol=1e-9, err_msg=name)
@@ -243,13 +212,13 @@ def test_init_matches_the_reference(twin):
 def test_a_failed_init_leaves_the_model_as_it_was(twin):
     w, d = _weights(), _data()
     m = twin.model(None)
-    twin.backend.import_model_weights(m, w, initialized=False)
-    before = twin.backend.export_model_weights(m)
+    twin.backend.import_weights(m, w, initialized=False)
+    before = twin.backend.export_weights(m)
     masks = _masks(CONFIG)
     masks[-1] = masks[-1][..., :2]  # the last block's mask does not fit: fails after every other layer initialised
     with pytest.raises(ValueError, match="dropout_mask"):
         twin.initialize(m, d, masks=masks)
-    after = twin.backend.export_model_weights(m)
+    after = twin.backend.export_weights(m)
     assert not m.initialized
     for k in before:
         np.testing.assert_array_equal(after[k], before[k], err_msg=k)
@@ -270,10 +239,10 @@ def test_the_twins_agree_on_loss_gradients_ema_and_samples():
     # Polyak: two updates after moving the live weights, then the EMA forward
     moved = {k: v + 0.01 for k, v in w.items() if not k.endswith("/ExponentialMovingAverage")}
     for twin, m in ((tft, mt), (tot, mo)):
-        twin.backend.import_model_weights(m, {**w, **moved})
+        twin.backend.import_weights(m, {**w, **moved})
         for _ in range(2):
             twin.backend.IMPL.update_averages(m)
-    et, eo = tft.backend.export_model_weights(mt), tot.backend.export_model_weights(mo)
+    et, eo = tft.backend.export_weights(mt), tot.backend.export_weights(mo)
     for k in et:
         np.testing.assert_array_equal(eo[k], et[k], err_msg=k)
     np.testing.assert_allclose(tot.forward(mo, d, use_ema=True), tft.forward(mt, d, use_ema=True), rtol=1e-10, atol=1e-12)
@@ -375,7 +344,8 @@ def test_a_whole_model_tf1_checkpoint_converts_and_runs_like_the_graph(tmp_path,
     assert main(["convert", prefix, out, "--model", "pixelcnn_pp", "--nr-resnet", "1"]) == 0
     said = capsys.readouterr().out
     assert '"nr_resnet": 1, "nr_filters": 8, "nr_logistic_mix": 2' in said and "optimiser slot" in said
-    from parity.weights import load_canonical, model_weight_table
+    from parity.formats.canonical import load_canonical
+    from parity.table import model_weight_table
 
     tensors, config, initialized = load_canonical(out)
     assert initialized and len(tensors) == len(model_weight_table(config)) and config["polyak_decay"] == 0.9995
@@ -397,8 +367,9 @@ def test_a_whole_model_tf1_checkpoint_converts_and_runs_like_the_graph(tmp_path,
 def test_a_whole_model_checkpoint_that_does_not_fit_names_every_tensor_in_call_order():
     """The model mapping shares the block's checks: each tensor missing, misshapen or not finite is
     named, the first in call order first; an optimiser slot is skipped, an unknown variable is not."""
-    from parity.tf1 import map_model_checkpoint
-    from parity.weights import WeightError, model_weight_table
+    from parity.formats.tf1 import map_model_checkpoint
+    from parity.errors import WeightError
+    from parity.table import model_weight_table
 
     config = {"nr_resnet": 1, "nr_filters": 4, "nr_logistic_mix": 2, "polyak_decay": 0.9995}
     good = {f"model/{k}": v.astype(np.float32) for k, v in _weights(config).items()}
@@ -415,10 +386,11 @@ def test_a_whole_model_checkpoint_that_does_not_fit_names_every_tensor_in_call_o
 def test_sample_command_draws_the_same_images_on_both_backends(tmp_path, capsys):
     from gated_spec.model import SAMPLER_U_MIN
     from parity.cli import main
-    from parity.weights import random_model_weights, save_canonical
+    from parity.case import random_weights
+    from parity.formats.canonical import save_canonical
 
     config = {"model": "pixelcnn_pp", **SMALL, "polyak_decay": 0.9995}
-    w = random_model_weights(config, 3, shadows=True)
+    w = random_weights({"model": "pixelcnn_pp", **config}, 3, shadows=True)
     save_canonical(tmp_path / "m.safetensors", w, config, initialized=True)
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "u.npz", u_mix=rng.uniform(SAMPLER_U_MIN, 1 - SAMPLER_U_MIN, (1, 4, 4, 2)).astype(np.float32),
@@ -443,11 +415,12 @@ def test_sample_command_draws_the_same_images_on_both_backends(tmp_path, capsys)
 @pytest.mark.skipif(not HAVE["tf"], reason="needs TensorFlow (Keras files)")
 def test_a_whole_model_goes_through_a_keras_weights_file_and_back(tmp_path, capsys):
     from parity.cli import main
-    from parity.convert import read_any
-    from parity.weights import random_model_weights, save_canonical
+    from parity.formats import read_any
+    from parity.case import random_weights
+    from parity.formats.canonical import save_canonical
 
     config = {"model": "pixelcnn_pp", **SMALL, "h_channels": 2, "polyak_decay": 0.9995}
-    w = random_model_weights(config, 4, shadows=True)
+    w = random_weights({"model": "pixelcnn_pp", **config}, 4, shadows=True)
     save_canonical(tmp_path / "m.safetensors", w, config, initialized=True)
     assert main(["convert", str(tmp_path / "m.safetensors"), str(tmp_path / "m.weights.h5")]) == 0
     assert main(["convert", str(tmp_path / "m.weights.h5"), str(tmp_path / "back.safetensors"), "--polyak-decay", "0.9995"]) == 0
@@ -467,12 +440,12 @@ def test_keras_model_files_that_do_not_fit_are_one_line_errors(tmp_path, capsys)
     import h5py
 
     from parity.cli import main
-    from parity.convert import write_any
-    from parity.weights import random_model_weights
+    from parity.formats import write_any
+    from parity.case import random_weights
 
     config = {"model": "pixelcnn_pp", **SMALL, "polyak_decay": None}
     good = tmp_path / "good.weights.h5"
-    write_any(str(good), random_model_weights(config, 5, shadows=False), config, True)
+    write_any(str(good), random_weights({"model": "pixelcnn_pp", **config}, 5, shadows=False), config, True)
     with h5py.File(good, "r") as f:
         top = list(f["layers"])[0]
         first_block = sorted(f[f"layers/{top}/up_u"])[0]

@@ -11,8 +11,11 @@ import numpy as np
 import pytest
 
 from parity.case import default_cases
-from parity.weights import EMA_SUFFIX, WeightError, load_canonical, random_weights, save_canonical, weight_table
-from tests.conftest import BOTH, CUDA, HAVE
+from parity.table import EMA_SUFFIX, weight_table
+from parity.errors import WeightError
+from parity.formats.canonical import load_canonical, save_canonical
+from parity.case import random_weights
+from tests.conftest import BACKEND_PARAMS, BOTH, CUDA, HAVE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -197,7 +200,7 @@ def test_cli_run_and_convert(tmp_path, backend):
 
 @pytest.mark.skipif(not HAVE["tf"], reason="tf not installed")
 def test_convert_keras_weights_file_round_trip(tmp_path):
-    from parity.convert import convert
+    from parity.formats import convert
 
     config = {"num_filters": 3, "a_channels": 2, "h_channels": 2, "conv": "down_shifted_conv2d", "polyak_decay": 0.9}
     w = random_weights(config, 4, shadows=True)
@@ -314,3 +317,22 @@ def test_a_tampered_record_is_refused_or_fails_the_float64_gate(tmp_path):
     bad = [c for c in report.cases[0].comparisons if not c.passed]
     assert [(c.dtype, c.tensor) for c in bad][:1] == [("float64", "forward/out")] and "float64 gate" in bad[0].note
     assert all(c.passed for c in report.cases[0].comparisons if c.dtype == "float32")  # what the attack aimed at
+
+
+@pytest.mark.parametrize("name", BACKEND_PARAMS)
+def test_each_backend_implements_the_interface_as_written(name):
+    """Both backend modules define every member of ``parity.backends.interface.Backend``, each method
+    with the parameters (names, order, defaults) written there."""
+    import inspect
+
+    from parity.backends import get_backend
+    from parity.backends.interface import members
+
+    module = get_backend(name)
+    for member, spec in members().items():
+        assert hasattr(module, member), f"{name} backend lacks {member}"
+        if not callable(spec):
+            continue
+        want = [(p.name, p.default) for p in inspect.signature(spec).parameters.values() if p.name != "self"]
+        got = [(p.name, p.default) for p in inspect.signature(getattr(module, member)).parameters.values()]
+        assert got == want, f"{name} backend's {member}{inspect.signature(getattr(module, member))} differs from the interface"

@@ -47,7 +47,7 @@ _REFERENCES: dict = {}
 
 def _references(prefix, config, init_batch, test_batch):
     """The TF1 graph's numbers from the checkpoint, float32 and float64 (the bound's reference floor)."""
-    from parity.tf1 import read_checkpoint
+    from parity.formats.tf1 import read_checkpoint
     from tests import tf1_original
 
     if prefix not in _REFERENCES:
@@ -62,7 +62,8 @@ def _references(prefix, config, init_batch, test_batch):
 def _backend_run(backend, path, test_batch, init_batch):
     """Forward (live, EMA) and the data-dependent init from the converted file's V, in both dtypes."""
     from parity.backends import get_backend
-    from parity.weights import EMA_SUFFIX, load_canonical, weight_table
+    from parity.table import EMA_SUFFIX, weight_table
+    from parity.formats.canonical import load_canonical
 
     module = get_backend(backend)
     tensors, config, initialized = load_canonical(path)
@@ -73,8 +74,8 @@ def _backend_run(backend, path, test_batch, init_batch):
             r = {}
             block = module.build(config, dtype)
             module.import_weights(block, tensors, initialized=True)
-            r["out"] = module.apply(block, test_batch)
-            r["ema_out"] = module.apply(block, test_batch, use_ema=True)
+            r["out"] = module.apply(block, test_batch)["out"]
+            r["ema_out"] = module.apply(block, test_batch, use_ema=True)["out"]
             fresh = module.build(config, dtype)
             raw = {k: v for k, v in tensors.items() if not k.endswith(EMA_SUFFIX)}
             module.import_weights(fresh, raw, initialized=False)
@@ -119,7 +120,8 @@ def test_tf_impl_as_a_tf_function_reproduces_the_tf1_graph_bit_for_bit(tmp_path_
     layer's output computed op by op, where the graph fuses (a few ulps)."""
     from parity.cli import main
     from parity.backends import get_backend
-    from parity.weights import EMA_SUFFIX, load_canonical
+    from parity.table import EMA_SUFFIX
+    from parity.formats.canonical import load_canonical
 
     prefix, config, init_batch, test_batch, graph_out = _checkpoint(tmp_path_factory, conv, with_ah)
     dst = str(tmp_path / "block.safetensors")
@@ -128,8 +130,8 @@ def test_tf_impl_as_a_tf_function_reproduces_the_tf1_graph_bit_for_bit(tmp_path_
     tensors, cfg, _ = load_canonical(dst)
     block = module.build(cfg, "float32")
     module.import_weights(block, tensors)
-    np.testing.assert_array_equal(module.apply(block, test_batch), graph_out["out"])
-    np.testing.assert_array_equal(module.apply(block, test_batch, use_ema=True), graph_out["ema_out"])
+    np.testing.assert_array_equal(module.apply(block, test_batch)["out"], graph_out["out"])
+    np.testing.assert_array_equal(module.apply(block, test_batch, use_ema=True)["out"], graph_out["ema_out"])
     ref = _references(prefix, config, init_batch, test_batch)["float32"]
     fresh = module.build(cfg, "float32")
     module.import_weights(fresh, {k: v for k, v in tensors.items() if not k.endswith(EMA_SUFFIX)}, initialized=False)
@@ -141,8 +143,9 @@ def test_tf_impl_as_a_tf_function_reproduces_the_tf1_graph_bit_for_bit(tmp_path_
 
 def test_convert_reports_skipped_optimizer_slots_and_writes_both_raw_and_shadows(tmp_path_factory, tmp_path, capsys):
     from parity.cli import main
-    from parity.tf1 import read_checkpoint
-    from parity.weights import EMA_SUFFIX, load_canonical
+    from parity.formats.tf1 import read_checkpoint
+    from parity.table import EMA_SUFFIX
+    from parity.formats.canonical import load_canonical
 
     prefix, *_ = _checkpoint(tmp_path_factory, "down_shifted_conv2d", True)
     names = read_checkpoint(prefix)
@@ -163,8 +166,8 @@ def test_convert_reports_skipped_optimizer_slots_and_writes_both_raw_and_shadows
 def test_the_names_cannot_tell_a_2x3_conv2d_from_a_down_shifted_one(tmp_path_factory, tmp_path):
     """The same checkpoint read as a conv2d with a 2x3 filter would need --conv; a 3x3 conv2d
     checkpoint forced to down_shifted is an error naming the first mismatch."""
-    from parity.tf1 import read_tf1
-    from parity.weights import WeightError
+    from parity.formats.tf1 import read_tf1
+    from parity.errors import WeightError
 
     prefix, *_ = _checkpoint(tmp_path_factory, "conv2d", True)
     with pytest.raises(WeightError, match=r"first mismatch: model/conv2d_0/V: shape \(3, 3, 8, 4\) in the checkpoint; "
@@ -176,7 +179,7 @@ def test_the_names_cannot_tell_a_2x3_conv2d_from_a_down_shifted_one(tmp_path_fac
 
 def test_elu_and_relu_need_the_nonlinearity_option(tmp_path_factory, tmp_path, capsys):
     from parity.cli import main
-    from parity.weights import load_canonical
+    from parity.formats.canonical import load_canonical
 
     prefix, *_ = _checkpoint(tmp_path_factory, "down_right_shifted_conv2d", True, nonlinearity="elu")
     dst = str(tmp_path / "w.safetensors")
@@ -189,8 +192,9 @@ def test_elu_and_relu_need_the_nonlinearity_option(tmp_path_factory, tmp_path, c
 def test_scope_and_counters_pick_a_block_out_of_a_larger_model(tmp_path_factory, tmp_path):
     """A second block in the same template continues the counters; --counters reads it, and a
     wrong scope names the scopes the checkpoint has."""
-    from parity.tf1 import map_checkpoint, parse_counters, read_checkpoint
-    from parity.weights import TF1Namer, WeightError
+    from parity.formats.tf1 import map_checkpoint, parse_counters, read_checkpoint
+    from parity.table import TF1Namer
+    from parity.errors import WeightError
 
     prefix, *_ = _checkpoint(tmp_path_factory, "conv2d", True)
     names = read_checkpoint(prefix)
@@ -227,7 +231,7 @@ def test_scope_and_counters_pick_a_block_out_of_a_larger_model(tmp_path_factory,
 def test_a_damaged_checkpoint_is_a_clear_error(tmp_path_factory, tmp_path):
     import shutil
 
-    from parity.tf1 import read_checkpoint
+    from parity.formats.tf1 import read_checkpoint
 
     prefix, *_ = _checkpoint(tmp_path_factory, "nin", False)
     broken = str(tmp_path / "broken.ckpt")
@@ -246,7 +250,7 @@ def test_a_damaged_checkpoint_is_a_clear_error(tmp_path_factory, tmp_path):
 
 def test_a_checkpoint_is_read_variable_by_variable_for_the_block_only(tmp_path_factory):
     """The optimiser slots (and any variable outside the block) are listed by name, never read."""
-    from parity.tf1 import LazyCheckpoint, map_checkpoint
+    from parity.formats.tf1 import LazyCheckpoint, map_checkpoint
 
     prefix, *_ = _checkpoint(tmp_path_factory, "conv2d", True)
     lazy = LazyCheckpoint(prefix)

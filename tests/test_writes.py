@@ -13,7 +13,7 @@ CONFIG = {"num_filters": 3, "conv": "down_shifted_conv2d", "polyak_decay": 0.999
 
 
 def _weights():
-    from parity.weights import random_weights
+    from parity.case import random_weights
 
     return random_weights(CONFIG, seed=0, shadows=True)
 
@@ -21,7 +21,7 @@ def _weights():
 def test_a_failed_write_leaves_the_destination_as_it_was(tmp_path, monkeypatch):
     import safetensors.numpy
 
-    from parity.weights import load_canonical, save_canonical
+    from parity.formats.canonical import load_canonical, save_canonical
 
     dst = tmp_path / "w.safetensors"
     save_canonical(dst, _weights(), CONFIG, initialized=True)
@@ -40,7 +40,7 @@ def test_a_failed_write_leaves_the_destination_as_it_was(tmp_path, monkeypatch):
 
 
 def test_writing_into_a_missing_directory_or_onto_a_directory_is_a_clear_error(tmp_path):
-    from parity.weights import save_canonical
+    from parity.formats.canonical import save_canonical
 
     with pytest.raises(FileNotFoundError, match="expected an existing directory"):
         save_canonical(tmp_path / "nope" / "w.safetensors", _weights(), CONFIG, initialized=True)
@@ -51,8 +51,8 @@ def test_writing_into_a_missing_directory_or_onto_a_directory_is_a_clear_error(t
 
 @pytest.mark.skipif(not HAVE["torch"], reason="torch not installed")
 def test_convert_can_write_over_its_own_input(tmp_path):
-    from parity.convert import convert, read_any
-    from parity.weights import save_canonical
+    from parity.formats import convert, read_any
+    from parity.formats.canonical import save_canonical
 
     src = tmp_path / "w.safetensors"
     save_canonical(src, _weights(), CONFIG, initialized=True)
@@ -69,7 +69,7 @@ def test_convert_can_write_over_its_own_input(tmp_path):
 @pytest.mark.skipif(not HAVE["torch"], reason="torch not installed")
 def test_run_writes_exactly_the_out_path_it_prints(tmp_path, capsys):
     from parity.cli import main
-    from parity.weights import save_canonical
+    from parity.formats.canonical import save_canonical
 
     w = tmp_path / "w.safetensors"
     save_canonical(w, _weights(), CONFIG, initialized=True)
@@ -86,7 +86,7 @@ def test_run_writes_exactly_the_out_path_it_prints(tmp_path, capsys):
 
 
 def test_a_written_file_gets_the_permissions_open_would_give(tmp_path):
-    from parity.weights import save_canonical
+    from parity.formats.canonical import save_canonical
 
     umask = os.umask(0o022)
     try:

@@ -11,7 +11,7 @@ With ``F`` the channel count of ``x`` and ``nl`` the nonlinearity::
     out = x + value * sigmoid(gate)
 
 Sublayers carry descriptive names (``conv_input``, ``nin_skip``, ``conv_output``); the original's
-checkpoint names (``conv2d_0``, ``dense_0``, ...) are mapped by ``parity.weights``.
+checkpoint names (``conv2d_0``, ``dense_0``, ...) are mapped by ``parity.table``.
 Twin: ``torch_impl.block.GatedResnet``.
 """
 

@@ -12,7 +12,7 @@ With ``F`` the channel count of ``x`` and ``nl`` the nonlinearity::
 
 Submodules carry descriptive names (``conv_input``, ``nin_skip``, ``conv_output``); the original's
 checkpoint names (``conv2d_0``, ``dense_0``, ...) depend on the conv kind and call order and are
-mapped by ``parity.weights``. ``hw`` is created here, at construction, so an optimiser built before
+mapped by ``parity.table``. ``hw`` is created here, at construction, so an optimiser built before
 the first call sees it (pitfall 7). On the CPU an NCHW input runs channels-last inside (oneDNN's
 native layout for the convolutions) and the output comes back NCHW; a channels-last input gives a
 channels-last output. Twin: ``tf_impl.block.GatedResnet``.

@@ -1,15 +1,14 @@
 """The TensorFlow side of the parity harness: weights in and out of ``tf_impl``, and one case's tensors.
 
 Imports nothing from PyTorch. Arrays are NHWC and in the TF layout already; the Keras path of each
-tensor comes from the weight table (``parity.weights``).
+tensor comes from the weight table (``parity.table``). Implements ``parity.backends.interface.Backend``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import sys
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -18,8 +17,9 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tf_impl  # noqa: E402
-from parity import protocol  # noqa: E402
-from parity.weights import EMA_SUFFIX, check_tensors, model_weight_table, normalize_config, weight_table  # noqa: E402
+from parity.configs import CONFIG_KEYS  # noqa: E402
+from parity.kinds import kind_of, kind_of_class, table_for, with_kind  # noqa: E402
+from parity.table import EMA_SUFFIX, check_tensors  # noqa: E402
 
 IMPL = tf_impl  # the twin this backend drives (parity.protocol calls its Polyak updates)
 NAME = "tf"
@@ -38,53 +38,57 @@ def parity_mode(device: str, tf32: bool = False) -> Iterator[dict[str, Any]]:
         tf.config.experimental.enable_tensor_float_32_execution(saved)
 
 
-def _variables(block: tf_impl.GatedResnet) -> dict[str, Any]:
-    prefix = block.path + "/"
-    return {v.path[len(prefix):]: v for v in block.weights}
-
-
-def build(config: Mapping[str, Any], dtype: str = "float32", device: str = "cpu") -> tf_impl.GatedResnet:
-    with tf.device(_tf_device(device)):
-        block = tf_impl.GatedResnet(**normalize_config(config), dtype=dtype)
-        block.build()
-    return block
+def _variables(net: Any) -> dict[str, Any]:
+    prefix = net.path + "/"
+    return {v.path[len(prefix):]: v for v in net.weights}
 
 
 def _tf_device(device: str) -> str:
     return "/GPU:0" if device.startswith("cuda") or device.startswith("gpu") else "/CPU:0"
 
 
-def _config(block: tf_impl.GatedResnet) -> dict[str, Any]:
-    return {k: v for k, v in block.get_config().items() if k in normalize_config({"num_filters": 1})}
+def build(config: Mapping[str, Any], dtype: str = "float32", device: str = "cpu") -> Any:
+    kind = kind_of(config)
+    with tf.device(_tf_device(device)):
+        net = getattr(tf_impl, kind.twin_class)(**kind.args(config), dtype=dtype)
+        net.build()
+    return net
 
 
-def export_weights(block: tf_impl.GatedResnet) -> dict[str, np.ndarray]:
-    """The block's tensors under their TF1 names (shadows included when it has them)."""
-    variables = _variables(block)
-    return {row.tf1_name: variables[row.keras_path].numpy() for row in weight_table(_config(block))}
+def config_of(net: Any) -> dict[str, Any]:
+    kind = kind_of_class(type(net).__name__)
+    if kind.network:
+        return with_kind(kind.name, net.config)
+    return {k: v for k, v in net.get_config().items() if k in CONFIG_KEYS}
 
 
-def import_weights(block: tf_impl.GatedResnet, tensors: Mapping[str, np.ndarray], initialized: bool = True) -> None:
-    """Load canonical tensors; all-or-nothing. Missing shadows (for a block with ``polyak_decay``)
+def export_weights(net: Any) -> dict[str, np.ndarray]:
+    """The net's tensors under their TF1 names (shadows included when it has them)."""
+    variables = _variables(net)
+    return {row.tf1_name: variables[row.keras_path].numpy() for row in table_for(config_of(net))}
+
+
+def import_weights(net: Any, tensors: Mapping[str, np.ndarray], initialized: bool = True) -> None:
+    """Load canonical tensors; all-or-nothing. Missing shadows (for a net with ``polyak_decay``)
     restart as copies of the raw weights, as creating the average would."""
-    table = weight_table(_config(block))
-    check_tensors(table, tensors, allow_missing_shadows=True, target_dtype=block.variable_dtype)
-    variables = _variables(block)
+    config = config_of(net)
+    table = table_for(config)
+    check_tensors(table, tensors, allow_missing_shadows=True, target_dtype=net.variable_dtype, what=kind_of(config).what)
+    variables = _variables(net)
     values = {}
     for row in table:
-        source = row.tf1_name
-        if source not in tensors and source.endswith(EMA_SUFFIX):
-            source = source[: -len(EMA_SUFFIX)]
+        source = row.tf1_name if row.tf1_name in tensors else row.tf1_name[: -len(EMA_SUFFIX)]
         values[row.keras_path] = np.asarray(tensors[source], dtype=variables[row.keras_path].dtype)
     for path, value in values.items():
         variables[path].assign(value)
-    for layer in block.wn_layers:
+    for layer in net.wn_layers:
         layer.initialized.assign(bool(initialized))
 
 
-def set_live(block: tf_impl.GatedResnet, tensors: Mapping[str, np.ndarray]) -> None:
-    variables = _variables(block)
-    for row in weight_table(_config(block), shadows=False):
+def set_live(net: Any, tensors: Mapping[str, np.ndarray]) -> None:
+    """Assign the raw weights (TF1 names, TF layout); shadows untouched."""
+    variables = _variables(net)
+    for row in table_for(config_of(net), shadows=False):
         var = variables[row.keras_path]
         var.assign(np.asarray(tensors[row.tf1_name], dtype=var.dtype))
 
@@ -94,15 +98,61 @@ def to_tf(a: np.ndarray | None, dtype: str) -> tf.Tensor | None:
     return None if a is None else tf.constant(a, dtype=dtype)
 
 
+def to_tensor(a: np.ndarray | None, dtype: str, device: str = "cpu", grad: bool = False) -> tf.Tensor | None:
+    """:func:`to_tf` (the interface's adapter; a ``GradientTape`` watches what it needs, and
+    :func:`on_device` places)."""
+    return to_tf(a, dtype)
+
+
+def to_numpy(t: Any) -> np.ndarray:
+    """A tensor as NumPy (NHWC already)."""
+    return np.asarray(t)
+
+
 def on_device(device: str) -> contextlib.AbstractContextManager:
     return tf.device(_tf_device(device))
 
 
-def inputs(arrays: Mapping[str, np.ndarray], dtype: str, device: str) -> dict[str, tf.Tensor | None]:
-    """``x``, ``a``, ``h`` as tensors of ``dtype`` (NHWC, as they come), ``None`` where absent."""
-    return {k: to_tf(arrays.get(k), dtype) for k in ("x", "a", "h")}
+def inputs(arrays: Mapping[str, np.ndarray], names: Sequence[str], dtype: str, device: str,
+           grad: bool = False) -> dict[str, tf.Tensor | None]:
+    """``names`` as tensors of ``dtype`` (NHWC, as they come), ``None`` where absent."""
+    return {k: to_tf(arrays.get(k), dtype) for k in names}
 
 
+def describe(device: str) -> str:
+    return f"tensorflow {tf.__version__} (keras {keras.__version__}) on {'GPU' if 'GPU' in _tf_device(device) else 'CPU'}"
+
+
+def apply(net: Any, inputs: Mapping[str, np.ndarray], use_ema: bool = False, init: bool = False) -> dict[str, np.ndarray]:
+    """The net (inference) or its data-dependent init on NHWC inputs: ``out``, and for a network its
+    summed ``loss`` (float64 scalar). The forward runs as a ``tf.function`` graph: on the CPU that
+    reproduces the original TF1 graph bit for bit (eager execution does not, by up to an ulp or two:
+    the graph fuses ops; ``tests/formats/test_tf1.py``)."""
+    kind = kind_of(config_of(net))
+    given = [to_tf(inputs.get(k), net.variable_dtype) for k in kind.inputs]
+    if init:
+        out = net.initialize(*given)
+    else:
+        out = tf.function(lambda *t: net(*t, use_ema=use_ema), autograph=False)(*given)
+    if not kind.network:
+        return {"out": out.numpy()}
+    from tf_impl.mixture import discretized_mix_logistic_loss
+
+    return {"out": out.numpy(), "loss": np.float64(discretized_mix_logistic_loss(given[0], out).numpy())}
+
+
+def sample(net: Any, noise: Mapping[str, np.ndarray], h: np.ndarray | None = None, use_ema: bool = False,
+           progress: bool = False) -> np.ndarray:
+    """Images (B, H, W, 3) drawn with the given ``u_mix`` and ``u_value``."""
+    from tf_impl.mixture import sample as draw
+
+    dt = net.variable_dtype
+    B, H, W, _ = np.shape(noise["u_mix"])
+    return draw(net, B, H, W, to_tf(h, dt), u_mix=to_tf(noise["u_mix"], dt), u_value=to_tf(noise["u_value"], dt),
+                use_ema=use_ema, progress=progress).numpy()
+
+
+# -- a block's parity steps ----------------------------------------------------------------------
 def stages_and_gradients(block: tf_impl.GatedResnet, given: Mapping[str, tf.Tensor | None], cotangent: np.ndarray,
                          rows: list) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """The forward stages, and the gradients of ``sum(out * cotangent)`` w.r.t. the inputs and ``rows``' weights."""
@@ -131,125 +181,7 @@ def initialize(block: tf_impl.GatedResnet, given: Mapping[str, tf.Tensor | None]
     return block.initialize(given["x"], given["a"], given["h"], dropout_mask=to_tf(dropout_mask, block.variable_dtype)).numpy()
 
 
-
-def run_case(case: Any, dtype: str = "float32", device: str = "cpu") -> dict[str, np.ndarray]:
-    """Every compared tensor of one case, NHWC and TF layout, keyed ``<part>/<name>`` (``parity.protocol``)."""
-    return protocol.run_case(sys.modules[__name__], case, dtype, device)
-
-
-def describe(device: str) -> str:
-    return f"tensorflow {tf.__version__} (keras {keras.__version__}) on {'GPU' if 'GPU' in _tf_device(device) else 'CPU'}"
-
-
-def apply(block: tf_impl.GatedResnet, inputs: Mapping[str, np.ndarray], use_ema: bool = False, init: bool = False) -> np.ndarray:
-    """Run the block (inference) or its data-dependent init on NHWC inputs. The forward runs as a
-    ``tf.function`` graph: on the CPU that reproduces the original TF1 graph bit for bit (eager
-    execution does not, by up to an ulp or two: the graph fuses ops; ``tests/test_tf1.py``)."""
-    x, a, h = (to_tf(inputs.get(k), block.variable_dtype) for k in ("x", "a", "h"))
-    if init:
-        return block.initialize(x, a, h).numpy()
-    return tf.function(lambda x, a, h: block(x, a, h, use_ema=use_ema), autograph=False)(x, a, h).numpy()
-
-
-def build_layer(case: Any, dtype: str, device: str, weights: Mapping[str, np.ndarray], initialized: bool) -> Any:
-    """The case's layer with ``weights`` (``V``, and ``g``, ``b`` where given) assigned."""
-    layer = getattr(tf_impl, case.class_name)(case.in_channels, case.num_filters, stride=case.stride, dtype=dtype)
-    layer.build()
-    for name, value in weights.items():
-        getattr(layer, name).assign(value.astype(dtype))
-    layer.initialized.assign(initialized)
-    return layer
-
-
-def layer_forward_and_gradients(layer: Any, x: np.ndarray, cotangent_for: Any, rows: list) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """The layer's output, and the gradients of ``sum(y * cotangent)`` w.r.t. ``x``, ``V``, ``g``, ``b``
-    (already in the TF layout: ``rows`` are not needed here)."""
-    xt = tf.constant(x, dtype=layer.variable_dtype)
-    with tf.GradientTape() as tape:
-        tape.watch(xt)
-        y = layer(xt)
-        loss = tf.reduce_sum(y * tf.constant(cotangent_for(tuple(y.shape)), dtype=layer.variable_dtype))
-    grads = tape.gradient(loss, [xt, layer.V, layer.g, layer.b])
-    return y.numpy(), {k: tf.convert_to_tensor(g).numpy() for k, g in zip(("x", "V", "g", "b"), grads)}
-
-
-def layer_initialize(layer: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(g, b, output) of the layer's init pass on ``x``."""
-    out = layer.initialize(tf.constant(x, dtype=layer.variable_dtype))
-    return layer.g.numpy(), layer.b.numpy(), out.numpy()
-
-
-def run_layer_case(case: Any, dtype: str = "float32", device: str = "cpu") -> dict[str, np.ndarray]:
-    """One weight-normalised conv layer (``parity.case.LayerCase``): forward, gradients, init (``parity.protocol``)."""
-    return protocol.run_layer_case(sys.modules[__name__], case, dtype, device)
-
-
-# -- whole models (tf_impl.model.PixelCNNpp) -------------------------------------------------------
-def build_model(config: Mapping[str, Any], dtype: str = "float32", device: str = "cpu") -> Any:
-    from tf_impl.model import PixelCNNpp
-
-    with tf.device(_tf_device(device)):
-        model = PixelCNNpp(**config, dtype=dtype)
-        model.build()
-    return model
-
-
-def export_model_weights(model: Any) -> dict[str, np.ndarray]:
-    """The model's tensors under their TF1 names (model scope)."""
-    variables = _variables(model)
-    return {row.tf1_name: variables[row.keras_path].numpy() for row in model_weight_table(model.config)}
-
-
-def import_model_weights(model: Any, tensors: Mapping[str, np.ndarray], initialized: bool = True) -> None:
-    """Load canonical tensors into a model; all or nothing (missing shadows restart as copies)."""
-    table = model_weight_table(model.config)
-    check_tensors(table, tensors, allow_missing_shadows=True, target_dtype=model.variable_dtype)
-    variables = _variables(model)
-    values = {}
-    for row in table:
-        source = row.tf1_name if row.tf1_name in tensors else row.tf1_name[: -len(EMA_SUFFIX)]
-        values[row.keras_path] = np.asarray(tensors[source], dtype=variables[row.keras_path].dtype)
-    for path, value in values.items():
-        variables[path].assign(value)
-    for layer in model.wn_layers:
-        layer.initialized.assign(bool(initialized))
-
-
-def apply_model(model: Any, inputs: Mapping[str, np.ndarray], use_ema: bool = False, init: bool = False) -> dict[str, np.ndarray]:
-    """The network (as a ``tf.function``) or its init pass on NHWC ``x`` (and ``h``): ``out`` and the
-    summed ``loss`` (float64 scalar)."""
-    from tf_impl.mixture import discretized_mix_logistic_loss
-
-    x, h = to_tf(inputs["x"], model.variable_dtype), to_tf(inputs.get("h"), model.variable_dtype)
-    if init:
-        out = model.initialize(x, h)
-    else:
-        out = tf.function(lambda x, h: model(x, h, use_ema=use_ema), autograph=False)(x, h)
-    return {"out": out.numpy(), "loss": np.float64(discretized_mix_logistic_loss(x, out).numpy())}
-
-
-def sample_model(model: Any, noise: Mapping[str, np.ndarray], h: np.ndarray | None = None, use_ema: bool = False,
-                 progress: bool = False) -> np.ndarray:
-    """Images (B, H, W, 3) drawn with the given ``u_mix`` and ``u_value``."""
-    from tf_impl.mixture import sample
-
-    dt = model.variable_dtype
-    B, H, W, _ = np.shape(noise["u_mix"])
-    return sample(model, B, H, W, to_tf(h, dt), u_mix=to_tf(noise["u_mix"], dt), u_value=to_tf(noise["u_value"], dt),
-                  use_ema=use_ema, progress=progress).numpy()
-
-
-def set_model_live(model: Any, tensors: Mapping[str, np.ndarray]) -> None:
-    variables = _variables(model)
-    for row in model_weight_table(model.config, shadows=False):
-        var = variables[row.keras_path]
-        var.assign(np.asarray(tensors[row.tf1_name], dtype=var.dtype))
-
-
-def model_inputs(arrays: Mapping[str, np.ndarray], dtype: str, device: str) -> dict[str, tf.Tensor | None]:
-    return {k: to_tf(arrays.get(k), dtype) for k in ("x", "h")}
-
-
+# -- a network's parity steps (tf_impl.model.PixelCNNpp) -----------------------------------------------
 def _masks(model: Any, masks: Any) -> list[tf.Tensor] | None:
     return None if masks is None else [to_tf(m, model.variable_dtype) for m in masks]
 
@@ -283,6 +215,30 @@ def model_initialize(model: Any, given: Mapping[str, Any], masks: Any = None) ->
     return model.initialize(given["x"], given["h"], dropout_masks=_masks(model, masks)).numpy()
 
 
-def run_model_case(case: Any, dtype: str = "float32", device: str = "cpu") -> dict[str, np.ndarray]:
-    """Every compared tensor of one whole-model case (``parity.protocol.run_model_case``)."""
-    return protocol.run_model_case(sys.modules[__name__], case, dtype, device)
+# -- one weight-normalised layer -------------------------------------------------------------------
+def build_layer(case: Any, dtype: str, device: str, weights: Mapping[str, np.ndarray], initialized: bool) -> Any:
+    """The case's layer with ``weights`` (``V``, and ``g``, ``b`` where given) assigned."""
+    layer = getattr(tf_impl, case.class_name)(case.in_channels, case.num_filters, stride=case.stride, dtype=dtype)
+    layer.build()
+    for name, value in weights.items():
+        getattr(layer, name).assign(value.astype(dtype))
+    layer.initialized.assign(initialized)
+    return layer
+
+
+def layer_forward_and_gradients(layer: Any, x: np.ndarray, cotangent_for: Any, rows: list) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The layer's output, and the gradients of ``sum(y * cotangent)`` w.r.t. ``x``, ``V``, ``g``, ``b``
+    (already in the TF layout: ``rows`` are not needed here)."""
+    xt = tf.constant(x, dtype=layer.variable_dtype)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        y = layer(xt)
+        loss = tf.reduce_sum(y * tf.constant(cotangent_for(tuple(y.shape)), dtype=layer.variable_dtype))
+    grads = tape.gradient(loss, [xt, layer.V, layer.g, layer.b])
+    return y.numpy(), {k: tf.convert_to_tensor(g).numpy() for k, g in zip(("x", "V", "g", "b"), grads)}
+
+
+def layer_initialize(layer: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(g, b, output) of the layer's init pass on ``x``."""
+    out = layer.initialize(tf.constant(x, dtype=layer.variable_dtype))
+    return layer.g.numpy(), layer.b.numpy(), out.numpy()

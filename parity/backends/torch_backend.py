@@ -1,21 +1,20 @@
 """The PyTorch side of the parity harness: weights in and out of ``torch_impl``, and one case's tensors.
 
 Imports nothing from TensorFlow. Arrays come in and go out NHWC and in the TF layout; the
-permutations live in the weight table (``parity.weights``).
+permutations live in the weight table (``parity.table``). Implements ``parity.backends.interface.Backend``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import sys
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 
 import torch_impl
-from parity import protocol
-from parity.weights import EMA_SUFFIX, WeightError, check_tensors, model_weight_table, normalize_config, weight_table
+from parity.kinds import kind_of, kind_of_class, table_for, with_kind
+from parity.table import EMA_SUFFIX, check_tensors
 
 IMPL = torch_impl  # the twin this backend drives (parity.protocol calls its Polyak updates)
 NAME = "torch"
@@ -47,45 +46,50 @@ def parity_mode(device: str, tf32: bool = False) -> Iterator[dict[str, Any]]:
         torch.use_deterministic_algorithms(saved[2])
 
 
-def build(config: Mapping[str, Any], dtype: str = "float32", device: str = "cpu") -> torch_impl.GatedResnet:
-    return torch_impl.GatedResnet(**normalize_config(config), device=device, dtype=_dtype(dtype))
+def build(config: Mapping[str, Any], dtype: str = "float32", device: str = "cpu") -> Any:
+    kind = kind_of(config)
+    return getattr(torch_impl, kind.twin_class)(**kind.args(config), device=device, dtype=_dtype(dtype))
 
 
-def _config(block: torch_impl.GatedResnet) -> dict[str, Any]:
-    return block.get_config()
+def config_of(net: Any) -> dict[str, Any]:
+    kind = kind_of_class(type(net).__name__)
+    return with_kind(kind.name, net.config) if kind.network else net.get_config()
 
 
-def export_weights(block: torch_impl.GatedResnet) -> dict[str, np.ndarray]:
-    """The block's tensors under their TF1 names, TF layout (shadows included when it has them)."""
-    state = block.state_dict()
-    return {
-        row.tf1_name: row.from_torch_layout(state[row.torch_key].detach().cpu().numpy())
-        for row in weight_table(_config(block))
-    }
+def _param0(net: Any) -> torch.Tensor:
+    """The net's first weight (its ``V``): where its dtype and device are read."""
+    return next(net.parameters())
 
 
-def import_weights(block: torch_impl.GatedResnet, tensors: Mapping[str, np.ndarray], initialized: bool = True) -> None:
-    """Load canonical tensors; all-or-nothing. Missing shadows (for a block with ``polyak_decay``)
+def export_weights(net: Any) -> dict[str, np.ndarray]:
+    """The net's tensors under their TF1 names, TF layout (shadows included when it has them)."""
+    state = net.state_dict()
+    return {row.tf1_name: row.from_torch_layout(state[row.torch_key].detach().cpu().numpy()) for row in table_for(config_of(net))}
+
+
+def import_weights(net: Any, tensors: Mapping[str, np.ndarray], initialized: bool = True) -> None:
+    """Load canonical tensors; all-or-nothing. Missing shadows (for a net with ``polyak_decay``)
     restart as copies of the raw weights, as creating the average would."""
-    table = weight_table(_config(block))
-    check_tensors(table, tensors, allow_missing_shadows=True, target_dtype=str(block.conv_input.V.dtype).replace("torch.", ""))
-    dtype = block.conv_input.V.dtype
-    device = block.conv_input.V.device
+    config = config_of(net)
+    table = table_for(config)
+    dtype, device = _param0(net).dtype, _param0(net).device
+    check_tensors(table, tensors, allow_missing_shadows=True, target_dtype=str(dtype).replace("torch.", ""),
+                  what=kind_of(config).what)
     state = {}
     for row in table:
-        source = row.tf1_name
-        if source not in tensors and source.endswith(EMA_SUFFIX):
-            source = source[: -len(EMA_SUFFIX)]
+        source = row.tf1_name if row.tf1_name in tensors else row.tf1_name[: -len(EMA_SUFFIX)]
         state[row.torch_key] = torch.as_tensor(row.to_torch_layout(np.asarray(tensors[source])), dtype=dtype, device=device)
-    for name, _ in block.named_children():  # conv_input, nin_skip, conv_output
-        state[f"{name}.initialized"] = torch.tensor(bool(initialized), device=device)
-    block.load_state_dict(state, strict=True)
+    for key in net.state_dict():
+        if key.endswith(".initialized"):
+            state[key] = torch.tensor(bool(initialized), device=device)
+    net.load_state_dict(state, strict=True)
 
 
-def set_live(block: torch_impl.GatedResnet, tensors: Mapping[str, np.ndarray]) -> None:
+def set_live(net: Any, tensors: Mapping[str, np.ndarray]) -> None:
+    """Assign the raw weights (TF1 names, TF layout); shadows untouched."""
     with torch.no_grad():
-        params = dict(block.named_parameters())
-        for row in weight_table(_config(block), shadows=False):
+        params = dict(net.named_parameters())
+        for row in table_for(config_of(net), shadows=False):
             params[row.torch_key].copy_(torch.as_tensor(row.to_torch_layout(tensors[row.tf1_name])))
 
 
@@ -97,6 +101,11 @@ def to_torch(a: np.ndarray | None, dtype: torch.dtype, device: str, grad: bool =
     if t.dim() == 4:
         t = t.permute(0, 3, 1, 2).contiguous()
     return t.requires_grad_(grad)
+
+
+def to_tensor(a: np.ndarray | None, dtype: str, device: str = "cpu", grad: bool = False) -> torch.Tensor | None:
+    """:func:`to_torch` with the dtype by name (the interface's adapter)."""
+    return to_torch(a, _dtype(dtype), device, grad)
 
 
 def to_numpy(t: torch.Tensor) -> np.ndarray:
@@ -111,11 +120,47 @@ def on_device(device: str) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()  # torch places by the tensors' device
 
 
-def inputs(arrays: Mapping[str, np.ndarray], dtype: str, device: str) -> dict[str, torch.Tensor | None]:
-    """``x``, ``a``, ``h`` as NCHW tensors of ``dtype`` that record gradients, ``None`` where absent."""
-    return {k: to_torch(arrays.get(k), _dtype(dtype), device, grad=True) for k in ("x", "a", "h")}
+def inputs(arrays: Mapping[str, np.ndarray], names: Sequence[str], dtype: str, device: str,
+           grad: bool = False) -> dict[str, torch.Tensor | None]:
+    """``names`` as NCHW tensors of ``dtype`` (recording gradients with ``grad``), ``None`` where absent."""
+    return {k: to_torch(arrays.get(k), _dtype(dtype), device, grad=grad) for k in names}
 
 
+def describe(device: str) -> str:
+    if device.startswith("cuda"):
+        return f"torch {torch.__version__} on {torch.cuda.get_device_name(torch.device(device))}"
+    return f"torch {torch.__version__} on CPU"
+
+
+@torch.no_grad()
+def apply(net: Any, inputs: Mapping[str, np.ndarray], use_ema: bool = False, init: bool = False) -> dict[str, np.ndarray]:
+    """The net (eval mode) or its init pass on NHWC inputs: ``out`` NHWC, and for a network ``loss``,
+    the original's summed loss of ``x`` under ``out``, as a float64 scalar."""
+    kind = kind_of(config_of(net))
+    p = _param0(net)
+    given = [to_torch(inputs.get(k), p.dtype, str(p.device)) for k in kind.inputs]
+    net.eval()
+    out = net.initialize(*given) if init else net(*given, use_ema=use_ema)
+    if not kind.network:
+        return {"out": to_numpy(out)}
+    from torch_impl.mixture import discretized_mix_logistic_loss
+
+    return {"out": to_numpy(out), "loss": np.float64(discretized_mix_logistic_loss(given[0], out).item())}
+
+
+def sample(net: Any, noise: Mapping[str, np.ndarray], h: np.ndarray | None = None, use_ema: bool = False,
+           progress: bool = False) -> np.ndarray:
+    """Images (B, H, W, 3) drawn with the given ``u_mix`` and ``u_value`` (NHWC)."""
+    from torch_impl.mixture import sample as draw
+
+    dt, device = _param0(net).dtype, str(_param0(net).device)
+    u_mix = torch.as_tensor(noise["u_mix"], dtype=dt, device=device)
+    B, H, W, _ = u_mix.shape
+    return to_numpy(draw(net, B, H, W, to_torch(h, dt, device), u_mix=u_mix, use_ema=use_ema, progress=progress,
+                         u_value=torch.as_tensor(noise["u_value"], dtype=dt, device=device)))
+
+
+# -- a block's parity steps ----------------------------------------------------------------------
 def stages_and_gradients(block: torch_impl.GatedResnet, given: Mapping[str, torch.Tensor | None], cotangent: np.ndarray,
                          rows: list) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """The forward stages (eval mode), and the gradients of ``sum(out * cotangent)`` w.r.t. the inputs
@@ -157,32 +202,46 @@ def initialize(block: torch_impl.GatedResnet, given: Mapping[str, torch.Tensor |
     return to_numpy(block.initialize(x, a, h, dropout_mask=to_torch(dropout_mask, x.dtype, str(x.device))))
 
 
-
-def run_case(case: Any, dtype: str = "float32", device: str = "cpu") -> dict[str, np.ndarray]:
-    """Every compared tensor of one case, NHWC and TF layout, keyed ``<part>/<name>`` (``parity.protocol``)."""
-    return protocol.run_case(sys.modules[__name__], case, dtype, device)
-
-
-def describe(device: str) -> str:
-    if device.startswith("cuda"):
-        return f"torch {torch.__version__} on {torch.cuda.get_device_name(torch.device(device))}"
-    return f"torch {torch.__version__} on CPU"
+# -- a network's parity steps (torch_impl.model.PixelCNNpp) --------------------------------------------
+def _masks(model: Any, masks: Any) -> list[torch.Tensor] | None:
+    if masks is None:
+        return None
+    return [to_torch(m, _param0(model).dtype, str(_param0(model).device)) for m in masks]
 
 
-__all__ = ["NAME", "apply", "build", "describe", "export_weights", "import_weights", "parity_mode", "run_case", "WeightError"]
+def model_loss_and_gradients(model: Any, given: Mapping[str, Any], rows: list) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """The network output (eval mode), the summed loss, and its gradients w.r.t. ``rows``' weights (TF layout)."""
+    from torch_impl.mixture import discretized_mix_logistic_loss
+
+    model.eval()
+    params = dict(model.named_parameters())
+    out = model(given["x"], given["h"])
+    loss = discretized_mix_logistic_loss(given["x"], out)
+    grads = torch.autograd.grad(loss, [params[r.torch_key] for r in rows])
+    return (to_numpy(out), loss.detach().cpu().numpy(),
+            {r.tf1_name: r.from_torch_layout(g.detach().cpu().numpy()) for r, g in zip(rows, grads)})
 
 
-def apply(block: torch_impl.GatedResnet, inputs: Mapping[str, np.ndarray], use_ema: bool = False, init: bool = False) -> np.ndarray:
-    """Run the block (eval mode) or its data-dependent init on NHWC inputs; NHWC output."""
-    dt = block.conv_input.V.dtype
-    device = str(block.conv_input.V.device)
-    x, a, h = (to_torch(inputs.get(k), dt, device) for k in ("x", "a", "h"))
-    block.eval()
-    with torch.no_grad():
-        y = block.initialize(x, a, h) if init else block(x, a, h, use_ema=use_ema)
-    return to_numpy(y)
+def model_bits_per_dim(loss: np.ndarray, x_shape: tuple[int, ...]) -> np.ndarray:
+    """``torch_impl.mixture.bits_per_dim`` of the summed loss over images of NHWC shape ``x_shape``."""
+    from torch_impl import mixture
+
+    B, H, W, _ = x_shape
+    return mixture.bits_per_dim(torch.as_tensor(loss), B, H, W).numpy()
 
 
+@torch.no_grad()
+def model_forward(model: Any, given: Mapping[str, Any], use_ema: bool = False, masks: Any = None) -> np.ndarray:
+    model.eval()
+    return to_numpy(model(given["x"], given["h"], use_ema=use_ema, dropout_masks=_masks(model, masks)))
+
+
+@torch.no_grad()
+def model_initialize(model: Any, given: Mapping[str, Any], masks: Any = None) -> np.ndarray:
+    return to_numpy(model.initialize(given["x"], given["h"], dropout_masks=_masks(model, masks)))
+
+
+# -- one weight-normalised layer -------------------------------------------------------------------
 def build_layer(case: Any, dtype: str, device: str, weights: Mapping[str, np.ndarray], initialized: bool) -> Any:
     """The case's layer with ``weights`` (``V``, and ``g``, ``b`` where given) in torch's layout; a
     complete set goes through the layer's validated ``load_state_dict``."""
@@ -218,118 +277,3 @@ def layer_initialize(layer: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray,
     """(g, b, output) of the layer's init pass on ``x``."""
     out = layer.initialize(to_torch(x, layer.V.dtype, str(layer.V.device)))
     return layer.g.detach().cpu().numpy(), layer.b.detach().cpu().numpy(), to_numpy(out)
-
-
-def run_layer_case(case: Any, dtype: str = "float32", device: str = "cpu") -> dict[str, np.ndarray]:
-    """One weight-normalised conv layer (``parity.case.LayerCase``): forward, gradients, init (``parity.protocol``)."""
-    return protocol.run_layer_case(sys.modules[__name__], case, dtype, device)
-
-
-# -- whole models (torch_impl.model.PixelCNNpp) ----------------------------------------------------
-def build_model(config: Mapping[str, Any], dtype: str = "float32", device: str = "cpu") -> Any:
-    from torch_impl.model import PixelCNNpp
-
-    return PixelCNNpp(**config, device=device, dtype=_dtype(dtype))
-
-
-def export_model_weights(model: Any) -> dict[str, np.ndarray]:
-    """The model's tensors under their TF1 names (model scope), TF layout."""
-    state = model.state_dict()
-    return {row.tf1_name: row.from_torch_layout(state[row.torch_key].detach().cpu().numpy()) for row in model_weight_table(model.config)}
-
-
-def import_model_weights(model: Any, tensors: Mapping[str, np.ndarray], initialized: bool = True) -> None:
-    """Load canonical tensors into a model; all or nothing (missing shadows restart as copies)."""
-    table = model_weight_table(model.config)
-    dtype = model.u_init.V.dtype
-    check_tensors(table, tensors, allow_missing_shadows=True, target_dtype=str(dtype).replace("torch.", ""))
-    device = model.u_init.V.device
-    state = {}
-    for row in table:
-        source = row.tf1_name if row.tf1_name in tensors else row.tf1_name[: -len(EMA_SUFFIX)]
-        state[row.torch_key] = torch.as_tensor(row.to_torch_layout(np.asarray(tensors[source])), dtype=dtype, device=device)
-    for key in model.state_dict():
-        if key.endswith(".initialized"):
-            state[key] = torch.tensor(bool(initialized), device=device)
-    model.load_state_dict(state, strict=True)
-
-
-def apply_model(model: Any, inputs: Mapping[str, np.ndarray], use_ema: bool = False, init: bool = False) -> dict[str, np.ndarray]:
-    """The network (eval mode) or its init pass on NHWC ``x`` (and ``h``): ``out`` NHWC and ``loss``,
-    the original's summed loss of ``x`` under ``out``, as a float64 scalar."""
-    from torch_impl.mixture import discretized_mix_logistic_loss
-
-    dt = model.u_init.V.dtype
-    x, h = to_torch(inputs["x"], dt, str(model.u_init.V.device)), to_torch(inputs.get("h"), dt, str(model.u_init.V.device))
-    model.eval()
-    with torch.no_grad():
-        out = model.initialize(x, h) if init else model(x, h, use_ema=use_ema)
-        loss = discretized_mix_logistic_loss(x, out)
-    return {"out": to_numpy(out), "loss": np.float64(loss.item())}
-
-
-def sample_model(model: Any, noise: Mapping[str, np.ndarray], h: np.ndarray | None = None, use_ema: bool = False,
-                 progress: bool = False) -> np.ndarray:
-    """Images (B, H, W, 3) drawn with the given ``u_mix`` and ``u_value`` (NHWC)."""
-    from torch_impl.mixture import sample
-
-    dt, device = model.u_init.V.dtype, str(model.u_init.V.device)
-    u_mix = torch.as_tensor(noise["u_mix"], dtype=dt, device=device)
-    B, H, W, _ = u_mix.shape
-    return to_numpy(sample(model, B, H, W, to_torch(h, dt, device), u_mix=u_mix, use_ema=use_ema, progress=progress,
-                           u_value=torch.as_tensor(noise["u_value"], dtype=dt, device=device)))
-
-
-def set_model_live(model: Any, tensors: Mapping[str, np.ndarray]) -> None:
-    """Assign the raw weights (TF1 names, TF layout); shadows untouched."""
-    with torch.no_grad():
-        params = dict(model.named_parameters())
-        for row in model_weight_table(model.config, shadows=False):
-            params[row.torch_key].copy_(torch.as_tensor(row.to_torch_layout(tensors[row.tf1_name])))
-
-
-def model_inputs(arrays: Mapping[str, np.ndarray], dtype: str, device: str) -> dict[str, torch.Tensor | None]:
-    return {k: to_torch(arrays.get(k), _dtype(dtype), device) for k in ("x", "h")}
-
-
-def _masks(model: Any, masks: Any) -> list[torch.Tensor] | None:
-    if masks is None:
-        return None
-    return [to_torch(m, model.u_init.V.dtype, str(model.u_init.V.device)) for m in masks]
-
-
-def model_loss_and_gradients(model: Any, given: Mapping[str, Any], rows: list) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    """The network output (eval mode), the summed loss, and its gradients w.r.t. ``rows``' weights (TF layout)."""
-    from torch_impl.mixture import discretized_mix_logistic_loss
-
-    model.eval()
-    params = dict(model.named_parameters())
-    out = model(given["x"], given["h"])
-    loss = discretized_mix_logistic_loss(given["x"], out)
-    grads = torch.autograd.grad(loss, [params[r.torch_key] for r in rows])
-    return (to_numpy(out), loss.detach().cpu().numpy(),
-            {r.tf1_name: r.from_torch_layout(g.detach().cpu().numpy()) for r, g in zip(rows, grads)})
-
-
-def model_bits_per_dim(loss: np.ndarray, x_shape: tuple[int, ...]) -> np.ndarray:
-    """``torch_impl.mixture.bits_per_dim`` of the summed loss over images of NHWC shape ``x_shape``."""
-    from torch_impl import mixture
-
-    B, H, W, _ = x_shape
-    return mixture.bits_per_dim(torch.as_tensor(loss), B, H, W).numpy()
-
-
-@torch.no_grad()
-def model_forward(model: Any, given: Mapping[str, Any], use_ema: bool = False, masks: Any = None) -> np.ndarray:
-    model.eval()
-    return to_numpy(model(given["x"], given["h"], use_ema=use_ema, dropout_masks=_masks(model, masks)))
-
-
-@torch.no_grad()
-def model_initialize(model: Any, given: Mapping[str, Any], masks: Any = None) -> np.ndarray:
-    return to_numpy(model.initialize(given["x"], given["h"], dropout_masks=_masks(model, masks)))
-
-
-def run_model_case(case: Any, dtype: str = "float32", device: str = "cpu") -> dict[str, np.ndarray]:
-    """Every compared tensor of one whole-model case (``parity.protocol.run_model_case``)."""
-    return protocol.run_model_case(sys.modules[__name__], case, dtype, device)

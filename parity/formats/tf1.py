@@ -8,7 +8,7 @@ passes the name as the ``trainable`` argument, so those slots are saved as ``Var
 
 Reading uses TensorFlow's checkpoint reader (``tf.train.load_checkpoint``): no graph, no session.
 :func:`map_checkpoint` walks the block's layers in the original's call order with a
-:class:`parity.weights.TF1Namer` (one counter per layer kind), so a whole-model port can hand it a
+:class:`parity.table.TF1Namer` (one counter per layer kind), so a whole-model port can hand it a
 namer already advanced past the layers before the block, and read block after block.
 """
 
@@ -21,9 +21,11 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
-from gated_spec import DEFAULT_POLYAK_DECAY
-from parity.weights import (EMA_SUFFIX, TF1Namer, WeightError, infer_config, infer_model_config, normalize_config, table_for,
-                            tensor_summary, weight_table)
+from parity.configs import infer_config, infer_model_config, normalize_config, shadow_decay
+from parity.errors import WeightError
+from parity.formats.base import Format, Loaded
+from parity.kinds import kind_of, table_for
+from parity.table import EMA_SUFFIX, TF1Namer, tensor_summary, weight_table
 
 DEFAULT_SCOPE = "model"
 
@@ -203,8 +205,7 @@ def _infer(model: _Scoped, counters: Mapping[str, int], overrides: Mapping[str, 
     if conv is not None:
         over["conv"] = conv
     config = infer_config(shapes, over, None)
-    has_shadows = any(k.endswith(EMA_SUFFIX) for k in model)
-    decay = polyak_decay if polyak_decay is not None else (DEFAULT_POLYAK_DECAY if has_shadows else None)
+    decay = shadow_decay(any(k.endswith(EMA_SUFFIX) for k in model), polyak_decay)
     return normalize_config({**config, "polyak_decay": decay})
 
 
@@ -292,7 +293,7 @@ def parse_counters(text: str | None) -> TF1Namer | None:
 
 def map_model_checkpoint(variables: Mapping[str, np.ndarray], overrides: Mapping[str, Any] | None = None,
                          scope: str = DEFAULT_SCOPE, polyak_decay: float | None = None) -> CheckpointMap:
-    """Map a checkpoint onto a whole PixelCNN++ (``parity.weights.model_weight_table``): every model
+    """Map a checkpoint onto a whole PixelCNN++ (``parity.table.model_weight_table``): every model
     variable in ``scope`` must be the network's; shadows are taken where present; optimiser slots
     (``Variable_k``, ``*_adam_mg``, ``*_adam_v``, ...) are skipped and counted. The config comes from
     the shapes (``infer_model_config``); ``overrides`` must agree with them."""
@@ -312,3 +313,20 @@ def read_tf1_model(prefix: str, overrides: Mapping[str, Any] | None = None, scop
                    polyak_decay: float | None = None) -> CheckpointMap:
     """Read a whole-model TF1 checkpoint (see :func:`map_model_checkpoint`)."""
     return map_model_checkpoint(LazyCheckpoint(prefix), overrides, scope, polyak_decay)
+
+
+def read_tf1_checkpoint(path: str, overrides: Mapping[str, Any] | None = None, polyak_decay: float | None = None,
+                        scope: str = DEFAULT_SCOPE, counters: str | None = None) -> Loaded:
+    """An original TF1 checkpoint mapped onto one block, or, when ``overrides`` names a network
+    (``model``), onto that whole network (:class:`CheckpointMap`)."""
+    if kind_of(overrides or {}).network:
+        if counters:
+            raise ValueError("--counters places one block inside a model; a whole-model conversion (--model) takes none")
+        mapped = read_tf1_model(path, overrides, scope=scope, polyak_decay=polyak_decay)
+    else:
+        mapped = read_tf1(path, overrides, scope=scope, namer=parse_counters(counters), polyak_decay=polyak_decay)
+    return Loaded(mapped.tensors, mapped.config, True, mapped.summary())
+
+
+FORMAT = Format("tf1", read_tf1_checkpoint, None,
+                cannot_write="writing TF1 checkpoints is not supported; convert to .safetensors or .weights.h5")

@@ -1,0 +1,79 @@
+"""Weight formats, one module each, and moving weights between them.
+
+* canonical (:mod:`.canonical`): ``*.safetensors`` with ``format=gated-resnet-parity/1`` metadata
+  (TF1 names, TF layout, config in the metadata);
+* torch ``state_dict`` (:mod:`.torch_file`): ``*.safetensors`` with ``torch_impl`` keys in torch
+  layout; written as ``*.torch.safetensors``;
+* Keras (:mod:`.keras`): ``*.weights.h5`` as ``save_weights`` writes it (needs TensorFlow);
+* an original TF1 checkpoint prefix (:mod:`.tf1`, ``PREFIX.index`` + ``PREFIX.data-*``), read only:
+  one block under ``--scope`` (``model``) or, with ``--model``, the whole network; optimiser slots
+  skipped and counted.
+
+Pickle files (``torch.save``: ``.pt``, ``.pth``, ``.bin``, ``.ckpt``) are refused, never unpickled.
+:func:`detect_format` names the format that reads a path (by name, and for safetensors by the
+metadata's ``format``, from the header only); every reader returns :class:`~.base.Loaded`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping
+
+import numpy as np
+
+from parity.formats import canonical, keras, tf1, torch_file
+from parity.formats.base import Format, Loaded, file_kind
+from parity.formats.safetensors_io import read_safetensors_header
+
+FORMATS: dict[str, Format] = {f.name: f for f in (canonical.FORMAT, torch_file.FORMAT, keras.FORMAT, tf1.FORMAT)}
+READERS = {name: f.read for name, f in FORMATS.items()}
+
+__all__ = ["FORMATS", "Format", "Loaded", "READERS", "convert", "detect_format", "read_any", "write_any"]
+
+
+def detect_format(path: str) -> str:
+    """The key of :data:`FORMATS` that reads ``path``: by name, and for safetensors by the metadata's
+    ``format`` (the header only)."""
+    kind = file_kind(path)
+    if kind != "safetensors":
+        return kind
+    fmt = read_safetensors_header(path)[1].get("format")
+    if fmt == canonical.FORMAT_TAG:
+        return "canonical"
+    if fmt not in torch_file.TORCH_FORMATS:
+        raise ValueError(f"{path}: expected metadata format {canonical.FORMAT_TAG!r} (canonical) or one of "
+                         f"{list(torch_file.TORCH_FORMATS[:-1])} or none (torch state_dict); received format={fmt!r}")
+    return "torch"
+
+
+def read_any(path: str, overrides: Mapping[str, Any] | None = None, polyak_decay: float | None = None,
+             scope: str = "model", counters: str | None = None) -> Loaded:
+    """Any supported weight file, by its format's reader."""
+    return FORMATS[detect_format(path)].read(path, overrides=overrides, polyak_decay=polyak_decay, scope=scope, counters=counters)
+
+
+def format_for_writing(path: str) -> Format:
+    """The format a path is written in, by its name: ``*.weights.h5`` Keras, ``*.torch.safetensors`` a
+    torch ``state_dict``, other ``*.safetensors`` canonical; a TF1 prefix is refused."""
+    kind = file_kind(path)
+    if kind in ("keras", "tf1"):
+        fmt = FORMATS[kind]
+    else:
+        fmt = FORMATS["torch" if path.lower().endswith(".torch.safetensors") else "canonical"]
+    if fmt.write is None:
+        raise ValueError(f"{path}: {fmt.cannot_write}")
+    return fmt
+
+
+def write_any(path: str, tensors: Mapping[str, np.ndarray], config: Mapping[str, Any], initialized: bool) -> None:
+    """Write canonical tensors in the format ``path`` names (:func:`format_for_writing`)."""
+    format_for_writing(path).write(path, Loaded(dict(tensors), dict(config), initialized, ""))
+
+
+def convert(src: str, dst: str, overrides: Mapping[str, Any] | None = None, polyak_decay: float | None = None,
+            scope: str = "model", counters: str | None = None) -> str:
+    """Convert ``src`` to ``dst`` (formats by name, see :func:`format_for_writing`; a TF1 checkpoint
+    prefix as source); returns a one-line summary."""
+    loaded = read_any(src, overrides, polyak_decay, scope=scope, counters=counters)
+    format_for_writing(dst).write(dst, loaded)
+    return f"converted {src} -> {dst}: {loaded.summary}, config {json.dumps(loaded.config)}, initialized={loaded.initialized}"

@@ -1,0 +1,78 @@
+"""The registry of what a weight file, a case or a backend can hold: one :class:`Kind` per thing.
+
+A config names its kind under ``model`` (``{"model": "pixelcnn_pp", ...}``); a config without it is
+one gated residual block. For each kind the registry holds its config validation, its weight table
+(TF1 names, Keras paths, torch keys) and the class both twins build it from, so the formats, the
+runner and the backends ask the kind instead of branching on it. Adding a network (the PixelSNAIL
+family next): its config rules in :mod:`parity.configs`, its table in :mod:`parity.table`, its twin
+classes, and one entry in :data:`KINDS`; a format that needs per-kind reading registers it by
+``Kind.name`` in its own module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from parity.configs import MODEL_KEY, model_args, normalize_config, normalize_pixelcnn_pp
+from parity.table import WeightRow, model_weight_table, weight_table
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of thing a weight file holds.
+
+    ``what`` is how messages name it (``"block"``, ``"model"``); ``twin_class`` the class of that name
+    in ``tf_impl`` and ``torch_impl``, built with ``args(config)``; ``inputs`` the NHWC arrays its
+    forward takes, in order; ``network`` whether it is a whole network (with a loss and a sampler)."""
+
+    name: str
+    what: str
+    twin_class: str
+    inputs: tuple[str, ...]
+    network: bool
+    normalize: Callable[[Mapping[str, Any]], dict[str, Any]]
+    table: Callable[..., list[WeightRow]]  # (config, shadows=None) -> rows, shadows after the raw weights
+    args: Callable[[Mapping[str, Any]], dict[str, Any]]  # config -> the twin class's keyword arguments
+
+
+KINDS: dict[str, Kind] = {
+    "block": Kind("block", "block", "GatedResnet", ("x", "a", "h"), False, normalize_config, weight_table, normalize_config),
+    "pixelcnn_pp": Kind("pixelcnn_pp", "model", "PixelCNNpp", ("x", "h"), True, normalize_pixelcnn_pp, model_weight_table,
+                        model_args),
+}
+MODELS = tuple(k for k, kind in KINDS.items() if kind.network)  # the values ``model`` takes
+
+
+def kind_of(config: Mapping[str, Any]) -> Kind:
+    """The kind a config describes: by its ``model`` key, a block without one."""
+    if MODEL_KEY not in config:
+        return KINDS["block"]
+    name = config[MODEL_KEY]
+    if name not in MODELS:
+        raise ValueError(f"expected model one of {list(MODELS)}; received model={name!r}")
+    return KINDS[name]
+
+
+def normalize(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The config of its kind with every key, defaults filled in, checked (a model keeps its ``model`` key)."""
+    return kind_of(config).normalize(config)
+
+
+def table_for(config: Mapping[str, Any], shadows: bool | None = None) -> list[WeightRow]:
+    """The weight table of the config's kind."""
+    return kind_of(config).table(config, shadows)
+
+
+def with_kind(kind: str, config: Mapping[str, Any]) -> dict[str, Any]:
+    """A network's config as the registry reads it: ``config`` (the twin's arguments, e.g. ``PixelCNNpp.config``)
+    with its ``model`` key."""
+    return {MODEL_KEY: kind, **model_args(config)} if KINDS[kind].network else dict(config)
+
+
+def kind_of_class(class_name: str) -> Kind:
+    """The kind whose twins build instances of the class of that name (``GatedResnet``, ``PixelCNNpp``)."""
+    for kind in KINDS.values():
+        if kind.twin_class == class_name:
+            return kind
+    raise ValueError(f"expected a twin of one of {[k.twin_class for k in KINDS.values()]}; received a {class_name}")
