@@ -159,7 +159,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_pitfalls(args: argparse.Namespace) -> int:
-    from parity.pitfalls import format_gallery, format_markdown, gallery, run_pitfall
+    from parity.gallery import format_gallery, format_markdown, gallery, run_pitfall
 
     entries = [p for p in gallery() if not args.only or p.key in args.only.split(",")]
     if not entries:

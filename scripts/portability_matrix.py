@@ -44,7 +44,7 @@ def run_cell(suites: list[str], gallery: bool, fuzz: int) -> dict[str, Any]:
         rows = [c for case in report.cases for c in case.comparisons]
         out[name] = {"worst": max(c.ratio for c in rows), "failed": sum(not c.passed for c in rows), "n": len(rows)}
     if gallery:
-        from parity.pitfalls import gallery as entries, run_pitfall
+        from parity.gallery import gallery as entries, run_pitfall
 
         results = [run_pitfall(p) for p in entries()]
         out["gallery"] = {"caught": sum(r.caught for r in results), "n": len(results),

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from parity.pitfalls import LOAD, PITFALLS, ARTICLE, gallery, markdown_row
+from parity.gallery import LOAD, PITFALLS, ARTICLE, gallery, markdown_row
 from tests.conftest import BOTH
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -23,7 +23,7 @@ def test_the_gallery_covers_the_required_pitfalls():
 @BOTH
 @pytest.mark.parametrize("pitfall", gallery(), ids=lambda p: f"pitfall-{p.key}")
 def test_naive_translation_is_caught_at_its_stage(pitfall):
-    from parity.pitfalls import run_pitfall
+    from parity.gallery import run_pitfall
 
     result = run_pitfall(pitfall)
     assert result.real_passed, f"the real translation fails the case of pitfall {pitfall.key}"
@@ -37,7 +37,7 @@ def test_naive_translation_is_caught_at_its_stage(pitfall):
 def test_the_overrides_are_undone():
     """After a naive entry ran, the real translation is back: the same case passes again."""
     from parity.harness import check
-    from parity.pitfalls import run_pitfall
+    from parity.gallery import run_pitfall
 
     for p in gallery():
         if p.key in ("2", "14", "27"):
@@ -66,7 +66,7 @@ def test_every_declared_hook_resolves_and_is_restored():
     """torch_impl.hooks is the twin's replaceable surface: each name resolves to something that exists,
     each replacement is undone, and an unknown name or a private harness name is refused."""
     pytest.importorskip("torch")
-    from parity.pitfalls import _patched
+    from parity.gallery.base import _patched
     from parity.weights import WeightRow
     from torch_impl import hooks
 

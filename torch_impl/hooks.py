@@ -2,7 +2,7 @@
 
 Each hook is one step of the original computation (``docs/spec.md``) that a translation can get wrong
 on its own, kept as one method, attribute or table entry so that it can be swapped for a naive
-variant and the consequence measured: the pitfall gallery (``parity/pitfalls.py``) installs every
+variant and the consequence measured: the pitfall gallery (``parity/gallery/``) installs every
 naive translation through :func:`replaced` and nothing else of ``torch_impl``'s. Any other private
 name may change without notice; these are kept, and ``tests/test_pitfalls.py`` checks that every one
 resolves. ``tf_impl`` has the same methods because the twins mirror each other step for step; only
