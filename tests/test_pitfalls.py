@@ -67,7 +67,7 @@ def test_every_declared_hook_resolves_and_is_restored():
     each replacement is undone, and an unknown name or a private harness name is refused."""
     pytest.importorskip("torch")
     from parity.gallery.base import _patched
-    from parity.weights import WeightRow
+    from parity.table import WeightRow
     from torch_impl import hooks
 
     for name in hooks.HOOKS:

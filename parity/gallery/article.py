@@ -32,6 +32,7 @@ def _article_run(case: Case, dtype: str) -> dict[str, np.ndarray]:
     import torch
     import torch.nn.functional as F
 
+    from gated_spec import v_to_torch
     from parity.backends.torch_backend import to_numpy, to_torch
 
     dt = getattr(torch, dtype)
@@ -42,7 +43,7 @@ def _article_run(case: Case, dtype: str) -> dict[str, np.ndarray]:
         V, g = w[f"{name}/V"].astype(np.float64), w[f"{name}/g"].astype(np.float64)
         W = g * V / np.sqrt((V * V).sum(axis=(0, 1, 2)))
         W = W[:, :, : W.shape[2] // 2]  # ELU: only the x half of concat_elu's inputs
-        return torch.as_tensor(np.transpose(W, (3, 2, 0, 1)), dtype=dt), torch.as_tensor(w[f"{name}/b"], dtype=dt)
+        return torch.as_tensor(v_to_torch(W), dtype=dt), torch.as_tensor(w[f"{name}/b"], dtype=dt)
 
     (W1, b1), (W2, b2) = kernel("conv2d_0"), kernel("conv2d_1")
     x, a, h = (to_torch(case.arrays[k], dt, "cpu", grad=True) for k in ("x", "a", "h"))

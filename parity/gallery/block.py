@@ -31,7 +31,7 @@ def _nchw_by_reshape() -> contextlib.AbstractContextManager:
 
 def _kernel_by_reshape(ndim: int) -> Callable[[], contextlib.AbstractContextManager]:
     def install() -> contextlib.AbstractContextManager:
-        from parity.weights import WeightRow
+        from parity.table import WeightRow
 
         to_t, from_t = WeightRow.to_torch_layout, WeightRow.from_torch_layout
 
@@ -51,7 +51,7 @@ def _kernel_by_reshape(ndim: int) -> Callable[[], contextlib.AbstractContextMana
 
 
 def _deconv_kernel_as_conv() -> contextlib.AbstractContextManager:
-    from parity.weights import WeightRow
+    from parity.table import WeightRow
 
     to_t = WeightRow.to_torch_layout
 

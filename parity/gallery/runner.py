@@ -24,7 +24,7 @@ def run_naive(key: str, case: Case | LayerCase | ModelCase) -> dict[str, Any]:
     """The naive translation of entry ``key`` on ``case``, in this process (the torch worker runs it):
     ``{"results": {dtype: {tensor: array}}}``, or ``{"load": message}`` when its weights cannot load."""
     from parity.harness import DTYPES, run_backend_here
-    from parity.weights import WeightError
+    from parity.errors import WeightError
     from torch_impl import StateDictError
 
     if key == ARTICLE.key:
