@@ -12,7 +12,7 @@ import math
 import os
 import sys
 import time
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 

@@ -5,7 +5,7 @@ default CUDA wheel and triton) x ``ONEDNN_MAX_CPU_ISA`` in {AVX2, default} (both
 it) x ``OMP_NUM_THREADS`` in {1, 2} x ``TF_ENABLE_ONEDNN_OPTS`` in {0, 1}. Each cell runs, in a fresh
 process with that environment: the default, wide and layers suites (``gated-resnet-parity check``),
 the pitfall gallery (every entry caught at its stage, the real translation passing), and ``N`` fuzz
-examples (``tests/test_fuzz.py``). A cell shows the worst ratio (error / bound) over the suites and
+examples (``tests/parity/test_fuzz.py``). A cell shows the worst ratio (error / bound) over the suites and
 the failures, if any.
 
     python scripts/portability_matrix.py --python .venv/bin/python --python /path/to/other/venv/bin/python
@@ -51,7 +51,7 @@ def run_cell(suites: list[str], gallery: bool, fuzz: int) -> dict[str, Any]:
                           "missed": [r.pitfall.key for r in results if not r.caught]}
     if fuzz:
         env = dict(os.environ, PARITY_FUZZ_EXAMPLES=str(fuzz))
-        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_fuzz.py"],
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/parity/test_fuzz.py"],
                               cwd=ROOT, env=env, capture_output=True, text=True)
         tail = proc.stdout.strip().splitlines()[-1:] or [""]
         out["fuzz"] = {"passed": proc.returncode == 0, "summary": tail[0]}

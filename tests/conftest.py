@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -32,6 +34,16 @@ if HAVE["tf"]:
 
     tf.config.experimental.enable_tensor_float_32_execution(False)
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository: where ``parity`` and ``docs/`` live
+
+
+def run_cli(*args: str, env_extra: dict | None = None, check: bool = False) -> subprocess.CompletedProcess:
+    """``python -m parity ARGS`` in a fresh process from the repository, TensorFlow's logs quiet."""
+    env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3", **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "parity", *args], capture_output=True, text=True, cwd=ROOT, env=env,
+                          timeout=600, check=check)
+
+
 BACKEND_PARAMS = [
     pytest.param(name, marks=pytest.mark.skipif(not HAVE[name], reason=f"{name} not installed")) for name in ("tf", "torch")
 ]
@@ -41,6 +53,6 @@ CUDA = pytest.mark.skipif(not (HAVE["torch"] and torch.cuda.is_available()), rea
 
 @pytest.fixture(params=BACKEND_PARAMS)
 def twin(request):
-    from tests.twins import get_twin
+    from tests.adapters import get_twin
 
     return get_twin(request.param)

@@ -4,7 +4,7 @@ Each hook is one step of the original computation (``docs/spec.md``) that a tran
 on its own, kept as one method, attribute or table entry so that it can be swapped for a naive
 variant and the consequence measured: the pitfall gallery (``parity/gallery/``) installs every
 naive translation through :func:`replaced` and nothing else of ``torch_impl``'s. Any other private
-name may change without notice; these are kept, and ``tests/test_pitfalls.py`` checks that every one
+name may change without notice; these are kept, and ``tests/gallery/test_gallery.py`` checks that every one
 resolves. ``tf_impl`` has the same methods because the twins mirror each other step for step; only
 the torch side is declared replaceable.
 

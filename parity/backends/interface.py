@@ -8,7 +8,7 @@ its config names (:mod:`parity.kinds`): the functions without a prefix take eith
 a network only; ``layer_*`` one weight-normalised layer (``parity.case.LayerCase``).
 
 Which computations a case compares, in which order, is :mod:`parity.protocol`'s; the backends only
-supply the steps. ``tests/test_parity.py`` checks that both modules define every member with the
+supply the steps. ``tests/parity/test_parity.py`` checks that both modules define every member with the
 signature written here.
 """
 

@@ -46,7 +46,7 @@ def format_markdown(results: list[Result]) -> str:
     out = [
         "# The pitfall gallery",
         "",
-        "Written by `gated-resnet-parity pitfalls --markdown` from the `parity/gallery/` package; `tests/test_pitfalls.py`",
+        "Written by `gated-resnet-parity pitfalls --markdown` from the `parity/gallery/` package; `tests/gallery/test_gallery.py`",
         "checks that every row's first four columns match the entries and that each naive translation is caught",
         "at the stage named here. Each naive variant is a small override of the real translation (see the",
         "source); the harness runs it against TensorFlow on the entry's case, in float32 and float64. The",

@@ -8,9 +8,8 @@ import os
 import pytest
 
 from parity.gallery import LOAD, PITFALLS, ARTICLE, gallery, markdown_row
-from tests.conftest import BOTH
+from tests.conftest import BOTH, ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REQUIRED = {"1", "2", "3", "4", "5", "6", "7", "8", "9", "11", "12", "13", "14", "15", "17", "18", "19", "20", "21",
             "25", "26", "27", "29"}
 

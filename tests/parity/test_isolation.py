@@ -12,9 +12,8 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from tests.conftest import BOTH, HAVE
+from tests.conftest import BOTH, HAVE, ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_a_call_runs_in_the_backends_worker_and_its_errors_come_back():
@@ -43,7 +42,7 @@ def test_a_worker_refuses_the_other_framework_on_every_install():
     both); probing for it still answers, and a worker knows it is one (a nested call runs there)."""
     from parity import isolation
 
-    for backend, other in (("tf", "torch.nn"), ("torch", "keras"), ("tf", "tests.test_model")):
+    for backend, other in (("tf", "torch.nn"), ("torch", "keras"), ("tf", "tests.twins.test_model")):
         with pytest.raises(ModuleNotFoundError, match=f"Expected the {backend} worker to load {backend} only"):
             isolation.call(backend, "importlib:import_module", other)
     assert isolation.call("tf", "importlib.util:find_spec", "torch") is not None

@@ -9,9 +9,8 @@ import pickle
 import numpy as np
 import pytest
 
-from tests.conftest import BACKEND_PARAMS, BOTH, HAVE
+from tests.conftest import BACKEND_PARAMS, BOTH, HAVE, ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = {"num_filters": 4, "a_channels": 3, "h_channels": 2, "conv": "down_shifted_conv2d", "polyak_decay": 0.9995}
 
 

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from parity.backends import get_backend
-from parity.table import EMA_SUFFIX, weight_table
+from parity.table import EMA_SUFFIX
 from parity.case import random_weights
 from tests import reference as R
 from tests.conftest import HAVE
-from tests.test_layers import assert_close64
+from tests.twins.test_layers import assert_close64
 
 RNG = np.random.default_rng(7)
 CONVS = ["conv2d", "down_shifted_conv2d", "down_right_shifted_conv2d", "nin"]
@@ -191,16 +191,6 @@ def test_ema_first_update_averages(twin):
         assert np.all(np.abs(got[k + EMA_SUFFIX] - (d * w0[k].astype(np.float64) + (1 - d) * w1[k])) <= roundings)
 
 
-def test_one_minus_decay_is_tensorflows_float32(twin):
-    assert twin.impl.one_minus_decay(0.9995) == float(np.float32(1) - np.float32(0.9995))
-    assert np.float32(twin.impl.one_minus_decay(0.9995)) == np.float32(5.0002337e-4)
-    # num_updates caps the decay at (1 + n) / (10 + n): n = 0 -> 1/10, 1 -> 2/11, 9 -> 10/19.
-    assert twin.impl.one_minus_decay(0.9995, 0) == float(np.float32(1) - np.float32(0.1))
-    assert twin.impl.one_minus_decay(0.9995, 1) == float(np.float32(1) - np.float32(2) / np.float32(11))
-    assert twin.impl.one_minus_decay(0.9995, 9) == float(np.float32(1) - np.float32(10) / np.float32(19))
-    assert twin.impl.one_minus_decay(0.9, 10**6) == float(np.float32(1) - np.float32(0.9))
-
-
 def test_ema_forward_reads_shadows_and_leaves_live_weights(twin):
     config, w0, (backend, block) = _ema_block(twin, 0.5)
     x, _, h = inputs(F=2, K=2)
@@ -223,7 +213,7 @@ def test_causality_of_block(conv):
     pytest.importorskip("torch")
     import torch
 
-    from tests.twins import get_twin
+    from tests.adapters import get_twin
 
     twin = get_twin("torch")
     config = {"num_filters": 3, "conv": conv}

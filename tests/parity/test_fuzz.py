@@ -6,7 +6,7 @@ whole case (forward stages, gradients, init, EMA, dropout) and every tensor must
 derived bound. The seed is fixed (``derandomize``), so CI runs the same examples every time.
 
 ``PARITY_FUZZ_EXAMPLES`` sets the example count (default 10); e.g.
-``PARITY_FUZZ_EXAMPLES=500 python -m pytest tests/test_fuzz.py`` for a long local run.
+``PARITY_FUZZ_EXAMPLES=500 python -m pytest tests/parity/test_fuzz.py`` for a long local run.
 Failing cases once found are kept below as ``@example`` regression cases. A failure's message is a
 ready ``@example(...)`` line. Shrinking is bounded: ``PARITY_FUZZ_SHRINK_SECONDS`` (default 60) after
 the first failure, the search stops trying new inputs and reports the smallest failure seen so far
