@@ -103,17 +103,13 @@ def run_backend_here(backend: str, case: Case | LayerCase, device: str = "cpu", 
                      mca_samples: int = 0) -> Results:
     """:func:`run_backend` in this process (what the worker runs)."""
     module = get_backend(backend)
-
-    def run(case: Case | LayerCase | ModelCase, dtype: str, device: str) -> dict[str, np.ndarray]:
-        return protocol.run(module, case, dtype, device)
-
     with module.parity_mode(device, tf32=tf32):
-        results = {dt: run(case, dt, device) for dt in DTYPES}
+        results = {dt: protocol.run(module, case, dt, device) for dt in DTYPES}
         if mca_samples:
             exact = results["float64"]
             spread = dict.fromkeys(exact, 0.0)
             for sample in range(mca_samples):
-                for k, v in run(case.perturbed(sample), "float32", device).items():
+                for k, v in protocol.run(module, case.perturbed(sample), "float32", device).items():
                     if k in spread and v.shape == exact[k].shape:
                         spread[k] = max(spread[k], max_abs_diff(v, exact[k]))
             results[MCA] = {k: np.float64(v) for k, v in spread.items()}

@@ -70,9 +70,11 @@ def with_kind(kind: str, config: Mapping[str, Any]) -> dict[str, Any]:
     return {MODEL_KEY: kind, **model_args(config)} if KINDS[kind].network else dict(config)
 
 
-def kind_of_class(class_name: str) -> Kind:
-    """The kind whose twins build instances of the class of that name (``GatedResnet``, ``PixelCNNpp``)."""
-    for kind in KINDS.values():
-        if kind.twin_class == class_name:
-            return kind
-    raise ValueError(f"expected a twin of one of {[k.twin_class for k in KINDS.values()]}; received a {class_name}")
+def kind_of_net(net: object) -> Kind:
+    """The kind of a twin's block or network: the first class in its MRO named as a kind's twin class
+    (``GatedResnet``, ``PixelCNNpp``), so subclasses count as what they extend."""
+    by_class = {kind.twin_class: kind for kind in KINDS.values()}
+    for cls in type(net).__mro__:
+        if cls.__name__ in by_class:
+            return by_class[cls.__name__]
+    raise ValueError(f"expected a twin's {' or '.join(by_class)}; received a {type(net).__name__}")

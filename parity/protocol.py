@@ -45,17 +45,17 @@ def run_case(backend: Backend, case: Any, dtype: str = "float32", device: str = 
         backend.import_weights(block, weights, initialized=True)
         inputs = backend.inputs(arr, KINDS["block"].inputs, dtype, device, grad=True)
 
-        stages, grads = backend.stages_and_gradients(block, inputs, arr["cotangent"], raw_rows)
+        stages, grads = backend.block_stages_and_gradients(block, inputs, arr["cotangent"], raw_rows)
         out.update({f"forward/{k}": v for k, v in stages.items()})
         out.update({f"grad/{k}": v for k, v in grads.items()})
 
-        out["ema_forward/out"] = backend.forward(block, inputs, use_ema=True)
+        out["ema_forward/out"] = backend.block_forward(block, inputs, use_ema=True)
         if "dropout_mask" in arr:
-            out["dropout/out"] = backend.forward(block, inputs, dropout_mask=arr["dropout_mask"])
+            out["dropout/out"] = backend.block_forward(block, inputs, dropout_mask=arr["dropout_mask"])
 
         fresh = backend.build(case.config, dtype, device)
         backend.import_weights(fresh, {r.tf1_name: weights[r.tf1_name] for r in raw_rows}, initialized=False)
-        init_out = backend.initialize(fresh, inputs, arr.get("dropout_mask"))
+        init_out = backend.block_initialize(fresh, inputs, arr.get("dropout_mask"))
         out.update(_init_outputs(backend.export_weights(fresh), raw_rows))
         out["init/out"] = init_out  # after g, b: in the order the init computes them
 
@@ -65,7 +65,7 @@ def run_case(backend: Backend, case: Any, dtype: str = "float32", device: str = 
             backend.set_live(block, live)
             backend.IMPL.update_averages(block, num_updates=num_updates)
         out.update(_shadow_outputs(backend.export_weights(block), raw_rows))
-        out["ema/out"] = backend.forward(block, inputs, use_ema=True)
+        out["ema/out"] = backend.block_forward(block, inputs, use_ema=True)
     return out
 
 

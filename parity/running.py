@@ -32,10 +32,10 @@ def apply_file(weights: str, inputs: Mapping[str, np.ndarray], backend: str = "t
     if "x" not in inputs:
         raise ValueError(f"expected inputs to contain 'x'; received {sorted(inputs)}")
     loaded = read_any(weights)
-    names = set(kind_of(loaded.config).inputs)
-    unknown = sorted(set(inputs) - names)
+    names = kind_of(loaded.config).inputs
+    unknown = sorted(set(inputs) - set(names))
     if unknown:
-        raise ValueError(f"expected inputs named {', '.join(sorted(names, key='xah'.index))}; received also {unknown}")
+        raise ValueError(f"expected inputs named {', '.join(names)}; received also {unknown}")
     for k, v in inputs.items():
         if np.asarray(v).dtype not in (np.float32, np.float64):
             raise ValueError(f"expected `{k}` of dtype float32 or float64 (no silent casts); received dtype {np.asarray(v).dtype}")

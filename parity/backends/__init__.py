@@ -38,10 +38,11 @@ def get_backend(name: str) -> Backend:
 
 def backend_of(net: Any) -> str:
     """The backend whose twin built ``net`` (a ``tf_impl`` or ``torch_impl`` block or network)."""
-    root = type(net).__module__.split(".")[0]
-    for name, twin in TWINS.items():
-        if root == twin:
-            return name
+    for cls in type(net).__mro__:  # a subclass defined elsewhere counts as the twin it extends
+        root = cls.__module__.split(".")[0]
+        for name, twin in TWINS.items():
+            if root == twin:
+                return name
     raise ValueError(f"expected a tf_impl or torch_impl block or network; received a {type(net).__module__}.{type(net).__name__}")
 
 

@@ -4,8 +4,9 @@ runner, the formats, the CLI and the tests.
 A backend is a module (``parity.backends.tf_backend``, ``parity.backends.torch_backend``) that drives
 one twin. Arrays crossing the interface are NumPy, NHWC (the original layout); weights carry their
 TF1 names and the TF layout (:mod:`parity.table`). A *net* is a twin's block or network, of the kind
-its config names (:mod:`parity.kinds`): the functions without a prefix take either; ``model_*`` take
-a network only; ``layer_*`` one weight-normalised layer (``parity.case.LayerCase``).
+its config names (:mod:`parity.kinds`): the functions without a prefix take either; ``block_*`` take a
+block, ``model_*`` a network (or its results), ``layer_*`` one weight-normalised layer
+(``parity.case.LayerCase``).
 
 Which computations a case compares, in which order, is :mod:`parity.protocol`'s; the backends only
 supply the steps. ``tests/parity/test_parity.py`` checks that both modules define every member with the
@@ -40,13 +41,16 @@ class Backend(Protocol):
 
     # -- the NumPy <-> framework adapter ------------------------------------------------------------
     def to_tensor(self, a: np.ndarray | None, dtype: str, device: str = "cpu", grad: bool = False) -> Any:
-        """An NHWC array as the framework's tensor in its own layout (NCHW for torch), ``None`` stays."""
+        """An NHWC array as the framework's tensor in its own layout (NCHW for torch), ``None`` stays.
+        TensorFlow places by :meth:`on_device` and records gradients on its tape: it ignores
+        ``device`` and ``grad``."""
 
     def to_numpy(self, t: Any) -> np.ndarray:
         """A framework tensor as NumPy, 4-D ones in NHWC."""
 
     def inputs(self, arrays: Arrays, names: Sequence[str], dtype: str, device: str, grad: bool = False) -> dict[str, Any]:
-        """``arrays[name]`` for each of ``names`` as tensors (``None`` where absent); ``grad``: recorded for gradients."""
+        """``arrays[name]`` for each of ``names`` as tensors (``None`` where absent); ``grad``: recorded for
+        gradients (torch; TensorFlow's tape watches what it needs)."""
 
     # -- blocks and networks, any kind ------------------------------------------------------------
     def build(self, config: Mapping[str, Any], dtype: str = "float32", device: str = "cpu") -> Any:
@@ -73,15 +77,15 @@ class Backend(Protocol):
         """Images ``[B, H, W, 3]`` a network draws with the given ``u_mix`` and ``u_value``."""
 
     # -- a block's parity steps -------------------------------------------------------------------
-    def stages_and_gradients(self, block: Any, given: Mapping[str, Any], cotangent: np.ndarray,
+    def block_stages_and_gradients(self, block: Any, given: Mapping[str, Any], cotangent: np.ndarray,
                              rows: list) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """The forward stages, and the gradients of ``sum(out * cotangent)`` w.r.t. the inputs and ``rows``' weights."""
 
-    def forward(self, block: Any, given: Mapping[str, Any], use_ema: bool = False,
+    def block_forward(self, block: Any, given: Mapping[str, Any], use_ema: bool = False,
                 dropout_mask: np.ndarray | None = None) -> np.ndarray:
         """Inference, or with ``dropout_mask`` a training-mode forward on that keep-mask."""
 
-    def initialize(self, block: Any, given: Mapping[str, Any], dropout_mask: np.ndarray | None) -> np.ndarray:
+    def block_initialize(self, block: Any, given: Mapping[str, Any], dropout_mask: np.ndarray | None) -> np.ndarray:
         """The block's data-dependent init pass on ``given``; its output."""
 
     # -- a network's parity steps -----------------------------------------------------------------

@@ -18,7 +18,7 @@ import tensorflow as tf  # noqa: E402
 
 import tf_impl  # noqa: E402
 from parity.configs import CONFIG_KEYS  # noqa: E402
-from parity.kinds import kind_of, kind_of_class, table_for, with_kind  # noqa: E402
+from parity.kinds import kind_of, kind_of_net, table_for, with_kind  # noqa: E402
 from parity.table import EMA_SUFFIX, check_tensors  # noqa: E402
 
 IMPL = tf_impl  # the twin this backend drives (parity.protocol calls its Polyak updates)
@@ -56,7 +56,7 @@ def build(config: Mapping[str, Any], dtype: str = "float32", device: str = "cpu"
 
 
 def config_of(net: Any) -> dict[str, Any]:
-    kind = kind_of_class(type(net).__name__)
+    kind = kind_of_net(net)
     if kind.network:
         return with_kind(kind.name, net.config)
     return {k: v for k, v in net.get_config().items() if k in CONFIG_KEYS}
@@ -153,7 +153,7 @@ def sample(net: Any, noise: Mapping[str, np.ndarray], h: np.ndarray | None = Non
 
 
 # -- a block's parity steps ----------------------------------------------------------------------
-def stages_and_gradients(block: tf_impl.GatedResnet, given: Mapping[str, tf.Tensor | None], cotangent: np.ndarray,
+def block_stages_and_gradients(block: tf_impl.GatedResnet, given: Mapping[str, tf.Tensor | None], cotangent: np.ndarray,
                          rows: list) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """The forward stages, and the gradients of ``sum(out * cotangent)`` w.r.t. the inputs and ``rows``' weights."""
     variables = _variables(block)
@@ -169,7 +169,7 @@ def stages_and_gradients(block: tf_impl.GatedResnet, given: Mapping[str, tf.Tens
             {k: tf.convert_to_tensor(g).numpy() for k, g in zip(names, grads)})
 
 
-def forward(block: tf_impl.GatedResnet, given: Mapping[str, tf.Tensor | None], use_ema: bool = False,
+def block_forward(block: tf_impl.GatedResnet, given: Mapping[str, tf.Tensor | None], use_ema: bool = False,
             dropout_mask: np.ndarray | None = None) -> np.ndarray:
     """Inference, or with ``dropout_mask`` a training-mode forward on that keep-mask."""
     mask = to_tf(dropout_mask, block.variable_dtype)
@@ -177,7 +177,7 @@ def forward(block: tf_impl.GatedResnet, given: Mapping[str, tf.Tensor | None], u
                  dropout_mask=mask).numpy()
 
 
-def initialize(block: tf_impl.GatedResnet, given: Mapping[str, tf.Tensor | None], dropout_mask: np.ndarray | None) -> np.ndarray:
+def block_initialize(block: tf_impl.GatedResnet, given: Mapping[str, tf.Tensor | None], dropout_mask: np.ndarray | None) -> np.ndarray:
     return block.initialize(given["x"], given["a"], given["h"], dropout_mask=to_tf(dropout_mask, block.variable_dtype)).numpy()
 
 

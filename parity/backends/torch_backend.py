@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 import torch_impl
-from parity.kinds import kind_of, kind_of_class, table_for, with_kind
+from parity.kinds import kind_of, kind_of_net, table_for, with_kind
 from parity.table import EMA_SUFFIX, check_tensors
 
 IMPL = torch_impl  # the twin this backend drives (parity.protocol calls its Polyak updates)
@@ -52,12 +52,12 @@ def build(config: Mapping[str, Any], dtype: str = "float32", device: str = "cpu"
 
 
 def config_of(net: Any) -> dict[str, Any]:
-    kind = kind_of_class(type(net).__name__)
+    kind = kind_of_net(net)
     return with_kind(kind.name, net.config) if kind.network else net.get_config()
 
 
 def _param0(net: Any) -> torch.Tensor:
-    """The net's first weight (its ``V``): where its dtype and device are read."""
+    """The net's first parameter: where its dtype and device are read (all its weights share them)."""
     return next(net.parameters())
 
 
@@ -161,7 +161,7 @@ def sample(net: Any, noise: Mapping[str, np.ndarray], h: np.ndarray | None = Non
 
 
 # -- a block's parity steps ----------------------------------------------------------------------
-def stages_and_gradients(block: torch_impl.GatedResnet, given: Mapping[str, torch.Tensor | None], cotangent: np.ndarray,
+def block_stages_and_gradients(block: torch_impl.GatedResnet, given: Mapping[str, torch.Tensor | None], cotangent: np.ndarray,
                          rows: list) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """The forward stages (eval mode), and the gradients of ``sum(out * cotangent)`` w.r.t. the inputs
     and ``rows``' weights, NHWC and in the TF layout."""
@@ -182,7 +182,7 @@ def _detached(given: Mapping[str, torch.Tensor | None]) -> list[torch.Tensor | N
 
 
 @torch.no_grad()
-def forward(block: torch_impl.GatedResnet, given: Mapping[str, torch.Tensor | None], use_ema: bool = False,
+def block_forward(block: torch_impl.GatedResnet, given: Mapping[str, torch.Tensor | None], use_ema: bool = False,
             dropout_mask: np.ndarray | None = None) -> np.ndarray:
     """Inference (eval mode), or with ``dropout_mask`` a training-mode forward on that keep-mask."""
     x, a, h = _detached(given)
@@ -197,7 +197,7 @@ def forward(block: torch_impl.GatedResnet, given: Mapping[str, torch.Tensor | No
 
 
 @torch.no_grad()
-def initialize(block: torch_impl.GatedResnet, given: Mapping[str, torch.Tensor | None], dropout_mask: np.ndarray | None) -> np.ndarray:
+def block_initialize(block: torch_impl.GatedResnet, given: Mapping[str, torch.Tensor | None], dropout_mask: np.ndarray | None) -> np.ndarray:
     x, a, h = _detached(given)
     return to_numpy(block.initialize(x, a, h, dropout_mask=to_torch(dropout_mask, x.dtype, str(x.device))))
 

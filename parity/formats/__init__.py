@@ -9,7 +9,7 @@
   one block under ``--scope`` (``model``) or, with ``--model``, the whole network; optimiser slots
   skipped and counted.
 
-Pickle files (``torch.save``: ``.pt``, ``.pth``, ``.bin``, ``.ckpt``) are refused, never unpickled.
+Pickle files (``torch.save``: ``.pt``, ``.pth``, ``.bin``, ``.pkl``, ``.pickle``) are refused, never unpickled.
 :func:`detect_format` names the format that reads a path (by name, and for safetensors by the
 metadata's ``format``, from the header only); every reader returns :class:`~.base.Loaded`.
 """
@@ -26,9 +26,8 @@ from parity.formats.base import Format, Loaded, file_kind
 from parity.formats.safetensors_io import read_safetensors_header
 
 FORMATS: dict[str, Format] = {f.name: f for f in (canonical.FORMAT, torch_file.FORMAT, keras.FORMAT, tf1.FORMAT)}
-READERS = {name: f.read for name, f in FORMATS.items()}
 
-__all__ = ["FORMATS", "Format", "Loaded", "READERS", "convert", "detect_format", "read_any", "write_any"]
+__all__ = ["FORMATS", "Format", "Loaded", "convert", "detect_format", "read_any", "write_any"]
 
 
 def detect_format(path: str) -> str:

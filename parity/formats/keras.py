@@ -18,6 +18,7 @@ from gated_spec import SHADOW_SUFFIX
 from parity.atomic import atomic_path
 from parity.configs import infer_config, model_config_from_shapes
 from parity.formats.base import Format, Loaded
+from parity.kinds import kind_of
 from parity.table import tensor_summary
 
 Stores = dict[str, dict[str, np.ndarray]]
@@ -98,7 +99,7 @@ def _read_block(path: str, stores: Stores, overrides: Mapping[str, Any] | None, 
 
     tfb = get_backend("tf")
     block = tfb.build(config)
-    _load_layers(path, "block", config, _keras_groups(block), stores)
+    _load_layers(path, kind_of(config).what, config, _keras_groups(block), stores)
     tensors = tfb.export_weights(block)
     return Loaded(tensors, config, block.initialized, tensor_summary(tensors))
 
@@ -149,7 +150,7 @@ def _read_pixelcnn_pp(path: str, stores: Stores, overrides: Mapping[str, Any] | 
     layers: dict[str, Any] = {"": model}
     for e, layer in zip(model.plan, model.layers_in_call_order()):
         layers.update(_keras_groups(layer, e.path))
-    _load_layers(path, "model", config, layers, by_path)
+    _load_layers(path, kind_of(config).what, config, layers, by_path)
     tensors = tfb.export_weights(model)
     return Loaded(tensors, config, model.initialized, tensor_summary(tensors))
 

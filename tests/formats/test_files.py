@@ -124,3 +124,14 @@ def test_convert_keras_weights_file_round_trip(tmp_path):
         np.testing.assert_array_equal(back[k], w[k])
     with pytest.raises(ValueError, match="pickle files are refused"):
         convert(str(tmp_path / "w.pt"), str(tmp_path / "x.safetensors"))
+
+
+def test_a_weight_error_crosses_a_process_boundary_whole():
+    """Workers return exceptions by pickle: the problems, where and what survive, and so does the message."""
+    import pickle
+
+    err = WeightError(["missing tensor 'dense_0/g'", "tensor 'conv2d_1/V' has shape (3,)"], "w.safetensors", "model")
+    back = pickle.loads(pickle.dumps(err))
+    assert type(back) is WeightError and str(back) == str(err)
+    assert (back.problems, back.where, back.what) == (err.problems, "w.safetensors", "model")
+    assert str(back).startswith("w.safetensors do not fit the model (2 problem(s)):")

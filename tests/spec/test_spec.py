@@ -38,7 +38,7 @@ def test_the_v_permutation_round_trips_and_takes_tf_layouts_to_torchs():
 
 
 def test_every_kind_has_a_config_a_table_and_a_twin_class():
-    from parity.kinds import KINDS, MODELS, kind_of, kind_of_class, normalize, table_for
+    from parity.kinds import KINDS, MODELS, kind_of, kind_of_net, normalize, table_for
 
     assert MODELS == ("pixelcnn_pp",)
     block = {"num_filters": 2}
@@ -47,8 +47,11 @@ def test_every_kind_has_a_config_a_table_and_a_twin_class():
     assert normalize(model)["model"] == "pixelcnn_pp" and "model" not in normalize(block)
     assert [r.tf1_name for r in table_for(block)][:3] == ["conv2d_0/V", "conv2d_0/g", "conv2d_0/b"]
     assert len(table_for(model)) > len(table_for(block))
-    for kind in KINDS.values():
-        assert kind_of_class(kind.twin_class) is kind
+    for kind in KINDS.values():  # a twin's class, or a user's subclass of it, is of its kind
+        twin = type(kind.twin_class, (), {})
+        assert kind_of_net(twin()) is kind and kind_of_net(type("Mine", (twin,), {})()) is kind
+    with pytest.raises(ValueError, match="expected a twin's GatedResnet or PixelCNNpp; received a dict"):
+        kind_of_net({})
     with pytest.raises(ValueError, match=r"expected model one of \['pixelcnn_pp'\]; received model='pixelsnail9'"):
         kind_of({"model": "pixelsnail9"})
 
