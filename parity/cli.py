@@ -1,4 +1,4 @@
-"""``gated-resnet-parity`` / ``python -m parity``: check, record, verify, convert, pitfalls, run, sample.
+"""``gated-resnet-parity`` / ``python -m parity``: check, record, verify, convert, pitfalls, run, sample, train.
 
 Backends are imported only when a command needs them: ``verify`` and ``run --backend torch`` work
 without TensorFlow, ``run --backend tf`` without PyTorch. Arrays in files are NHWC whatever the backend.
@@ -17,6 +17,9 @@ from typing import Sequence
 import numpy as np
 
 from parity.case import SUITES
+from gated_spec import DEFAULT_POLYAK_DECAY
+from gated_spec.training import (DEFAULT_EMA_ORDER, DEFAULT_EPS, DEFAULT_LR, DEFAULT_LR_DECAY, DEFAULT_MOM1, DEFAULT_MOM2,
+                                 EMA_ORDERS)
 from parity.kinds import MODELS
 from parity.atomic import atomic_path
 from parity.harness import DTYPES, Report
@@ -158,6 +161,25 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from parity.training import TrainOptions, train
+
+    config = {"model": args.model, **{k: v for k, v in (("nr_resnet", args.nr_resnet), ("nr_filters", args.nr_filters),
+                                                        ("nr_logistic_mix", args.nr_logistic_mix),
+                                                        ("nonlinearity", args.nonlinearity)) if v is not None},
+              "dropout_p": args.dropout_p, "polyak_decay": args.polyak_decay}
+    options = TrainOptions(config, args.data, args.out, backend=args.backend, steps=args.steps, epochs=args.epochs,
+                           batch_size=args.batch_size, init_batch_size=args.init_batch_size, init_from=args.init_from,
+                           lr=args.lr, lr_decay=args.lr_decay, mom1=args.mom1, mom2=args.mom2, eps=args.eps, seed=args.seed,
+                           shuffle=not args.no_shuffle, save_every=args.save_every, ema=args.ema_order, resume=args.resume,
+                           test_data=args.test_data, device=args.device, progress=sys.stderr.isatty())
+    summary = train(options)
+    print(f"trained {summary['steps']} steps (from step {summary['resumed_from']}), last loss {summary['loss']:.2f}; "
+          f"model file {os.path.join(args.out, 'last.safetensors')}"
+          + (f"; test bits/dim (averaged weights) {summary['test_bpd_ema']:.4f}" if "test_bpd_ema" in summary else ""))
+    return EXIT_OK
+
+
 def cmd_pitfalls(args: argparse.Namespace) -> int:
     from parity.gallery import format_gallery, format_markdown, gallery, run_pitfall
 
@@ -241,6 +263,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", default=None, help="comma-separated entry numbers, e.g. 4,17,seed")
     p.add_argument("--markdown", action="store_true", help="print the docs page (docs/pitfalls.md)")
     p.set_defaults(func=cmd_pitfalls)
+
+    p = sub.add_parser("train", help="train a network as the original's train.py does (Adam with epsilon inside the root, "
+                       "the decayed learning rate, Polyak averaging), resumable from its checkpoint")
+    p.add_argument("--model", default="pixelcnn_pp", choices=list(MODELS))
+    p.add_argument("--nr-resnet", type=int)
+    p.add_argument("--nr-filters", type=int)
+    p.add_argument("--nr-logistic-mix", type=int)
+    p.add_argument("--nonlinearity", choices=["concat_elu", "elu", "relu"])
+    p.add_argument("--data", required=True, help="CIFAR-10 binary folder or .bin file, an .npz (x [N, H, W, 3] uint8), or a folder of PNGs")
+    p.add_argument("--test-data", default=None, help="images for the test bits/dim with the averaged weights at the end")
+    p.add_argument("--no-shuffle", action="store_true", help="take the images in file order")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--init-batch-size", type=int, default=16, help="images for the data-dependent init (the original's 100)")
+    p.add_argument("--init-from", default=None, help="start from these weights instead of the data-dependent init")
+    length = p.add_mutually_exclusive_group(required=True)
+    length.add_argument("--steps", type=int)
+    length.add_argument("--epochs", type=int)
+    p.add_argument("--lr", type=float, default=DEFAULT_LR)
+    p.add_argument("--lr-decay", type=float, default=DEFAULT_LR_DECAY)
+    p.add_argument("--mom1", type=float, default=DEFAULT_MOM1)
+    p.add_argument("--mom2", type=float, default=DEFAULT_MOM2)
+    p.add_argument("--eps", type=float, default=DEFAULT_EPS, help="inside the square root, as the original (PixelSNAIL: 1e-6)")
+    p.add_argument("--polyak-decay", type=float, default=DEFAULT_POLYAK_DECAY)
+    p.add_argument("--ema-order", default=DEFAULT_EMA_ORDER, choices=list(EMA_ORDERS),
+                   help="shadows from the weights before Adam's update (pre: the original's, measured) or after it (post)")
+    p.add_argument("--dropout-p", type=float, default=0.5)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--backend", default="torch", choices=["tf", "torch"])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", required=True, help="run folder: checkpoint.safetensors, last.safetensors, log.jsonl")
+    p.add_argument("--resume", action="store_true", help="go on from OUT/checkpoint.safetensors")
+    p.add_argument("--save-every", type=int, default=100)
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("run", help="apply a block or a model from a weight file to inputs from an .npz (a model also gives its loss)")
     p.add_argument("--weights", required=True)

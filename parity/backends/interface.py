@@ -102,6 +102,20 @@ class Backend(Protocol):
     def model_initialize(self, model: Any, given: Mapping[str, Any], masks: Any = None) -> np.ndarray:
         """The network's data-dependent init pass (with the keep-masks where given); its output."""
 
+    # -- training a network (the original's Adam, schedule and Polyak order) ----------------------------
+    def model_optimizer(self, model: Any, lr: float, lr_decay: float, mom1: float, mom2: float, eps: float) -> Any:
+        """The twin's ``OriginalAdam`` over the network's weights, with train.py's schedule."""
+
+    def model_train_step(self, model: Any, optimizer: Any, x: np.ndarray, h: np.ndarray | None, masks: Any, ema: str) -> float:
+        """One step (loss, gradients, Adam, Polyak in the order ``ema``) on NHWC ``x`` and the given
+        keep-masks (one per block, call order); the step's summed loss, before the update."""
+
+    def model_optimizer_state(self, model: Any, optimizer: Any) -> dict[str, np.ndarray]:
+        """Adam's state under the original's names: ``<name>_adam_mg``, ``<name>_adam_v`` (TF layout), ``adam_t``."""
+
+    def model_set_optimizer_state(self, model: Any, optimizer: Any, tensors: Arrays) -> None:
+        """Adam's state and the schedule's position from :meth:`model_optimizer_state`'s tensors."""
+
     # -- one weight-normalised layer --------------------------------------------------------------
     def build_layer(self, case: Any, dtype: str, device: str, weights: Arrays, initialized: bool) -> Any:
         """The case's layer holding ``weights`` (``V``, and ``g``, ``b`` where given)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import weakref
 from typing import Any, Iterator, Mapping, Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -133,12 +134,25 @@ def apply(net: Any, inputs: Mapping[str, np.ndarray], use_ema: bool = False, ini
     if init:
         out = net.initialize(*given)
     else:
-        out = tf.function(lambda *t: net(*t, use_ema=use_ema), autograph=False)(*given)
+        out = _graph_forward(net, use_ema)(*given)
     if not kind.network:
         return {"out": out.numpy()}
     from tf_impl.mixture import discretized_mix_logistic_loss
 
     return {"out": out.numpy(), "loss": np.float64(discretized_mix_logistic_loss(given[0], out).numpy())}
+
+
+_GRAPHS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _graph_forward(net: Any, use_ema: bool) -> Any:
+    """The net's forward as a ``tf.function``, one per net and ``use_ema``, kept while the net lives
+    (a new function per call would retrace every time)."""
+    graphs = _GRAPHS.setdefault(net, {})
+    if use_ema not in graphs:
+        held = weakref.ref(net)  # the function must not keep its own key alive
+        graphs[use_ema] = tf.function(lambda *t: held()(*t, use_ema=use_ema), autograph=False)
+    return graphs[use_ema]
 
 
 def sample(net: Any, noise: Mapping[str, np.ndarray], h: np.ndarray | None = None, use_ema: bool = False,
@@ -242,3 +256,51 @@ def layer_initialize(layer: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray,
     """(g, b, output) of the layer's init pass on ``x``."""
     out = layer.initialize(tf.constant(x, dtype=layer.variable_dtype))
     return layer.g.numpy(), layer.b.numpy(), out.numpy()
+
+
+# -- training (tf_impl.optim, tf_impl.train) ----------------------------------------------------------
+SLOTS = ("mg", "v")  # the original's names of Adam's second and first moment; saved as "<tf1 name>_adam_<slot>"
+
+
+def model_optimizer(model: Any, lr: float, lr_decay: float, mom1: float, mom2: float, eps: float) -> Any:
+    """``OriginalAdam`` with train.py's schedule (``OriginalDecay``), built over the trainable variables."""
+    from tf_impl.optim import OriginalAdam, OriginalDecay
+
+    optimizer = OriginalAdam(OriginalDecay(lr, lr_decay), mom1=mom1, mom2=mom2, eps=eps)
+    optimizer.build(model.trainable_variables)
+    return optimizer
+
+
+def model_train_step(model: Any, optimizer: Any, x: np.ndarray, h: np.ndarray | None, masks: Any, ema: str) -> float:
+    """One original train step on NHWC ``x`` with the given keep-masks; the step's summed loss."""
+    from tf_impl.train import train_step
+
+    dt = model.variable_dtype
+    return float(train_step(model, optimizer, to_tf(x, dt), to_tf(h, dt), dropout_masks=_masks(model, masks), ema=ema))
+
+
+def _slot_variables(model: Any, optimizer: Any) -> dict[str, Any]:
+    """``<tf1 name>_adam_<slot>`` -> the optimiser's slot variable, for every raw weight."""
+    variables = _variables(model)
+    out = {}
+    for row in table_for(config_of(model), shadows=False):
+        index = optimizer._get_variable_index(variables[row.keras_path])
+        for slot, store in zip(SLOTS, (optimizer._mg, optimizer._v)):
+            if store:
+                out[f"{row.tf1_name}_adam_{slot}"] = store[index]
+    return out
+
+
+def model_optimizer_state(model: Any, optimizer: Any) -> dict[str, np.ndarray]:
+    """Adam's state under the original's names: ``<name>_adam_mg``, ``<name>_adam_v``, and ``adam_t``
+    (the counter: steps taken + 1)."""
+    out = {k: v.numpy() for k, v in _slot_variables(model, optimizer).items()}
+    out["adam_t"] = np.array([int(optimizer.iterations.numpy()) + 1], np.float64)
+    return out
+
+
+def model_set_optimizer_state(model: Any, optimizer: Any, tensors: Mapping[str, np.ndarray]) -> None:
+    """Adam's state and the schedule's position from :func:`model_optimizer_state`'s tensors."""
+    for name, var in _slot_variables(model, optimizer).items():
+        var.assign(np.asarray(tensors[name], dtype=var.dtype))
+    optimizer.iterations.assign(int(np.asarray(tensors["adam_t"]).reshape(-1)[0]) - 1)

@@ -61,10 +61,16 @@ def _param0(net: Any) -> torch.Tensor:
     return next(net.parameters())
 
 
+def _owned(t: torch.Tensor) -> np.ndarray:
+    """A copy of a weight or a state tensor as NumPy: ``.numpy()`` of a CPU tensor shares its memory,
+    so an exported array would change with the next step."""
+    return t.detach().cpu().numpy().copy()
+
+
 def export_weights(net: Any) -> dict[str, np.ndarray]:
     """The net's tensors under their TF1 names, TF layout (shadows included when it has them)."""
     state = net.state_dict()
-    return {row.tf1_name: row.from_torch_layout(state[row.torch_key].detach().cpu().numpy()) for row in table_for(config_of(net))}
+    return {row.tf1_name: row.from_torch_layout(_owned(state[row.torch_key])) for row in table_for(config_of(net))}
 
 
 def import_weights(net: Any, tensors: Mapping[str, np.ndarray], initialized: bool = True) -> None:
@@ -276,4 +282,62 @@ def layer_forward_and_gradients(layer: Any, x: np.ndarray, cotangent_for: Any, r
 def layer_initialize(layer: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(g, b, output) of the layer's init pass on ``x``."""
     out = layer.initialize(to_torch(x, layer.V.dtype, str(layer.V.device)))
-    return layer.g.detach().cpu().numpy(), layer.b.detach().cpu().numpy(), to_numpy(out)
+    return _owned(layer.g), _owned(layer.b), to_numpy(out)
+
+
+# -- training (torch_impl.optim, torch_impl.train) ----------------------------------------------------
+SLOTS = ("mg", "v")  # the original's names of Adam's second and first moment; saved as "<tf1 name>_adam_<slot>"
+
+
+def model_optimizer(model: Any, lr: float, lr_decay: float, mom1: float, mom2: float, eps: float) -> Any:
+    """``OriginalAdam`` over the network's parameters with train.py's schedule (a ``LambdaLR``)."""
+    from torch_impl.optim import OriginalAdam, original_schedule
+
+    optimizer = OriginalAdam(model.parameters(), lr=lr, mom1=mom1, mom2=mom2, eps=eps)
+    return optimizer, original_schedule(optimizer, lr_decay)
+
+
+def model_train_step(model: Any, optimizer: Any, x: np.ndarray, h: np.ndarray | None, masks: Any, ema: str) -> float:
+    """One original train step on NHWC ``x`` with the given keep-masks; the step's summed loss."""
+    from torch_impl.train import train_step
+
+    adam, schedule = optimizer
+    dt, device = _param0(model).dtype, str(_param0(model).device)
+    loss = train_step(model, adam, to_torch(x, dt, device), to_torch(h, dt, device), dropout_masks=_masks(model, masks),
+                      ema=ema, scheduler=schedule)
+    return float(loss)
+
+
+def model_optimizer_state(model: Any, optimizer: Any) -> dict[str, np.ndarray]:
+    """Adam's state under the original's names (TF layout): ``<name>_adam_mg``, ``<name>_adam_v``, and
+    ``adam_t`` (the counter, steps taken + 1, as a one-element vector)."""
+    adam, _ = optimizer
+    params = dict(model.named_parameters())
+    out: dict[str, np.ndarray] = {}
+    t = 1
+    for row in table_for(config_of(model), shadows=False):
+        state = adam.state.get(params[row.torch_key], {})
+        t = state.get("t", t)
+        for slot in SLOTS:
+            if slot in state:
+                out[f"{row.tf1_name}_adam_{slot}"] = row.from_torch_layout(_owned(state[slot]))
+    out["adam_t"] = np.array([t], np.float64)
+    return out
+
+
+def model_set_optimizer_state(model: Any, optimizer: Any, tensors: Mapping[str, np.ndarray]) -> None:
+    """Adam's state and the schedule's position from :func:`model_optimizer_state`'s tensors."""
+    adam, schedule = optimizer
+    t = int(np.asarray(tensors["adam_t"]).reshape(-1)[0])
+    params = dict(model.named_parameters())
+    for row in table_for(config_of(model), shadows=False):
+        p = params[row.torch_key]
+        state = {"t": t}
+        for slot in SLOTS:
+            name = f"{row.tf1_name}_adam_{slot}"
+            if name in tensors:
+                state[slot] = torch.as_tensor(row.to_torch_layout(np.asarray(tensors[name])), dtype=p.dtype, device=p.device)
+        adam.state[p] = state
+    schedule.last_epoch = t - 1  # the steps taken: the next runs at step t's rate
+    for group, base, factor in zip(adam.param_groups, schedule.base_lrs, schedule.lr_lambdas):
+        group["lr"] = base * factor(t - 1)

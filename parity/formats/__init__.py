@@ -5,6 +5,7 @@
 * torch ``state_dict`` (:mod:`.torch_file`): ``*.safetensors`` with ``torch_impl`` keys in torch
   layout; written as ``*.torch.safetensors``;
 * Keras (:mod:`.keras`): ``*.weights.h5`` as ``save_weights`` writes it (needs TensorFlow);
+* a training checkpoint (:mod:`.training`, written by ``train``), read as the network's tensors;
 * an original TF1 checkpoint prefix (:mod:`.tf1`, ``PREFIX.index`` + ``PREFIX.data-*``), read only:
   one block under ``--scope`` (``model``) or, with ``--model``, the whole network; optimiser slots
   skipped and counted.
@@ -21,11 +22,11 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from parity.formats import canonical, keras, tf1, torch_file
+from parity.formats import canonical, keras, tf1, torch_file, training
 from parity.formats.base import Format, Loaded, file_kind
 from parity.formats.safetensors_io import read_safetensors_header
 
-FORMATS: dict[str, Format] = {f.name: f for f in (canonical.FORMAT, torch_file.FORMAT, keras.FORMAT, tf1.FORMAT)}
+FORMATS: dict[str, Format] = {f.name: f for f in (canonical.FORMAT, torch_file.FORMAT, keras.FORMAT, tf1.FORMAT, training.FORMAT)}
 
 __all__ = ["FORMATS", "Format", "Loaded", "convert", "detect_format", "read_any", "write_any"]
 
@@ -39,6 +40,8 @@ def detect_format(path: str) -> str:
     fmt = read_safetensors_header(path)[1].get("format")
     if fmt == canonical.FORMAT_TAG:
         return "canonical"
+    if fmt == training.TRAIN_TAG:
+        return "training"
     if fmt not in torch_file.TORCH_FORMATS:
         raise ValueError(f"{path}: expected metadata format {canonical.FORMAT_TAG!r} (canonical) or one of "
                          f"{list(torch_file.TORCH_FORMATS[:-1])} or none (torch state_dict); received format={fmt!r}")

@@ -1,0 +1,150 @@
+"""Training images in the formats users have, and the order the original's data loader feeds them.
+
+Sources (:func:`load_images`, each as uint8 ``[N, H, W, 3]``):
+
+* CIFAR-10's *binary* version: a ``.bin`` file or a folder of them (``data_batch_1.bin`` ...
+  ``data_batch_5.bin`` for training, ``test_batch.bin``), each record one label byte and 3072 bytes
+  of red, green, blue planes, read with NumPy (no pickle). The *python* version (``data_batch_1``
+  pickles, ``batches.meta``) is refused with a pointer to the binary one;
+* ``.npz`` files with ``x`` uint8 ``[N, H, W, 3]``, or ``data`` uint8 ``[N, 3 H W]`` in red, green,
+  blue planes (the downsampled ImageNet 32x32 / 64x64 files);
+* a folder of PNG files (read with Pillow, which must be installed: ``pip install pillow``).
+
+Order (:class:`Batches`), as PixelCNN++'s ``DataLoader`` with ``shuffle``: one ``RandomState(seed)``
+whose permutations compose (each epoch permutes the previous epoch's order); the data-dependent
+init takes the first ``init_batch_size`` images of the first permutation, then the loader rewinds
+and training starts a new permutation; an epoch's last incomplete batch is dropped. Without
+shuffling the images come in file order, the init batch being the first ones. The order is a
+function of the seed and the step, so a resumed run replays it.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import zipfile
+
+import numpy as np
+
+CIFAR_SIDE = 32
+CIFAR_RECORD = 1 + 3 * CIFAR_SIDE * CIFAR_SIDE  # label byte, then R, G, B planes
+
+
+def read_cifar_bin(path: str) -> np.ndarray:
+    """Images ``[N, 32, 32, 3]`` of one CIFAR-10 binary batch file."""
+    size = os.path.getsize(path)
+    if size == 0 or size % CIFAR_RECORD:
+        raise ValueError(f"{path}: expected CIFAR-10 binary records of {CIFAR_RECORD} bytes; the file has {size} bytes")
+    records = np.fromfile(path, np.uint8).reshape(-1, CIFAR_RECORD)
+    return np.ascontiguousarray(records[:, 1:].reshape(-1, 3, CIFAR_SIDE, CIFAR_SIDE).transpose(0, 2, 3, 1))
+
+
+def _refuse_cifar_python(path: str) -> None:
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if head[:1] == b"\x80":
+        raise ValueError(f"{path}: this is CIFAR-10's python version (pickles, never unpickled here); use the binary "
+                         "version, cifar-10-binary.tar.gz (data_batch_1.bin ... test_batch.bin)")
+
+
+def read_npz(path: str) -> np.ndarray:
+    """``x`` ``[N, H, W, 3]`` or ``data`` ``[N, 3 H W]`` (planes) of an ``.npz``, uint8; nothing else is read."""
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise ValueError(f"{path}: expected an .npz archive with x [N, H, W, 3] uint8; could not read it ({exc})") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path}: expected an .npz archive with x [N, H, W, 3] uint8; received a single array")
+    with archive as f:
+        if "x" in f.files:
+            x = f["x"]
+            if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] != 3:
+                raise ValueError(f"{path}: expected x uint8 [N, H, W, 3]; received {x.dtype} {x.shape}")
+            return x
+        if "data" in f.files:
+            d = f["data"]
+            side = int(round((d.shape[-1] / 3) ** 0.5)) if d.ndim == 2 else 0
+            if d.dtype != np.uint8 or d.ndim != 2 or 3 * side * side != d.shape[1]:
+                raise ValueError(f"{path}: expected data uint8 [N, 3 H W] (square images); received {d.dtype} {d.shape}")
+            return np.ascontiguousarray(d.reshape(-1, 3, side, side).transpose(0, 2, 3, 1))
+        raise ValueError(f"{path}: expected an array x [N, H, W, 3] or data [N, 3 H W]; the archive holds {f.files}")
+
+
+def read_png_folder(path: str, files: list[str]) -> np.ndarray:
+    try:
+        from PIL import Image
+    except ImportError:
+        raise ImportError(f"{path}: reading a folder of PNG files needs Pillow: pip install pillow") from None
+    images = []
+    for name in files:
+        with Image.open(name) as im:
+            a = np.asarray(im.convert("RGB"), np.uint8)
+        if images and a.shape != images[0].shape:
+            raise ValueError(f"{name}: expected every image {images[0].shape[:2]} like the first; received {a.shape[:2]}")
+        images.append(a)
+    return np.stack(images)
+
+
+def load_images(path: str, split: str = "train") -> np.ndarray:
+    """uint8 ``[N, H, W, 3]`` from a CIFAR-10 binary file or folder (``split``: ``train`` takes the
+    ``data_batch_*.bin`` files, ``test`` ``test_batch.bin``), an ``.npz``, or a folder of PNGs."""
+    if os.path.isdir(path):
+        bins = sorted(glob.glob(os.path.join(path, "data_batch_*.bin")) if split == "train" else
+                      glob.glob(os.path.join(path, "test_batch.bin")))
+        if bins:
+            return np.concatenate([read_cifar_bin(b) for b in bins])
+        for name in ("data_batch_1", "test_batch", "batches.meta"):
+            if os.path.isfile(os.path.join(path, name)):
+                _refuse_cifar_python(os.path.join(path, name))
+        pngs = sorted(glob.glob(os.path.join(path, "*.png")))
+        if pngs:
+            return read_png_folder(path, pngs)
+        raise ValueError(f"{path}: expected CIFAR-10 binary batches (data_batch_*.bin, test_batch.bin) or PNG files; found neither")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    if path.endswith(".bin"):
+        return read_cifar_bin(path)
+    if path.endswith(".npz"):
+        return read_npz(path)
+    _refuse_cifar_python(path)
+    raise ValueError(f"{path}: expected a CIFAR-10 .bin file or folder, an .npz or a folder of PNGs")
+
+
+def to_model_range(x: np.ndarray, dtype: str = "float32") -> np.ndarray:
+    """uint8 images to the network's [-1, 1]: ``(x - 127.5) / 127.5`` in double, then ``dtype`` (as train.py)."""
+    return ((x.astype(np.float64) - 127.5) / 127.5).astype(dtype)
+
+
+class Batches:
+    """The original loader's order over ``n`` images: ``init()`` the init batch's indices, ``batch(s)``
+    step s's (1-based) indices; a pure function of ``seed`` and ``s``."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, shuffle: bool = True, init_batch_size: int = 0) -> None:
+        if batch_size < 1 or batch_size > n:
+            raise ValueError(f"Expected a batch size in [1, {n}] (the number of images). Received: {batch_size}")
+        if init_batch_size > n:
+            raise ValueError(f"Expected an init batch size of at most {n} (the number of images). Received: {init_batch_size}")
+        self.n, self.batch_size, self.seed, self.shuffle, self.init_batch_size = n, batch_size, seed, shuffle, init_batch_size
+        self.per_epoch = n // batch_size
+        self._orders: list[np.ndarray] = [np.arange(n)]
+        self._rng = np.random.RandomState(seed)
+
+    def _order(self, k: int) -> np.ndarray:
+        """The order after ``k`` permutations (``k = 1``: the init's; ``k = e + 2``: training epoch e's)."""
+        if not self.shuffle:
+            return self._orders[0]
+        while len(self._orders) <= k:
+            self._orders.append(self._orders[-1][self._rng.permutation(self.n)])
+            if len(self._orders) > 3:  # only the last two are ever asked for again
+                self._orders[-3] = None  # type: ignore[call-overload]
+        return self._orders[k]
+
+    def init(self) -> np.ndarray:
+        return self._order(1)[: self.init_batch_size]
+
+    def epoch_of(self, step: int) -> int:
+        return (step - 1) // self.per_epoch
+
+    def batch(self, step: int) -> np.ndarray:
+        epoch, i = divmod(step - 1, self.per_epoch)
+        return self._order(epoch + 2)[i * self.batch_size:(i + 1) * self.batch_size]

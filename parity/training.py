@@ -1,0 +1,256 @@
+"""Training a network as the original's ``train.py`` trains it, in either backend, resumable.
+
+:func:`train` runs in the chosen backend's worker process (:mod:`parity.isolation`). Everything a
+step consumes comes from NumPy and is a function of the seed and the step: the batch (the original
+loader's order, :class:`parity.data.Batches`) and the dropout keep-masks (drawn from
+``default_rng((seed, 1, step))``; the init pass's from ``(seed, 0)``), and so are the weights before
+the data-dependent init (``(seed, 2)``). So both twins train on the same
+numbers, and a run resumed from a checkpoint replays exactly what an uninterrupted run would have
+done: ``DIR/checkpoint.safetensors`` (:mod:`parity.formats.training`) holds the weights, shadows,
+Adam's state and the step, written atomically every ``save_every`` steps and at the end, together
+with ``DIR/last.safetensors`` (the canonical model file ``run``, ``sample`` and ``convert`` read) and
+``DIR/log.jsonl`` (one object per step: ``step``, ``loss`` of the step's forward before its update,
+``bpd``, ``lr``). A resumed run drops log lines past its checkpoint's step.
+
+The step itself is the twin's (``torch_impl.train.train_step``, ``tf_impl.train.train_step``): the
+summed loss in nats, ``OriginalAdam``, the learning rate ``lr * lr_decay ** s`` at step s, and the
+Polyak update from the parameters before Adam's (``ema="pre"``, the original's measured order) or
+after it (``"post"``). The shadows start at the weights after the data-dependent init (or as the
+``--init-from`` file holds them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from gated_spec.training import (DEFAULT_EMA_ORDER, DEFAULT_EPS, DEFAULT_LR, DEFAULT_LR_DECAY, DEFAULT_MOM1, DEFAULT_MOM2,
+                                 EMA_ORDERS, learning_rate)
+
+CHECKPOINT, LAST, LOG = "checkpoint.safetensors", "last.safetensors", "log.jsonl"
+# What a resumed run must agree on with its checkpoint (the rest, e.g. --steps or --save-every, may change).
+AGREE = ("config", "batch_size", "init_batch_size", "seed", "shuffle", "lr", "lr_decay", "mom1", "mom2", "eps", "ema", "data")
+
+
+@dataclass
+class TrainOptions:
+    """One training run. ``config``: a network's config (with its ``model`` key); ``steps`` or ``epochs``."""
+
+    config: dict[str, Any]
+    data: str
+    out: str
+    backend: str = "torch"
+    steps: int | None = None
+    epochs: int | None = None
+    batch_size: int = 16
+    init_batch_size: int = 16
+    init_from: str | None = None
+    lr: float = DEFAULT_LR
+    lr_decay: float = DEFAULT_LR_DECAY
+    mom1: float = DEFAULT_MOM1
+    mom2: float = DEFAULT_MOM2
+    eps: float = DEFAULT_EPS
+    seed: int = 1
+    shuffle: bool = True
+    save_every: int = 100
+    ema: str = DEFAULT_EMA_ORDER
+    resume: bool = False
+    test_data: str | None = None
+    device: str = "cpu"
+    progress: bool = False
+
+    def check(self) -> None:
+        from parity.kinds import kind_of, normalize
+
+        self.config = normalize(self.config)
+        if not kind_of(self.config).network:
+            raise ValueError("expected a network to train (--model); a block alone has no loss")
+        if self.config.get("h_channels"):
+            raise ValueError("training a conditional network (h_channels) needs per-image h, which the data formats here do not carry")
+        if (self.steps is None) == (self.epochs is None):
+            raise ValueError(f"expected one of --steps or --epochs; received steps={self.steps}, epochs={self.epochs}")
+        for name in ("steps", "epochs", "batch_size", "save_every"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"expected --{name.replace('_', '-')} to be a positive integer; received {value!r}")
+        if self.init_from is None and self.init_batch_size < 1:
+            raise ValueError(f"expected --init-batch-size >= 1 (or --init-from weights); received {self.init_batch_size}")
+        if self.ema not in EMA_ORDERS:
+            raise ValueError(f"expected --ema-order one of {list(EMA_ORDERS)}; received {self.ema!r}")
+        if not (self.lr > 0 and self.lr_decay > 0 and 0 <= self.mom1 < 1 and 0 <= self.mom2 < 1 and self.eps >= 0):
+            raise ValueError(f"expected lr > 0, lr_decay > 0, mom1 and mom2 in [0, 1), eps >= 0; received lr={self.lr}, "
+                             f"lr_decay={self.lr_decay}, mom1={self.mom1}, mom2={self.mom2}, eps={self.eps}")
+
+
+def train(options: TrainOptions) -> dict[str, Any]:
+    """Run (or resume) a training run in the backend's worker; returns a summary."""
+    from parity import isolation
+
+    options.check()
+    return isolation.call(options.backend, "parity.training:train_here", options)
+
+
+def _digest(images: np.ndarray) -> str:
+    return hashlib.sha256(images.tobytes()).hexdigest()[:16]
+
+
+def _masks(config: dict[str, Any], seed: tuple[int, ...], batch: int, height: int, width: int) -> list[np.ndarray] | None:
+    """The step's keep-masks, one per block in call order (NHWC float32), or none without dropout."""
+    from gated_spec.model import dropout_mask_shapes
+    from parity.configs import model_args
+
+    p = config["dropout_p"]
+    if p == 0:
+        return None
+    rng = np.random.default_rng(seed)
+    return [(rng.uniform(size=s) >= p).astype(np.float32) for s in dropout_mask_shapes(model_args(config), batch, height, width)]
+
+
+def _start_weights(config: dict[str, Any], seed: int) -> dict[str, np.ndarray]:
+    """The weights before the data-dependent init, drawn in NumPy so that both twins start alike: ``V``
+    and ``hw`` from N(0, 0.05) as the original's initialisers, ``g`` 1 and ``b`` 0 (the init sets both)."""
+    from parity.kinds import table_for
+
+    rng = np.random.default_rng((seed, 2))
+    out = {}
+    for row in table_for(config, shadows=False):
+        leaf = row.tf1_name.rsplit("/", 1)[1]
+        value = rng.normal(0.0, 0.05, row.shape) if leaf in ("V", "hw") else np.full(row.shape, 1.0 if leaf == "g" else 0.0)
+        out[row.tf1_name] = value.astype(np.float32)
+    return out
+
+
+def _bits_per_dim(loss: float, batch: int, height: int, width: int) -> float:
+    return loss / (math.log(2.0) * batch * height * width * 3)
+
+
+def _read_log(path: str, upto: int) -> list[str]:
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        lines = [line for line in f if line.strip()]
+    return [line if line.endswith("\n") else line + "\n" for line in lines if json.loads(line).get("step", 0) <= upto]
+
+
+def train_here(options: TrainOptions) -> dict[str, Any]:
+    """:func:`train` in this process (what the worker runs)."""
+    from gated_spec.model import check_image_size
+    from parity.atomic import atomic_path
+    from parity.backends import get_backend
+    from parity.data import Batches, load_images, to_model_range
+    from parity.formats import read_any
+    from parity.formats.canonical import save_canonical
+    from parity.formats.training import read_checkpoint, write_checkpoint
+    from parity.kinds import kind_of
+
+    options.check()
+    images = load_images(options.data)
+    N, H, W, _ = images.shape
+    check_image_size("train", H, W)
+    batches = Batches(N, options.batch_size, options.seed, options.shuffle, 0 if options.init_from else options.init_batch_size)
+    total = options.steps if options.steps is not None else options.epochs * batches.per_epoch
+    run = {"config": options.config, "batch_size": options.batch_size, "init_batch_size": options.init_batch_size,
+           "seed": options.seed, "shuffle": options.shuffle, "lr": options.lr, "lr_decay": options.lr_decay,
+           "mom1": options.mom1, "mom2": options.mom2, "eps": options.eps, "ema": options.ema,
+           "data": {"n": N, "shape": [H, W, 3], "sha256": _digest(images)}}
+    ckpt, last, log = (os.path.join(options.out, name) for name in (CHECKPOINT, LAST, LOG))
+    if options.resume:
+        if not os.path.exists(ckpt):
+            raise ValueError(f"--resume: {ckpt} does not exist; nothing to resume (start without --resume)")
+        loaded, adam_state, state = read_checkpoint(ckpt)
+        differ = [k for k in AGREE if json.loads(json.dumps(state.get(k))) != json.loads(json.dumps(run[k]))]
+        if differ:
+            raise ValueError(f"--resume: the run in {ckpt} has " + ", ".join(f"{k}={state.get(k)!r}" for k in differ)
+                             + "; the options give " + ", ".join(f"{k}={run[k]!r}" for k in differ))
+        start = int(state["step"])
+    else:
+        if os.path.exists(ckpt):
+            raise ValueError(f"{options.out} already holds a run ({CHECKPOINT}); pass --resume to go on, or another --out")
+        start = 0
+    if start > total:
+        raise ValueError(f"--resume: the checkpoint is at step {start}, past the {total} steps asked for")
+    os.makedirs(options.out, exist_ok=True)
+
+    backend = get_backend(options.backend)
+    config = options.config
+    with backend.parity_mode(options.device):
+        net = backend.build(config, "float32", options.device)
+        if options.resume:
+            backend.import_weights(net, loaded.tensors, True)
+        elif options.init_from:
+            source = read_any(options.init_from, {"model": config["model"]})
+            own = {k: v for k, v in config.items() if k not in ("dropout_p", "polyak_decay")}
+            differ = [k for k in own if source.config.get(k) != own[k]]
+            if differ:
+                raise ValueError(f"--init-from {options.init_from}: holds " + ", ".join(f"{k}={source.config.get(k)!r}" for k in differ)
+                                 + "; the options give " + ", ".join(f"{k}={own[k]!r}" for k in differ))
+            backend.import_weights(net, {k: v.astype(np.float32) for k, v in source.tensors.items()}, True)
+        else:
+            backend.import_weights(net, _start_weights(config, options.seed), initialized=False)
+            x_init = to_model_range(images[batches.init()])
+            given = backend.inputs({"x": x_init}, kind_of(config).inputs, "float32", options.device)
+            backend.model_initialize(net, given, _masks(config, (options.seed, 0), len(x_init), H, W))
+        optimizer = backend.model_optimizer(net, options.lr, options.lr_decay, options.mom1, options.mom2, options.eps)
+        if options.resume:
+            backend.model_set_optimizer_state(net, optimizer, adam_state)
+
+        lines = _read_log(log, start)
+        with atomic_path(log) as tmp, open(tmp, "w") as f:
+            f.writelines(lines)
+
+        def save(step: int) -> None:
+            tensors = backend.export_weights(net)
+            write_checkpoint(ckpt, tensors, backend.model_optimizer_state(net, optimizer), config,
+                             {**run, "step": step, "backend": options.backend, "steps_per_epoch": batches.per_epoch})
+            save_canonical(last, tensors, config, True)
+
+        began, loss = time.perf_counter(), float("nan")
+        with open(log, "a") as f:
+            for step in range(start + 1, total + 1):
+                x = to_model_range(images[batches.batch(step)])
+                loss = backend.model_train_step(net, optimizer, x, None,
+                                                _masks(config, (options.seed, 1, step), len(x), H, W), options.ema)
+                bpd = _bits_per_dim(loss, len(x), H, W)
+                f.write(json.dumps({"step": step, "epoch": batches.epoch_of(step), "loss": loss, "bpd": bpd,
+                                    "lr": learning_rate(options.lr, options.lr_decay, step)}) + "\n")
+                f.flush()
+                if step % options.save_every == 0 or step == total:
+                    save(step)
+                if options.progress:
+                    rate = (step - start) / max(time.perf_counter() - began, 1e-9)
+                    print(f"\rstep {step}/{total}  loss {loss:.1f}  bits/dim {bpd:.4f}  "
+                          f"lr {learning_rate(options.lr, options.lr_decay, step):.3g}  {rate:.2f} steps/s  "
+                          f"ETA {(total - step) / rate:.0f} s ", end="", file=sys.stderr, flush=True)
+            if options.progress:
+                print(file=sys.stderr)
+        if start == total:
+            save(total)
+        summary: dict[str, Any] = {"steps": total, "resumed_from": start, "loss": loss, "out": options.out}
+        if options.test_data:
+            summary["test_bpd_ema"] = _test_bits_per_dim(backend, net, config, load_images(options.test_data, "test"),
+                                                         options.batch_size, options.device)
+    return summary
+
+
+def _test_bits_per_dim(backend: Any, net: Any, config: dict[str, Any], images: np.ndarray, batch_size: int, device: str) -> float:
+    """Bits per dimension of the test images under the averaged weights (or the live ones without
+    shadows), over whole batches as the original's test loop."""
+    from parity.data import to_model_range
+
+    N, H, W, _ = images.shape
+    use_ema = config.get("polyak_decay") is not None
+    total, seen = 0.0, 0
+    for i in range(0, N - batch_size + 1, batch_size):
+        total += float(backend.apply(net, {"x": to_model_range(images[i:i + batch_size])}, use_ema=use_ema)["loss"])
+        seen += batch_size
+    if not seen:
+        raise ValueError(f"--test-data holds {N} images, fewer than one batch of {batch_size}")
+    return _bits_per_dim(total, seen, H, W)

@@ -1,0 +1,147 @@
+"""Training runs: the data formats, the original loader's order, the ``train`` command, and a run
+killed with SIGKILL and resumed ending exactly where an uninterrupted run ends."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from tests.conftest import HAVE, ROOT
+
+TINY = ["--nr-resnet", "1", "--nr-filters", "4", "--nr-logistic-mix", "2", "--batch-size", "4", "--init-batch-size", "4"]
+
+
+def _images(tmp_path, n: int = 20, seed: int = 0) -> str:
+    path = str(tmp_path / "d.npz")
+    np.savez(path, x=np.random.default_rng(seed).integers(0, 256, (n, 8, 8, 3), dtype=np.uint8))
+    return path
+
+
+def test_cifar10_binary_batches_are_read_without_pickle_and_the_python_version_is_refused(tmp_path):
+    from parity.data import CIFAR_RECORD, load_images, read_cifar_bin
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    records = np.concatenate([np.array([[7]] * 3, np.uint8), images.transpose(0, 3, 1, 2).reshape(3, -1)], axis=1)
+    assert records.shape[1] == CIFAR_RECORD
+    (tmp_path / "cifar").mkdir()
+    records.tofile(tmp_path / "cifar" / "data_batch_1.bin")
+    records[:1].tofile(tmp_path / "cifar" / "data_batch_2.bin")
+    records[1:].tofile(tmp_path / "cifar" / "test_batch.bin")
+    np.testing.assert_array_equal(read_cifar_bin(str(tmp_path / "cifar" / "data_batch_1.bin")), images)
+    np.testing.assert_array_equal(load_images(str(tmp_path / "cifar")), np.concatenate([images, images[:1]]))
+    np.testing.assert_array_equal(load_images(str(tmp_path / "cifar"), "test"), images[1:])
+    (tmp_path / "bad.bin").write_bytes(b"\0" * 100)
+    with pytest.raises(ValueError, match="expected CIFAR-10 binary records of 3073 bytes; the file has 100 bytes"):
+        load_images(str(tmp_path / "bad.bin"))
+    (tmp_path / "py").mkdir()
+    (tmp_path / "py" / "data_batch_1").write_bytes(b"\x80\x02}q\x00.")
+    with pytest.raises(ValueError, match="python version .* use the binary version"):
+        load_images(str(tmp_path / "py"))
+
+
+def test_npz_images_in_both_layouts_and_bad_ones_are_one_line_errors(tmp_path):
+    from parity.data import load_images
+
+    x = np.random.default_rng(1).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
+    np.savez(tmp_path / "x.npz", x=x)
+    np.savez(tmp_path / "planes.npz", data=x.transpose(0, 3, 1, 2).reshape(4, -1), labels=np.arange(4))
+    np.testing.assert_array_equal(load_images(str(tmp_path / "x.npz")), x)
+    np.testing.assert_array_equal(load_images(str(tmp_path / "planes.npz")), x)
+    np.savez(tmp_path / "f.npz", x=x.astype(np.float32))
+    with pytest.raises(ValueError, match=r"expected x uint8 \[N, H, W, 3\]; received float32"):
+        load_images(str(tmp_path / "f.npz"))
+    (tmp_path / "t.npz").write_text("not an archive")
+    with pytest.raises(ValueError, match="could not read it"):
+        load_images(str(tmp_path / "t.npz"))
+
+
+def test_the_loader_order_is_the_originals_and_a_function_of_seed_and_step():
+    from parity.data import Batches
+
+    b = Batches(10, 3, seed=5, shuffle=True, init_batch_size=4)
+    rng = np.random.RandomState(5)
+    first = np.arange(10)[rng.permutation(10)]  # the init's epoch ...
+    second = first[rng.permutation(10)]  # ... then the loader rewinds: training's first epoch permutes again
+    third = second[rng.permutation(10)]
+    np.testing.assert_array_equal(b.init(), first[:4])
+    assert b.per_epoch == 3  # the last incomplete batch is dropped
+    np.testing.assert_array_equal(np.concatenate([b.batch(s) for s in (1, 2, 3)]), second[:9])
+    np.testing.assert_array_equal(b.batch(4), third[:3])
+    again = Batches(10, 3, seed=5, shuffle=True, init_batch_size=4)
+    np.testing.assert_array_equal(again.batch(5), b.batch(5))  # replayed from the seed alone
+    plain = Batches(10, 3, seed=5, shuffle=False, init_batch_size=4)
+    np.testing.assert_array_equal(plain.init(), np.arange(4))
+    np.testing.assert_array_equal(plain.batch(4), np.arange(3))
+
+
+def _train(*args: str, out: str, start_new_session: bool = False) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.Popen([sys.executable, "-m", "parity", "train", *args, "--out", out], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=start_new_session)
+
+
+def _steps_logged(out: str) -> int:
+    try:
+        with open(os.path.join(out, "log.jsonl")) as f:
+            return sum(1 for line in f if line.strip())
+    except FileNotFoundError:
+        return 0
+
+
+@pytest.mark.parametrize("backend", [pytest.param(b, marks=pytest.mark.skipif(not HAVE[b], reason=f"{b} not installed"))
+                                     for b in ("torch", "tf")])
+def test_a_run_killed_with_sigkill_and_resumed_ends_where_an_uninterrupted_run_ends(tmp_path, backend):
+    from parity.formats.canonical import load_canonical
+
+    data = _images(tmp_path)
+    args = ["--data", data, *TINY, "--steps", "9", "--save-every", "2", "--backend", backend]
+    whole = _train(*args, out=str(tmp_path / "whole"))
+    assert whole.wait(timeout=300) == 0, whole.stderr.read()
+    killed = _train(*args, out=str(tmp_path / "killed"), start_new_session=True)
+    deadline = time.monotonic() + 240
+    while _steps_logged(str(tmp_path / "killed")) < 4 and killed.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(killed.pid, signal.SIGKILL)  # the command and its backend worker, mid-run
+    killed.wait(timeout=60)
+    assert killed.returncode == -signal.SIGKILL
+    logged = _steps_logged(str(tmp_path / "killed"))
+    assert 4 <= logged < 9, logged
+    resumed = _train(*args, "--resume", out=str(tmp_path / "killed"))
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert "from step " in out
+    a, config_a, _ = load_canonical(tmp_path / "whole" / "last.safetensors")
+    b, config_b, _ = load_canonical(tmp_path / "killed" / "last.safetensors")
+    assert config_a == config_b and sorted(a) == sorted(b)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)  # bit for bit, shadows included
+    with open(tmp_path / "whole" / "log.jsonl") as f, open(tmp_path / "killed" / "log.jsonl") as g:
+        assert f.read() == g.read()
+
+
+def test_a_run_refuses_to_overwrite_a_run_and_a_resume_that_does_not_fit(tmp_path):
+    if not HAVE["torch"]:
+        pytest.skip("torch not installed")
+    from parity.cli import main
+
+    data = _images(tmp_path)
+    out = str(tmp_path / "run")
+    assert main(["train", "--data", data, *TINY, "--steps", "2", "--out", out]) == 0
+    with open(os.path.join(out, "log.jsonl")) as f:
+        log = [json.loads(line) for line in f]
+    assert [e["step"] for e in log] == [1, 2] and all({"loss", "bpd", "lr"} <= set(e) for e in log)
+    before = open(os.path.join(out, "checkpoint.safetensors"), "rb").read()
+    assert main(["train", "--data", data, *TINY, "--steps", "2", "--out", out]) == 2
+    assert main(["train", "--data", data, *TINY, "--steps", "3", "--out", out, "--resume", "--lr", "0.01"]) == 2
+    assert open(os.path.join(out, "checkpoint.safetensors"), "rb").read() == before
+    assert main(["train", "--data", data, *TINY, "--steps", "3", "--out", str(tmp_path / "none"), "--resume"]) == 2
+    # the checkpoint reads as a weight file, and its last.safetensors runs
+    assert main(["convert", os.path.join(out, "checkpoint.safetensors"), str(tmp_path / "w.safetensors")]) == 0

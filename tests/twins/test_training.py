@@ -1,0 +1,124 @@
+"""The original's optimiser, schedule and train step in both twins: against the NumPy reference of
+``nn.adam_updates``, against each other over several steps, and the Polyak order."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gated_spec.training import learning_rate
+from tests import reference as ref
+from tests.conftest import BACKEND_PARAMS, BOTH
+
+CONFIG = {"model": "pixelcnn_pp", "nr_resnet": 1, "nr_filters": 4, "nr_logistic_mix": 2, "dropout_p": 0.5, "polyak_decay": 0.9995}
+
+
+def _grads(seed: int, shape: tuple[int, ...], steps: int, dtype: str) -> list[np.ndarray]:
+    """Gradients at every scale Adam sees, tiny ones included (where eps inside the root matters)."""
+    rng = np.random.default_rng(seed)
+    return [(rng.normal(size=shape) * 10.0 ** rng.integers(-7, 1, shape)).astype(dtype) for _ in range(steps)]
+
+
+def _run_optimizer(name: str, p0: np.ndarray, grads: list[np.ndarray], lr: float, lr_decay: float, mom1: float) -> np.ndarray:
+    """The twin's OriginalAdam (with its schedule) on one parameter fed the given gradients."""
+    dtype = str(p0.dtype)
+    if name == "torch":
+        import torch
+
+        from torch_impl.optim import OriginalAdam, original_schedule
+
+        p = torch.nn.Parameter(torch.as_tensor(p0.copy()))
+        opt = OriginalAdam([p], lr=lr, mom1=mom1, mom2=0.9995, eps=1e-8)
+        schedule = original_schedule(opt, lr_decay)
+        for g in grads:
+            p.grad = torch.as_tensor(g)
+            opt.step()
+            schedule.step()
+        return p.detach().numpy()
+    import tensorflow as tf
+
+    from tf_impl.optim import OriginalAdam, OriginalDecay
+
+    v = tf.Variable(p0.copy(), dtype=dtype)
+    opt = OriginalAdam(OriginalDecay(lr, lr_decay), mom1=mom1, mom2=0.9995, eps=1e-8)
+    for g in grads:
+        opt.apply([tf.constant(g)], [v])
+    return v.numpy()
+
+
+@pytest.mark.parametrize("name", BACKEND_PARAMS)
+@pytest.mark.parametrize("mom1", [0.95, 0.0])
+def test_original_adam_is_nn_adam_updates_with_epsilon_inside_the_root(name, mom1):
+    """Against the NumPy reference, operation by operation: float64 to the last bits (the schedule's
+    rate in double), float32 to an ulp or two of the update (TensorFlow's pow may round the bias
+    correction differently from NumPy's)."""
+    lr, lr_decay = 1e-3, 0.99
+    for dtype, tol in (("float64", 1e-15), ("float32", 3e-7)):
+        p0 = np.random.default_rng(1).normal(size=(5, 7)).astype(dtype)
+        grads = _grads(2, p0.shape, 6, dtype)
+        want, state = p0.copy(), {}
+        for s, g in enumerate(grads, 1):
+            want = ref.adam_updates(want, g, state, learning_rate(lr, lr_decay, s), mom1, 0.9995, 1e-8)
+        got = _run_optimizer(name, p0, grads, lr, lr_decay, mom1)
+        scale = np.abs(want - p0).max()  # the movement: the error is judged against it
+        assert np.abs(got - want).max() <= tol * max(scale, 1.0) + 4 * np.spacing(np.abs(want).max()), (dtype, np.abs(got - want).max())
+        # torch.optim.Adam's epsilon (outside the root) moves the tiny-gradient entries very differently:
+        # the reference is sensitive to where the epsilon sits.
+        naive = p0.astype(np.float64).copy()
+        m = v = np.zeros_like(naive)
+        for s, g in enumerate(grads, 1):
+            m = mom1 * m + (1 - mom1) * g
+            v = 0.9995 * v + 0.0005 * g.astype(np.float64) ** 2
+            mhat = m / (1 - mom1**s) if mom1 else g
+            naive = naive - learning_rate(lr, lr_decay, s) * mhat / (np.sqrt(v / (1 - 0.9995**s)) + 1e-8)
+        assert np.abs(naive - want).max() > 100 * tol * max(scale, 1.0)
+
+
+@BOTH
+def test_the_twins_train_in_lockstep_and_the_polyak_order_is_the_originals():
+    """Five steps of both twins from the same weights, batches and keep-masks, in float64: every weight,
+    shadow and loss agree to float64 rounding; with ``ema="pre"`` the shadows moved towards the weights
+    before each update, with ``"post"`` towards those after (the first step tells them apart)."""
+    from gated_spec import one_minus_decay
+    from gated_spec.model import dropout_mask_shapes
+    from parity.backends import get_backend
+    from parity.case import random_weights
+    from parity.configs import model_args
+
+    w = random_weights(CONFIG, 0, dtype=np.float64)
+    rng = np.random.default_rng(3)
+    data = [((np.round(rng.uniform(-1, 1, (2, 8, 8, 3)) * 127.5) / 127.5),
+             [(rng.uniform(size=s) >= 0.5).astype(np.float64) for s in dropout_mask_shapes(model_args(CONFIG), 2, 8, 8)])
+            for _ in range(5)]
+    result = {}
+    for name in ("tf", "torch"):
+        for ema in ("pre", "post"):
+            b = get_backend(name)
+            net = b.build(CONFIG, "float64")
+            b.import_weights(net, w)
+            opt = b.model_optimizer(net, 1e-3, 0.999, 0.95, 0.9995, 1e-8)
+            losses = [b.model_train_step(net, opt, x, None, masks, ema) for x, masks in data[:1]]
+            first = b.export_weights(net)
+            losses += [b.model_train_step(net, opt, x, None, masks, ema) for x, masks in data[1:]]
+            result[name, ema] = (losses, first, b.export_weights(net), b.model_optimizer_state(net, opt))
+    def close(a: np.ndarray, b: np.ndarray, what: str) -> None:
+        # A gradient entry that is a small difference of large products carries the convs' float64
+        # rounding (~1e-16 of those products) in absolute terms, and Adam's moments inherit it: the
+        # error is judged against the tensor's largest entries, not entry by entry.
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-11 * max(np.abs(b).max(), 1e-300), err_msg=what)
+
+    for ema in ("pre", "post"):
+        (lt, _, wt, st), (lo, _, wo, so) = result["tf", ema], result["torch", ema]
+        np.testing.assert_allclose(lt, lo, rtol=1e-12)
+        assert sorted(wt) == sorted(wo) and sorted(st) == sorted(so)
+        assert float(st["adam_t"][0]) == float(so["adam_t"][0]) == 6.0
+        for k in wt:
+            close(wt[k], wo[k], k)
+        for k in st:
+            close(st[k], so[k], k)
+    d = one_minus_decay(0.9995)
+    for ema, source in (("pre", w), ("post", None)):
+        first = result["torch", ema][1]
+        for k in ("conv2d_0/V", "dense_0/b"):
+            live = w[k] if source is not None else first[k]
+            np.testing.assert_allclose(first[k + "/ExponentialMovingAverage"], w[k] - (w[k] - live) * d, rtol=1e-12, atol=1e-15)
