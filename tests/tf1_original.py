@@ -345,3 +345,102 @@ def write_model_checkpoint(prefix: str, config: Mapping[str, Any], init_batch: M
             saver.save(sess, prefix, write_meta_graph=False)
             del slots
     return result
+
+
+# -- the original trainer: loss, nn.adam_updates and the EMA in one tf.group -------------------------------
+def mixture_loss(x: tf.Tensor, l: tf.Tensor) -> tf.Tensor:
+    """docs/model_spec.md's ``discretized_mix_logistic_loss`` (summed over the batch), in graph ops."""
+    M = l.shape[-1] // 10
+    logit_probs = l[..., :M]
+    rest = tf.reshape(l[..., M:], [-1, *l.shape[1:3], 3, 3 * M])
+    means, log_scales, coeffs = rest[..., :M], tf.maximum(rest[..., M:2 * M], -7.0), tf.tanh(rest[..., 2 * M:])
+    xs = tf.expand_dims(x, -1) + tf.zeros_like(means)
+    m2 = means[..., 1:2, :] + coeffs[..., 0:1, :] * xs[..., 0:1, :]
+    m3 = means[..., 2:3, :] + coeffs[..., 1:2, :] * xs[..., 0:1, :] + coeffs[..., 2:3, :] * xs[..., 1:2, :]
+    means = tf.concat([means[..., 0:1, :], m2, m3], axis=3)
+    centered = xs - means
+    inv = tf.exp(-log_scales)
+    plus, minus = inv * (centered + 1.0 / 255.0), inv * (centered - 1.0 / 255.0)
+    cdf_delta = tf.sigmoid(plus) - tf.sigmoid(minus)
+    log_cdf_plus = plus - tf.nn.softplus(plus)
+    log_one_minus_cdf_min = -tf.nn.softplus(minus)
+    mid = inv * centered
+    log_pdf_mid = mid - log_scales - 2.0 * tf.nn.softplus(mid)
+    inner = tf.where(cdf_delta > 1e-5, tf.math.log(tf.maximum(cdf_delta, 1e-12)), log_pdf_mid - np.log(127.5))
+    log_probs = tf.where(xs < -0.999, log_cdf_plus, tf.where(xs > 0.999, log_one_minus_cdf_min, inner))
+    log_probs = tf.reduce_sum(log_probs, 3) + tf.nn.log_softmax(logit_probs)
+    return -tf.reduce_sum(tf.reduce_logsumexp(log_probs, -1))
+
+
+def adam_updates(params: list, grads: list, lr: Any, mom1: float, mom2: float, eps: float) -> Any:
+    """The original's ``nn.adam_updates``, in its own graph ops and variable creation order: the
+    counter ``t`` (from 1), then per parameter its second moment ``mg`` and first moment ``v`` (each
+    ``tf.Variable(value, name)``: the name lands in ``trainable``, so they save as ``Variable_k``);
+    the counter's increment ordered after the updates (see below)."""
+    updates = []
+    t = v1.Variable(1.0, "adam_t")
+    for p, g in zip(params, grads):
+        mg = v1.Variable(tf.zeros(p.shape, p.dtype.base_dtype), p.name + "_adam_mg")
+        if mom1 > 0:
+            v = v1.Variable(tf.zeros(p.shape, p.dtype.base_dtype), p.name + "_adam_v")
+            v_t = mom1 * v + (1.0 - mom1) * g
+            v_hat = v_t / (1.0 - tf.pow(tf.constant(mom1, p.dtype.base_dtype), tf.cast(t, p.dtype.base_dtype)))
+            updates.append(v.assign(v_t))
+        else:
+            v_hat = g
+        mg_t = mom2 * mg + (1.0 - mom2) * tf.square(g)
+        mg_hat = mg_t / (1.0 - tf.pow(tf.constant(mom2, p.dtype.base_dtype), tf.cast(t, p.dtype.base_dtype)))
+        g_t = v_hat / tf.sqrt(mg_hat + eps)
+        updates.append(mg.assign(mg_t))
+        updates.append(p.assign(p - tf.cast(lr, p.dtype.base_dtype) * g_t))
+    # The original appends t.assign_add(1) to the same group: nothing orders it after the reads of t
+    # above, and with a RefVariable some updates then see t + 1 (measured here with grappler off: the
+    # first step's bias correction of some layers at t = 2). The increment after the updates is the
+    # order measured on the original graph (t = 1 on the first step).
+    with tf.control_dependencies(updates):
+        updates.append(t.assign_add(1))
+    return tf.group(*updates)
+
+
+def train_model(weights: Mapping[str, np.ndarray], config: Mapping[str, Any], batches: list[np.ndarray], lr: float,
+                lr_decay: float, mom1: float, mom2: float, eps: float, decay: float = 0.9995,
+                dtype: Any = tf.float32) -> dict[str, Any]:
+    """train.py's loop on the network without dropout, from initialised ``weights`` (canonical names,
+    shadows started as copies of them): per step ``lr *= lr_decay`` in Python, fed as a placeholder;
+    the loss and its gradients; the EMA update; ``nn.adam_updates``.
+
+    The original runs the last two and the gradients in one ``sess.run(tf.group(...))`` with no control
+    dependency: with the RefVariables of a TF1 graph the executor may run a weight's update before
+    another op has read that weight. Here each stage is its own ``run``: the gradients of the weights
+    before the step, the shadows from them too (the order measured on the original graph), then Adam. Returns each step's loss, the parameters' names in creation order, and every variable
+    by name (``model/...``, the shadows, the slots as ``Variable``, ``Variable_1``, ...)."""
+    np_dtype = dtype.as_numpy_dtype
+    args = {k: config[k] for k in ("nr_resnet", "nr_filters", "nr_logistic_mix", "nonlinearity") if k in config}
+    graph = tf.Graph()
+    with graph.as_default():
+        x = v1.placeholder(dtype, [None, *batches[0].shape[1:]])
+        tf_lr = v1.placeholder(tf.float64, [])
+        model = v1.make_template("model", pixelcnn_pp)
+        loss = mixture_loss(x, model(x, dtype=dtype, **args))
+        params = v1.trainable_variables()
+        grads = v1.gradients(loss, params)
+        ema = v1.train.ExponentialMovingAverage(decay=decay)
+        maintain = ema.apply(params)
+        fed = [v1.placeholder(dtype, p.shape) for p in params]
+        adam = adam_updates(params, fed, tf_lr, mom1, mom2, eps)
+        session_config = v1.ConfigProto()
+        session_config.graph_options.rewrite_options.disable_meta_optimizer = True  # minutes of grappler otherwise
+        with v1.Session(graph=graph, config=session_config) as sess:
+            _initialize(sess, params, ema, {})
+            for p in params:
+                p.load(weights[p.op.name[len("model/"):]].astype(np_dtype), sess)
+                ema.average(p).load(weights[p.op.name[len("model/"):]].astype(np_dtype), sess)
+            losses = []
+            for b in batches:
+                lr *= lr_decay
+                value, g = sess.run([loss, grads], {x: b.astype(np_dtype)})
+                sess.run(maintain)
+                sess.run(adam, {tf_lr: lr, **dict(zip(fed, g))})
+                losses.append(float(value))
+            return {"losses": losses, "params": [p.op.name for p in params],
+                    "variables": {v.op.name: sess.run(v) for v in v1.global_variables()}}

@@ -122,3 +122,48 @@ def test_the_twins_train_in_lockstep_and_the_polyak_order_is_the_originals():
         for k in ("conv2d_0/V", "dense_0/b"):
             live = w[k] if source is not None else first[k]
             np.testing.assert_allclose(first[k + "/ExponentialMovingAverage"], w[k] - (w[k] - live) * d, rtol=1e-12, atol=1e-15)
+
+
+@BOTH
+def test_both_twins_train_as_the_original_graph_and_its_slots_are_saved_as_variable_k():
+    """The original trainer's graph (tests/tf1_original.py: train.py's loop, ``nn.adam_updates`` and
+    ``ema.apply`` in one ``tf.group``), float64, no dropout, four steps: both twins with the Polyak
+    update before Adam's reproduce its losses, weights, shadows and Adam state to float64 rounding;
+    after Adam's, the shadows part from the graph's. The graph's slots are ``Variable`` (the counter),
+    then ``Variable_{2i+1}`` (second moment) and ``Variable_{2i+2}`` (first) for parameter i in creation order."""
+    import tensorflow as tf
+
+    from parity.backends import get_backend
+    from parity.case import random_weights
+    from tests import tf1_original
+
+    config = {**CONFIG, "dropout_p": 0.0}
+    w = random_weights(config, 5, dtype=np.float64)
+    rng = np.random.default_rng(6)
+    batches = [np.round(rng.uniform(-1, 1, (2, 8, 8, 3)) * 127.5) / 127.5 for _ in range(4)]
+    graph = tf1_original.train_model(w, config, batches, 1e-3, 0.999, 0.95, 0.9995, 1e-8, dtype=tf.float64)
+    gv = graph["variables"]
+    assert float(gv["Variable"]) == 5.0
+    for name in ("tf", "torch"):
+        for ema in ("pre", "post"):
+            b = get_backend(name)
+            net = b.build(config, "float64")
+            b.import_weights(net, w)
+            opt = b.model_optimizer(net, 1e-3, 0.999, 0.95, 0.9995, 1e-8)
+            losses = [b.model_train_step(net, opt, x, None, None, ema) for x in batches]
+            got, state = b.export_weights(net), b.model_optimizer_state(net, opt)
+            np.testing.assert_allclose(losses, graph["losses"], rtol=1e-12, err_msg=f"{name} {ema}")
+            shadows_part = []
+            for i, full in enumerate(graph["params"]):
+                k = full[len("model/"):]
+                scale = np.abs(gv[full]).max()
+                np.testing.assert_allclose(got[k], gv[full], rtol=1e-9, atol=1e-11 * scale, err_msg=f"{name} {ema} {k}")
+                for slot, var in (("mg", f"Variable_{2 * i + 1}"), ("v", f"Variable_{2 * i + 2}")):
+                    np.testing.assert_allclose(state[f"{k}_adam_{slot}"], gv[var], rtol=1e-9, atol=1e-11 * np.abs(gv[var]).max(),
+                                               err_msg=f"{name} {ema} {k} {slot}")
+                shadow, want = got[k + "/ExponentialMovingAverage"], gv[full + "/ExponentialMovingAverage"]
+                shadows_part.append(np.abs(shadow - want).max() / max(np.abs(want).max(), 1e-300))
+            if ema == "pre":
+                assert max(shadows_part) < 1e-9, (name, max(shadows_part))
+            else:
+                assert max(shadows_part) > 1e-7, (name, max(shadows_part))
