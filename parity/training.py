@@ -66,6 +66,7 @@ class TrainOptions:
     test_data: str | None = None
     device: str = "cpu"
     progress: bool = False
+    preloaded: Any = None  # --init-from read by train() where the backend's worker cannot read it (a TF1 checkpoint)
 
     def check(self) -> None:
         from parity.kinds import kind_of, normalize
@@ -95,7 +96,24 @@ def train(options: TrainOptions) -> dict[str, Any]:
     from parity import isolation
 
     options.check()
+    if options.init_from and not options.resume:
+        from parity.formats import detect_format
+
+        if detect_format(options.init_from) in ("tf1", "keras") and options.backend != "tf":
+            # TensorFlow reads these, and the torch worker refuses TensorFlow: read them in the TF worker
+            options.preloaded = isolation.call("tf", "parity.training:read_init", options.init_from, options.config)
     return isolation.call(options.backend, "parity.training:train_here", options)
+
+
+def read_init(path: str, config: dict[str, Any]) -> Any:
+    """The ``--init-from`` file as :class:`parity.formats.base.Loaded`, with the original trainer's
+    Adam state where a TF1 checkpoint holds it (strictly: slots that do not fit are an error)."""
+    import dataclasses
+
+    from parity.formats import read_any
+
+    loaded = read_any(path, {"model": config["model"]})
+    return dataclasses.replace(loaded, adam=_tf1_adam(path, config))
 
 
 def _digest(images: np.ndarray) -> str:
@@ -112,6 +130,17 @@ def _masks(config: dict[str, Any], seed: tuple[int, ...], batch: int, height: in
         return None
     rng = np.random.default_rng(seed)
     return [(rng.uniform(size=s) >= p).astype(np.float32) for s in dropout_mask_shapes(model_args(config), batch, height, width)]
+
+
+def _tf1_adam(path: str, config: dict[str, Any]) -> dict[str, np.ndarray] | None:
+    """The original trainer's Adam state where ``path`` is a TF1 checkpoint that holds it, else ``None``."""
+    from parity.formats import detect_format
+
+    if detect_format(path) != "tf1":
+        return None
+    from parity.formats.tf1 import LazyCheckpoint, map_adam_slots
+
+    return map_adam_slots(LazyCheckpoint(path), config)
 
 
 def _start_weights(config: dict[str, Any], seed: int) -> dict[str, np.ndarray]:
@@ -146,7 +175,6 @@ def train_here(options: TrainOptions) -> dict[str, Any]:
     from parity.atomic import atomic_path
     from parity.backends import get_backend
     from parity.data import Batches, load_images, to_model_range
-    from parity.formats import read_any
     from parity.formats.canonical import save_canonical
     from parity.formats.training import read_checkpoint, write_checkpoint
     from parity.kinds import kind_of
@@ -162,6 +190,7 @@ def train_here(options: TrainOptions) -> dict[str, Any]:
            "mom1": options.mom1, "mom2": options.mom2, "eps": options.eps, "ema": options.ema,
            "data": {"n": N, "shape": [H, W, 3], "sha256": _digest(images)}}
     ckpt, last, log = (os.path.join(options.out, name) for name in (CHECKPOINT, LAST, LOG))
+    adam_state = None
     if options.resume:
         if not os.path.exists(ckpt):
             raise ValueError(f"--resume: {ckpt} does not exist; nothing to resume (start without --resume)")
@@ -175,8 +204,18 @@ def train_here(options: TrainOptions) -> dict[str, Any]:
         if os.path.exists(ckpt):
             raise ValueError(f"{options.out} already holds a run ({CHECKPOINT}); pass --resume to go on, or another --out")
         start = 0
+        if options.init_from:
+            if options.preloaded is None:
+                options.preloaded = read_init(options.init_from, options.config)
+            adam_state = options.preloaded.adam
+            if adam_state is not None:  # an original run's Adam state: its step count goes on
+                start = int(adam_state["adam_t"][0]) - 1
+                has_v = any(k.endswith("_adam_v") for k in adam_state)
+                if has_v != (options.mom1 > 0):
+                    raise ValueError(f"--init-from {options.init_from}: its Adam state has {'a' if has_v else 'no'} first "
+                                     f"moment; the options give mom1={options.mom1}")
     if start > total:
-        raise ValueError(f"--resume: the checkpoint is at step {start}, past the {total} steps asked for")
+        raise ValueError(f"the run is at step {start}, past the {total} steps asked for (--steps counts from the run's first step)")
     os.makedirs(options.out, exist_ok=True)
 
     backend = get_backend(options.backend)
@@ -186,7 +225,7 @@ def train_here(options: TrainOptions) -> dict[str, Any]:
         if options.resume:
             backend.import_weights(net, loaded.tensors, True)
         elif options.init_from:
-            source = read_any(options.init_from, {"model": config["model"]})
+            source = options.preloaded
             own = {k: v for k, v in config.items() if k not in ("dropout_p", "polyak_decay")}
             differ = [k for k in own if source.config.get(k) != own[k]]
             if differ:
@@ -199,7 +238,7 @@ def train_here(options: TrainOptions) -> dict[str, Any]:
             given = backend.inputs({"x": x_init}, kind_of(config).inputs, "float32", options.device)
             backend.model_initialize(net, given, _masks(config, (options.seed, 0), len(x_init), H, W))
         optimizer = backend.model_optimizer(net, options.lr, options.lr_decay, options.mom1, options.mom2, options.eps)
-        if options.resume:
+        if adam_state is not None:
             backend.model_set_optimizer_state(net, optimizer, adam_state)
 
         lines = _read_log(log, start)

@@ -402,9 +402,9 @@ def adam_updates(params: list, grads: list, lr: Any, mom1: float, mom2: float, e
     return tf.group(*updates)
 
 
-def train_model(weights: Mapping[str, np.ndarray], config: Mapping[str, Any], batches: list[np.ndarray], lr: float,
+def train_model(weights: Mapping[str, np.ndarray] | None, config: Mapping[str, Any], batches: list[np.ndarray], lr: float,
                 lr_decay: float, mom1: float, mom2: float, eps: float, decay: float = 0.9995,
-                dtype: Any = tf.float32) -> dict[str, Any]:
+                dtype: Any = tf.float32, restore: str | None = None, save: str | None = None) -> dict[str, Any]:
     """train.py's loop on the network without dropout, from initialised ``weights`` (canonical names,
     shadows started as copies of them): per step ``lr *= lr_decay`` in Python, fed as a placeholder;
     the loss and its gradients; the EMA update; ``nn.adam_updates``.
@@ -413,7 +413,9 @@ def train_model(weights: Mapping[str, np.ndarray], config: Mapping[str, Any], ba
     dependency: with the RefVariables of a TF1 graph the executor may run a weight's update before
     another op has read that weight. Here each stage is its own ``run``: the gradients of the weights
     before the step, the shadows from them too (the order measured on the original graph), then Adam. Returns each step's loss, the parameters' names in creation order, and every variable
-    by name (``model/...``, the shadows, the slots as ``Variable``, ``Variable_1``, ...)."""
+    by name (``model/...``, the shadows, the slots as ``Variable``, ``Variable_1``, ...). ``restore``: start
+    from that Saver checkpoint instead of ``weights`` (``lr`` then is the rate before the first step
+    here); ``save``: a Saver checkpoint of every variable at the end."""
     np_dtype = dtype.as_numpy_dtype
     args = {k: config[k] for k in ("nr_resnet", "nr_filters", "nr_logistic_mix", "nonlinearity") if k in config}
     graph = tf.Graph()
@@ -432,9 +434,13 @@ def train_model(weights: Mapping[str, np.ndarray], config: Mapping[str, Any], ba
         session_config.graph_options.rewrite_options.disable_meta_optimizer = True  # minutes of grappler otherwise
         with v1.Session(graph=graph, config=session_config) as sess:
             _initialize(sess, params, ema, {})
-            for p in params:
-                p.load(weights[p.op.name[len("model/"):]].astype(np_dtype), sess)
-                ema.average(p).load(weights[p.op.name[len("model/"):]].astype(np_dtype), sess)
+            saver = v1.train.Saver()
+            if restore:
+                saver.restore(sess, restore)
+            else:
+                for p in params:
+                    p.load(weights[p.op.name[len("model/"):]].astype(np_dtype), sess)
+                    ema.average(p).load(weights[p.op.name[len("model/"):]].astype(np_dtype), sess)
             losses = []
             for b in batches:
                 lr *= lr_decay
@@ -442,5 +448,7 @@ def train_model(weights: Mapping[str, np.ndarray], config: Mapping[str, Any], ba
                 sess.run(maintain)
                 sess.run(adam, {tf_lr: lr, **dict(zip(fed, g))})
                 losses.append(float(value))
+            if save:
+                saver.save(sess, save, write_meta_graph=False)
             return {"losses": losses, "params": [p.op.name for p in params],
                     "variables": {v.op.name: sess.run(v) for v in v1.global_variables()}}

@@ -6,9 +6,9 @@
   layout; written as ``*.torch.safetensors``;
 * Keras (:mod:`.keras`): ``*.weights.h5`` as ``save_weights`` writes it (needs TensorFlow);
 * a training checkpoint (:mod:`.training`, written by ``train``), read as the network's tensors;
-* an original TF1 checkpoint prefix (:mod:`.tf1`, ``PREFIX.index`` + ``PREFIX.data-*``), read only:
+* an original TF1 checkpoint prefix (:mod:`.tf1`, ``PREFIX.index`` + ``PREFIX.data-*``):
   one block under ``--scope`` (``model``) or, with ``--model``, the whole network; optimiser slots
-  skipped and counted.
+  skipped and counted; written to ``*.ckpt`` / ``*.ckpt-N`` prefixes as the original's Saver writes.
 
 Pickle files (``torch.save``: ``.pt``, ``.pth``, ``.bin``, ``.pkl``, ``.pickle``) are refused, never unpickled.
 :func:`detect_format` names the format that reads a path (by name, and for safetensors by the
@@ -18,6 +18,7 @@ metadata's ``format``, from the header only); every reader returns :class:`~.bas
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Mapping
 
 import numpy as np
@@ -54,10 +55,14 @@ def read_any(path: str, overrides: Mapping[str, Any] | None = None, polyak_decay
     return FORMATS[detect_format(path)].read(path, overrides=overrides, polyak_decay=polyak_decay, scope=scope, counters=counters)
 
 
+TF1_PREFIX = re.compile(r"\.ckpt(-\d+)?$")  # model.ckpt, model.ckpt-42: a TF1 Saver prefix to write
+
+
 def format_for_writing(path: str) -> Format:
     """The format a path is written in, by its name: ``*.weights.h5`` Keras, ``*.torch.safetensors`` a
-    torch ``state_dict``, other ``*.safetensors`` canonical; a TF1 prefix is refused."""
-    kind = file_kind(path)
+    torch ``state_dict``, other ``*.safetensors`` canonical, ``*.ckpt`` / ``*.ckpt-N`` (or an existing
+    prefix) an original TF1 checkpoint."""
+    kind = "tf1" if TF1_PREFIX.search(path) else file_kind(path)
     if kind in ("keras", "tf1"):
         fmt = FORMATS[kind]
     else:
@@ -77,5 +82,8 @@ def convert(src: str, dst: str, overrides: Mapping[str, Any] | None = None, poly
     """Convert ``src`` to ``dst`` (formats by name, see :func:`format_for_writing`; a TF1 checkpoint
     prefix as source); returns a one-line summary."""
     loaded = read_any(src, overrides, polyak_decay, scope=scope, counters=counters)
-    format_for_writing(dst).write(dst, loaded)
-    return f"converted {src} -> {dst}: {loaded.summary}, config {json.dumps(loaded.config)}, initialized={loaded.initialized}"
+    fmt = format_for_writing(dst)
+    fmt.write(dst, loaded)
+    dropped = loaded.adam is not None and fmt.name != "tf1"  # only TF1 checkpoints hold the trainer's Adam state
+    return (f"converted {src} -> {dst}: {loaded.summary}, config {json.dumps(loaded.config)}, initialized={loaded.initialized}"
+            + ("; Adam's state not written (the format holds none)" if dropped else ""))

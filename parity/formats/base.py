@@ -24,12 +24,15 @@ PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle")
 @dataclass(frozen=True)
 class Loaded:
     """What a reader returns: canonical tensors (TF1 names, TF layout), the config (of its kind,
-    :mod:`parity.kinds`), whether the init has run, and a one-line account of what was read."""
+    :mod:`parity.kinds`), whether the init has run, a one-line account of what was read, and Adam's
+    state under the original's names where the file holds the original trainer's
+    (``<name>_adam_mg``, ``<name>_adam_v``, ``adam_t``; training checkpoints, TF1 checkpoints)."""
 
     tensors: dict[str, np.ndarray]
     config: dict[str, Any]
     initialized: bool
     summary: str
+    adam: dict[str, np.ndarray] | None = None
 
 
 @dataclass(frozen=True)

@@ -315,18 +315,98 @@ def read_tf1_model(prefix: str, overrides: Mapping[str, Any] | None = None, scop
     return map_model_checkpoint(LazyCheckpoint(prefix), overrides, scope, polyak_decay)
 
 
+def map_adam_slots(variables: Mapping[str, np.ndarray], config: Mapping[str, Any]) -> dict[str, np.ndarray] | None:
+    """The original trainer's Adam state in a checkpoint, by the original's names, or ``None`` if it
+    holds none. ``nn.adam_updates`` creates, in this order, the counter ``t`` and, for each trainable
+    parameter in creation order (the weight table's order), its second moment ``mg`` and (with
+    ``mom1 > 0``) its first moment ``v``; their names land in ``trainable``, so they are saved as
+    ``Variable``, ``Variable_1``, ``Variable_2``, ... Returns ``<name>_adam_mg``, ``<name>_adam_v``
+    and ``adam_t`` (shape (1,)), checked against the table's shapes."""
+    rows = table_for(config, shadows=False)
+    unnamed = sorted((int(k.rsplit("_", 1)[1]) if k != "Variable" else 0, k) for k in variables
+                     if re.fullmatch(r"Variable(_\d+)?", k))
+    if not unnamed:
+        return None
+    per_param = {len(rows) + 1: 1, 2 * len(rows) + 1: 2}.get(len(unnamed))
+    if per_param is None or [i for i, _ in unnamed] != list(range(len(unnamed))):
+        raise WeightError([f"{len(unnamed)} unnamed Variable_k slots; nn.adam_updates makes 1 + {len(rows)} (mom1 = 0) or "
+                           f"1 + 2 x {len(rows)} for this network, numbered from Variable"], "checkpoint", "model")
+    names = [k for _, k in unnamed]
+    out: dict[str, np.ndarray] = {}
+    problems = []
+    for i, row in enumerate(rows):
+        for j, slot in enumerate(("mg", "v")[:per_param]):
+            name = names[1 + per_param * i + j]
+            value = np.asarray(variables[name])
+            if value.shape != row.shape:
+                problems.append(f"{name} (the {slot} of {row.tf1_name}): shape {value.shape}; expected {row.shape}")
+            out[f"{row.tf1_name}_adam_{slot}"] = value
+    t = np.asarray(variables["Variable"]).reshape(-1)
+    if t.shape != (1,) or not float(t[0]).is_integer() or t[0] < 1:
+        problems.append(f"Variable (Adam's counter t): {t.tolist()}; expected one whole number >= 1")
+    if problems:
+        raise WeightError(problems, "checkpoint", "model")
+    out["adam_t"] = t.astype(np.float64)
+    return out
+
+
+def write_tf1(prefix: str, tensors: Mapping[str, np.ndarray], config: Mapping[str, Any],
+              adam: Mapping[str, np.ndarray] | None = None, scope: str = DEFAULT_SCOPE) -> None:
+    """An original-style TF1 checkpoint (``tf.compat.v1.train.Saver``): every tensor as
+    ``<scope>/<name>`` (shadows with their ``/ExponentialMovingAverage``), and with ``adam`` the
+    trainer's slots as ``Variable`` (t), ``Variable_1``, ... in nn.adam_updates' creation order, so the
+    original graph restores it and goes on. Written under a temporary prefix, then renamed into place
+    (the ``.index`` last)."""
+    import tempfile
+
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+    rows = table_for(config, shadows=False)
+    order = [(f"{scope}/{k}" if scope else k, v) for k, v in tensors.items()]
+    if adam is not None:
+        slots = [np.asarray(adam["adam_t"], np.float32).reshape(())]
+        for row in rows:
+            slots += [adam[f"{row.tf1_name}_adam_{s}"] for s in ("mg", "v") if f"{row.tf1_name}_adam_{s}" in adam]
+        order += [("Variable" if i == 0 else f"Variable_{i}", v) for i, v in enumerate(slots)]
+    folder = os.path.dirname(os.path.abspath(prefix))
+    graph = tf.Graph()
+    with graph.as_default(), tempfile.TemporaryDirectory(dir=folder) as tmp:
+        variables = [v1.Variable(np.asarray(value), name=name, use_resource=False) for name, value in order]
+        misnamed = [(v.op.name, name) for v, (name, _) in zip(variables, order) if v.op.name != name]
+        if misnamed:
+            raise ValueError(f"{prefix}: could not name every variable as the original (e.g. {misnamed[0]})")
+        with v1.Session(graph=graph) as sess:
+            sess.run(v1.variables_initializer(variables))
+            v1.train.Saver(variables).save(sess, os.path.join(tmp, "ckpt"), write_meta_graph=False, write_state=False)
+        parts = sorted(f for f in os.listdir(tmp) if f.startswith("ckpt.data-"))
+        for part in parts:
+            os.replace(os.path.join(tmp, part), prefix + part[len("ckpt"):])
+        os.replace(os.path.join(tmp, "ckpt.index"), prefix + ".index")
+
+
 def read_tf1_checkpoint(path: str, overrides: Mapping[str, Any] | None = None, polyak_decay: float | None = None,
                         scope: str = DEFAULT_SCOPE, counters: str | None = None) -> Loaded:
     """An original TF1 checkpoint mapped onto one block, or, when ``overrides`` names a network
     (``model``), onto that whole network (:class:`CheckpointMap`)."""
+    adam = None
     if kind_of(overrides or {}).network:
         if counters:
             raise ValueError("--counters places one block inside a model; a whole-model conversion (--model) takes none")
-        mapped = read_tf1_model(path, overrides, scope=scope, polyak_decay=polyak_decay)
+        variables = LazyCheckpoint(path)
+        mapped = map_model_checkpoint(variables, overrides, scope, polyak_decay)
+        try:
+            adam = map_adam_slots(variables, mapped.config)
+        except WeightError:  # slots not in the original trainer's pattern: skipped and counted, as before
+            adam = None
     else:
         mapped = read_tf1(path, overrides, scope=scope, namer=parse_counters(counters), polyak_decay=polyak_decay)
-    return Loaded(mapped.tensors, mapped.config, True, mapped.summary())
+    summary = mapped.summary() + (f"; Adam's state at step {int(adam['adam_t'][0]) - 1}" if adam is not None else "")
+    return Loaded(mapped.tensors, mapped.config, True, summary, adam)
 
 
-FORMAT = Format("tf1", read_tf1_checkpoint, None,
-                cannot_write="writing TF1 checkpoints is not supported; convert to .safetensors or .weights.h5")
+def _write_tf1(path: str, loaded: Loaded) -> None:
+    write_tf1(path, loaded.tensors, loaded.config, loaded.adam)
+
+
+FORMAT = Format("tf1", read_tf1_checkpoint, _write_tf1)

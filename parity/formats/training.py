@@ -12,6 +12,7 @@ network's tensors. Checked from the header before any tensor is read, like the c
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Any, Mapping
@@ -84,8 +85,9 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[Loaded, dict[str, np.ndarr
 
 
 def read_training(path: str, **_: Any) -> Loaded:
-    """A training checkpoint read as a weight file: the network's tensors."""
-    return read_checkpoint(path)[0]
+    """A training checkpoint read as a weight file: the network's tensors, and Adam's state."""
+    loaded, adam, _ = read_checkpoint(path)
+    return dataclasses.replace(loaded, adam=adam)
 
 
 FORMAT = Format("training", read_training, None,

@@ -145,3 +145,27 @@ def test_a_run_refuses_to_overwrite_a_run_and_a_resume_that_does_not_fit(tmp_pat
     assert main(["train", "--data", data, *TINY, "--steps", "3", "--out", str(tmp_path / "none"), "--resume"]) == 2
     # the checkpoint reads as a weight file, and its last.safetensors runs
     assert main(["convert", os.path.join(out, "checkpoint.safetensors"), str(tmp_path / "w.safetensors")]) == 0
+
+
+def test_a_run_goes_on_from_its_original_style_tf1_checkpoint_as_if_never_stopped(tmp_path):
+    """A torch run's checkpoint converted to an original TF1 checkpoint (weights, shadows, the trainer's
+    Variable_k slots and t) and given to --init-from: the step count goes on from t - 1, and the run
+    ends bit for bit where an uninterrupted run ends (float32 travels through the TF1 file exactly)."""
+    if not (HAVE["torch"] and HAVE["tf"]):
+        pytest.skip("needs PyTorch (the run) and TensorFlow (the TF1 checkpoint)")
+    from parity.cli import main
+    from parity.formats.canonical import load_canonical
+
+    data = _images(tmp_path)
+    common = ["--data", data, *TINY, "--backend", "torch"]
+    assert main(["train", *common, "--steps", "4", "--out", str(tmp_path / "whole")]) == 0
+    assert main(["train", *common, "--steps", "2", "--out", str(tmp_path / "half")]) == 0
+    prefix = str(tmp_path / "half" / "model.ckpt-2")
+    assert main(["convert", str(tmp_path / "half" / "checkpoint.safetensors"), prefix]) == 0
+    assert main(["train", *common, "--steps", "4", "--init-from", prefix, "--out", str(tmp_path / "on")]) == 0
+    with open(tmp_path / "on" / "log.jsonl") as f:
+        assert [json.loads(line)["step"] for line in f] == [3, 4]
+    a, _, _ = load_canonical(tmp_path / "whole" / "last.safetensors")
+    b, _, _ = load_canonical(tmp_path / "on" / "last.safetensors")
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)

@@ -144,6 +144,11 @@ def test_both_twins_train_as_the_original_graph_and_its_slots_are_saved_as_varia
     graph = tf1_original.train_model(w, config, batches, 1e-3, 0.999, 0.95, 0.9995, 1e-8, dtype=tf.float64)
     gv = graph["variables"]
     assert float(gv["Variable"]) == 5.0
+    from parity.kinds import table_for
+
+    # the original creates its variables in call order, V, g, b per layer, hw after its block's second conv:
+    # the weight table's order, so Variable_k maps to the table's rows
+    assert [full[len("model/"):] for full in graph["params"]] == [r.tf1_name for r in table_for(config, shadows=False)]
     for name in ("tf", "torch"):
         for ema in ("pre", "post"):
             b = get_backend(name)
@@ -167,3 +172,54 @@ def test_both_twins_train_as_the_original_graph_and_its_slots_are_saved_as_varia
                 assert max(shadows_part) < 1e-9, (name, max(shadows_part))
             else:
                 assert max(shadows_part) > 1e-7, (name, max(shadows_part))
+
+
+@BOTH
+def test_an_original_training_checkpoint_goes_on_in_either_twin_and_back_in_the_original_graph(tmp_path):
+    """The original graph trains two steps and saves (weights, shadows, Variable_k slots, t); either twin
+    reads that checkpoint and trains steps 3 and 4; the torch twin's state is written back as a TF1
+    checkpoint, which the original graph restores and trains step 5 from, as the twins do: the same
+    weights, shadows and Adam state to float64 rounding."""
+    import tensorflow as tf
+
+    from parity.backends import get_backend
+    from parity.case import random_weights
+    from parity.formats import read_any
+    from parity.formats.tf1 import LazyCheckpoint, write_tf1
+    from tests import tf1_original
+
+    config = {**CONFIG, "dropout_p": 0.0}
+    w = random_weights(config, 7, dtype=np.float64)
+    rng = np.random.default_rng(8)
+    batches = [np.round(rng.uniform(-1, 1, (2, 8, 8, 3)) * 127.5) / 127.5 for _ in range(5)]
+    lr, decay = 1e-3, 0.999
+    first = str(tmp_path / "original.ckpt-2")
+    tf1_original.train_model(w, config, batches[:2], lr, decay, 0.95, 0.9995, 1e-8, dtype=tf.float64, save=first)
+    loaded = read_any(first, {"model": "pixelcnn_pp"})
+    assert loaded.adam is not None and float(loaded.adam["adam_t"][0]) == 3.0
+    finals = {}
+    for name in ("tf", "torch"):
+        b = get_backend(name)
+        net = b.build(config, "float64")
+        b.import_weights(net, loaded.tensors)
+        opt = b.model_optimizer(net, lr, decay, 0.95, 0.9995, 1e-8)
+        b.model_set_optimizer_state(net, opt, loaded.adam)
+        for x in batches[2:4]:
+            b.model_train_step(net, opt, x, None, None, "pre")
+        if name == "torch":
+            write_tf1(str(tmp_path / "twin.ckpt-4"), b.export_weights(net), config, b.model_optimizer_state(net, opt))
+        b.model_train_step(net, opt, batches[4], None, None, "pre")
+        finals[name] = {**b.export_weights(net), **b.model_optimizer_state(net, opt)}
+    written = LazyCheckpoint(str(tmp_path / "twin.ckpt-4"))
+    assert float(written["Variable"]) == 5.0 and "model/conv2d_0/V/ExponentialMovingAverage" in written
+    graph = tf1_original.train_model(None, config, batches[4:], lr * decay**4, decay, 0.95, 0.9995, 1e-8, dtype=tf.float64,
+                                     restore=str(tmp_path / "twin.ckpt-4"))
+    gv = graph["variables"]
+    for name, got in finals.items():
+        assert float(got["adam_t"][0]) == float(gv["Variable"]) == 6.0
+        for i, full in enumerate(graph["params"]):
+            k = full[len("model/"):]
+            for mine, theirs in ((k, full), (k + "/ExponentialMovingAverage", full + "/ExponentialMovingAverage"),
+                                 (k + "_adam_mg", f"Variable_{2 * i + 1}"), (k + "_adam_v", f"Variable_{2 * i + 2}")):
+                np.testing.assert_allclose(got[mine], gv[theirs], rtol=1e-9, atol=1e-11 * np.abs(gv[theirs]).max(),
+                                           err_msg=f"{name} {mine}")
