@@ -355,4 +355,73 @@ def wide_model_case() -> ModelCase:
                                                               "dropout_p": 0.5}, seed=7)
 
 
-SUITES = {"default": default_cases, "wide": wide_cases, "layers": layer_cases, "models": model_cases}
+# -- training: both twins stepping in lockstep ----------------------------------------------------------
+@dataclass
+class TrainingCase(_CaseFields):
+    """A tiny network trained ``steps`` steps as the original trains it (``gated_spec.training``), from
+    the same initialised weights, on the same batches (8-bit grid, edges included) and the same
+    dropout keep-masks (one per block, per step), so the two twins can be compared step by step."""
+
+    kind: ClassVar[str] = "pixelcnn_pp"
+    name: str
+    config: dict[str, Any]
+    batch: int = 2
+    height: int = 8
+    width: int = 8
+    seed: int = 0
+    steps: int = 20
+    lr: float = 1e-3
+    lr_decay: float = 0.999995
+    mom1: float = 0.95
+    mom2: float = 0.9995
+    eps: float = 1e-8
+    ema: str = "pre"
+    arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        from gated_spec.model import normalize_model_config
+
+        self.config = normalize_model_config(self.config)
+        if self.config["polyak_decay"] is None:
+            self.config["polyak_decay"] = DEFAULT_POLYAK_DECAY
+        if not self.arrays:
+            self.arrays = make_training_arrays(self)
+
+    def batches(self) -> list[tuple[np.ndarray, list[np.ndarray] | None]]:
+        """(images, keep-masks or ``None``) of each step, in order."""
+        out = []
+        for s in range(1, self.steps + 1):
+            masks = [self.arrays[k] for k in sorted((k for k in self.arrays if k.startswith(f"dropout_mask/{s}/")),
+                                                    key=lambda k: int(k.rsplit("/", 1)[1]))]
+            out.append((self.arrays[f"x/{s}"], masks or None))
+        return out
+
+
+def make_training_arrays(case: TrainingCase) -> dict[str, np.ndarray]:
+    from gated_spec.model import dropout_mask_shapes
+
+    c = case.config
+    rng = np.random.default_rng(case.seed)
+    arrays = {f"weights/{k}": v for k, v in random_weights(with_kind(case.kind, c), seed=case.seed + 1).items()}
+    for s in range(1, case.steps + 1):
+        x = np.round(rng.uniform(-1, 1, (case.batch, case.height, case.width, 3)) * 127.5) / 127.5
+        x.reshape(-1)[s % 7:: 13] = -1.0  # the loss's edge branches
+        arrays[f"x/{s}"] = _f32(x)
+        if c["dropout_p"] > 0:
+            for i, shape in enumerate(dropout_mask_shapes(c, case.batch, case.height, case.width)):
+                arrays[f"dropout_mask/{s}/{i}"] = _f32(rng.uniform(size=shape) >= c["dropout_p"])
+    return arrays
+
+
+def training_cases() -> list[TrainingCase]:
+    """A tiny PixelCNN++ with dropout trained 20 steps as the original trains (the Polyak update before
+    Adam's), and one elu network with the update after it and no first moment (mom1 = 0)."""
+    return [
+        TrainingCase("training-pixelcnn_pp-R1-F4-M2", {"nr_resnet": 1, "nr_filters": 4, "nr_logistic_mix": 2, "dropout_p": 0.5}),
+        TrainingCase("training-pixelcnn_pp-R1-F4-M2-elu-post-mom1_0", {"nr_resnet": 1, "nr_filters": 4, "nr_logistic_mix": 2,
+                                                                        "nonlinearity": "elu", "dropout_p": 0.5},
+                     seed=1, steps=20, mom1=0.0, ema="post"),
+    ]
+
+
+SUITES = {"default": default_cases, "wide": wide_cases, "layers": layer_cases, "models": model_cases, "training": training_cases}

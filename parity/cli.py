@@ -194,7 +194,8 @@ def cmd_pitfalls(args: argparse.Namespace) -> int:
 SUITE_HELP = ("default: 8 small configs covering every option (F = 4); wide: 2 blocks and a PixelCNN++ (R = 1) at "
               "PixelCNN++ width (F = 160, 8x8), where float32 error grows with the 1920-term sums; layers: "
               "each of the 6 weight-normalised conv layers alone (transposed ones included) at 3 strides; models: 3 tiny "
-              "PixelCNN++ networks (one with a sharp mixture), whole (output, loss, gradients, init, EMA, samples)")
+              "PixelCNN++ networks (one with a sharp mixture), whole (output, loss, gradients, init, EMA, samples); training: "
+              "2 tiny networks trained 20 steps in lockstep (every step's loss, weights, shadows and Adam state)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,7 +21,7 @@ import numpy as np
 from parity import isolation, protocol
 from parity.atomic import atomic_path
 from parity.backends import get_backend
-from parity.case import Case, LayerCase, ModelCase, default_cases, under_prefix
+from parity.case import Case, LayerCase, ModelCase, TrainingCase, default_cases, under_prefix
 from parity.protocol import SAMPLE_TENSOR
 from parity.tolerance import EPS, MCA, MCA_SAMPLES, K, Comparison, compare, finite_max, max_abs_diff
 
@@ -269,7 +269,8 @@ def load_record(path: str | os.PathLike) -> tuple[dict[str, Any], list[tuple[Cas
         order = meta.pop("order")
         prefix = f"{i}/in/"
         arrays = under_prefix(tensors, prefix)
-        kind = LayerCase if "kind" in meta else ModelCase if "nr_resnet" in meta.get("config", {}) else Case
+        kind = (LayerCase if "kind" in meta else TrainingCase if "steps" in meta
+                else ModelCase if "nr_resnet" in meta.get("config", {}) else Case)
         case = kind(arrays=arrays, **meta)
         results = {dt: {k: tensors[f"{i}/out/{dt}/{k}"] for k in order} for dt in (*DTYPES, MCA)}
         out.append((case, results))

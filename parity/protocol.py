@@ -128,9 +128,36 @@ def run_model_case(backend: Backend, case: Any, dtype: str = "float32", device: 
     return out
 
 
-def run(backend: Backend, case: Any, dtype: str = "float32", device: str = "cpu") -> dict[str, np.ndarray]:
-    """Every compared tensor of one case of any type (block, layer or network), keyed ``<part>/<name>``."""
-    from parity.case import LayerCase, ModelCase
+def run_training_case(backend: Backend, case: Any, dtype: str = "float32", device: str = "cpu") -> dict[str, np.ndarray]:
+    """Both twins' training in lockstep (``parity.case.TrainingCase``): after each step s, in this order,
+    ``step_<s>/loss`` (the step's forward, before its update) and for every raw weight in call order
+    ``step_<s>/<name>``, its shadow, and Adam's ``<name>_adam_mg`` (and ``_adam_v``): so the first failing
+    tensor names the first step, and the first layer, where the twins part."""
+    config = with_kind(case.kind, case.config)
+    rows = KINDS[case.kind].table(config, shadows=False)
+    out: dict[str, np.ndarray] = {}
+    with backend.on_device(device):
+        net = backend.build(config, dtype, device)
+        backend.import_weights(net, case.weights(), initialized=True)
+        optimizer = backend.model_optimizer(net, case.lr, case.lr_decay, case.mom1, case.mom2, case.eps)
+        for step, (x, masks) in enumerate(case.batches(), 1):
+            loss = backend.model_train_step(net, optimizer, x.astype(dtype), None,
+                                            None if masks is None else [m.astype(dtype) for m in masks], case.ema)
+            out[f"step_{step}/loss"] = np.array([loss], np.float64)
+            weights, adam = backend.export_weights(net), backend.model_optimizer_state(net, optimizer)
+            for r in rows:
+                out[f"step_{step}/{r.tf1_name}"] = weights[r.tf1_name]
+                out[f"step_{step}/{r.tf1_name}{EMA_SUFFIX}"] = weights[r.tf1_name + EMA_SUFFIX]
+                for slot in ("mg", "v"):
+                    if f"{r.tf1_name}_adam_{slot}" in adam:
+                        out[f"step_{step}/{r.tf1_name}_adam_{slot}"] = adam[f"{r.tf1_name}_adam_{slot}"]
+    return out
 
-    runner = run_layer_case if isinstance(case, LayerCase) else run_model_case if isinstance(case, ModelCase) else run_case
+
+def run(backend: Backend, case: Any, dtype: str = "float32", device: str = "cpu") -> dict[str, np.ndarray]:
+    """Every compared tensor of one case of any type (block, layer, network or training), keyed ``<part>/<name>``."""
+    from parity.case import LayerCase, ModelCase, TrainingCase
+
+    runner = (run_layer_case if isinstance(case, LayerCase) else run_model_case if isinstance(case, ModelCase)
+              else run_training_case if isinstance(case, TrainingCase) else run_case)
     return runner(backend, case, dtype, device)

@@ -169,3 +169,22 @@ def test_a_run_goes_on_from_its_original_style_tf1_checkpoint_as_if_never_stoppe
     b, _, _ = load_canonical(tmp_path / "on" / "last.safetensors")
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+@pytest.mark.skipif(not (HAVE["tf"] and HAVE["torch"]), reason="needs both TensorFlow and PyTorch")
+def test_the_twins_train_in_lockstep_within_the_derived_float32_bound():
+    """A short run of the training suite's first case: every step's loss, weights, shadows and Adam state
+    of the torch twin within the bound the harness derives from TensorFlow's own float32 spread (the
+    reference re-run from inputs and weights moved by one ulp); the first failing tensor would name the
+    step and the layer where the twins part."""
+    import dataclasses
+
+    from parity.case import training_cases
+    from parity.harness import check
+
+    case = training_cases()[0]
+    case = dataclasses.replace(case, steps=6, arrays={})
+    report = check([case], dtypes=("float32",))
+    assert report.passed, report.cases[0].first_failure
+    tensors = [c.tensor for c in report.cases[0].comparisons]
+    assert tensors[0] == "step_1/loss" and tensors[-1].startswith("step_6/") and len(tensors) == 6 * (1 + 171 * 4)
