@@ -36,6 +36,15 @@ class _CaseFields:
         them, shadows)."""
         return under_prefix(self.arrays, prefix)
 
+    def _settle(self, normalize: Any, make: Any) -> None:
+        """The config normalised (the shadows' decay defaulting to the original scripts'), and the
+        arrays made from the seed unless given."""
+        self.config = normalize(self.config)
+        if self.config["polyak_decay"] is None:
+            self.config["polyak_decay"] = DEFAULT_POLYAK_DECAY
+        if not self.arrays:
+            self.arrays = make(self)
+
     def perturbed(self, sample: int) -> Any:
         """The same case with every float input and weight moved by at most one ulp (Monte Carlo
         sample ``sample``; reproducible)."""
@@ -59,11 +68,7 @@ class Case(_CaseFields):
     arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
-        self.config = normalize_config(self.config)
-        if self.config["polyak_decay"] is None:
-            self.config["polyak_decay"] = DEFAULT_POLYAK_DECAY
-        if not self.arrays:
-            self.arrays = make_arrays(self)
+        self._settle(normalize_config, make_arrays)
 
     def ema_schedule(self) -> list[tuple[dict[str, np.ndarray], int | None]]:
         """The live weights after each of ``ema_steps`` optimiser steps, each with the ``num_updates``
@@ -283,11 +288,7 @@ class ModelCase(_CaseFields):
     def __post_init__(self) -> None:
         from gated_spec.model import normalize_model_config
 
-        self.config = normalize_model_config(self.config)
-        if self.config["polyak_decay"] is None:
-            self.config["polyak_decay"] = DEFAULT_POLYAK_DECAY
-        if not self.arrays:
-            self.arrays = make_model_arrays(self)
+        self._settle(normalize_model_config, make_model_arrays)
 
     def dropout_masks(self) -> list[np.ndarray]:
         n = sum(k.startswith("dropout_mask/") for k in self.arrays)
@@ -381,11 +382,7 @@ class TrainingCase(_CaseFields):
     def __post_init__(self) -> None:
         from gated_spec.model import normalize_model_config
 
-        self.config = normalize_model_config(self.config)
-        if self.config["polyak_decay"] is None:
-            self.config["polyak_decay"] = DEFAULT_POLYAK_DECAY
-        if not self.arrays:
-            self.arrays = make_training_arrays(self)
+        self._settle(normalize_model_config, make_training_arrays)
 
     def batches(self) -> list[tuple[np.ndarray, list[np.ndarray] | None]]:
         """(images, keep-masks or ``None``) of each step, in order."""

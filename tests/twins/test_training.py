@@ -74,6 +74,16 @@ def test_original_adam_is_nn_adam_updates_with_epsilon_inside_the_root(name, mom
         assert np.abs(naive - want).max() > 100 * tol * max(scale, 1.0)
 
 
+def _trainer(name: str, config: dict, weights: dict) -> tuple:
+    """(backend, float64 net holding ``weights``, its OriginalAdam) for a few test steps."""
+    from parity.backends import get_backend
+
+    b = get_backend(name)
+    net = b.build(config, "float64")
+    b.import_weights(net, weights)
+    return b, net, b.model_optimizer(net, 1e-3, 0.999, 0.95, 0.9995, 1e-8)
+
+
 @BOTH
 def test_the_twins_train_in_lockstep_and_the_polyak_order_is_the_originals():
     """Five steps of both twins from the same weights, batches and keep-masks, in float64: every weight,
@@ -81,7 +91,6 @@ def test_the_twins_train_in_lockstep_and_the_polyak_order_is_the_originals():
     before each update, with ``"post"`` towards those after (the first step tells them apart)."""
     from gated_spec import one_minus_decay
     from gated_spec.model import dropout_mask_shapes
-    from parity.backends import get_backend
     from parity.case import random_weights
     from parity.configs import model_args
 
@@ -93,10 +102,7 @@ def test_the_twins_train_in_lockstep_and_the_polyak_order_is_the_originals():
     result = {}
     for name in ("tf", "torch"):
         for ema in ("pre", "post"):
-            b = get_backend(name)
-            net = b.build(CONFIG, "float64")
-            b.import_weights(net, w)
-            opt = b.model_optimizer(net, 1e-3, 0.999, 0.95, 0.9995, 1e-8)
+            b, net, opt = _trainer(name, CONFIG, w)
             losses = [b.model_train_step(net, opt, x, None, masks, ema) for x, masks in data[:1]]
             first = b.export_weights(net)
             losses += [b.model_train_step(net, opt, x, None, masks, ema) for x, masks in data[1:]]
@@ -133,7 +139,6 @@ def test_both_twins_train_as_the_original_graph_and_its_slots_are_saved_as_varia
     then ``Variable_{2i+1}`` (second moment) and ``Variable_{2i+2}`` (first) for parameter i in creation order."""
     import tensorflow as tf
 
-    from parity.backends import get_backend
     from parity.case import random_weights
     from tests import tf1_original
 
@@ -151,10 +156,7 @@ def test_both_twins_train_as_the_original_graph_and_its_slots_are_saved_as_varia
     assert [full[len("model/"):] for full in graph["params"]] == [r.tf1_name for r in table_for(config, shadows=False)]
     for name in ("tf", "torch"):
         for ema in ("pre", "post"):
-            b = get_backend(name)
-            net = b.build(config, "float64")
-            b.import_weights(net, w)
-            opt = b.model_optimizer(net, 1e-3, 0.999, 0.95, 0.9995, 1e-8)
+            b, net, opt = _trainer(name, config, w)
             losses = [b.model_train_step(net, opt, x, None, None, ema) for x in batches]
             got, state = b.export_weights(net), b.model_optimizer_state(net, opt)
             np.testing.assert_allclose(losses, graph["losses"], rtol=1e-12, err_msg=f"{name} {ema}")
@@ -182,7 +184,6 @@ def test_an_original_training_checkpoint_goes_on_in_either_twin_and_back_in_the_
     weights, shadows and Adam state to float64 rounding."""
     import tensorflow as tf
 
-    from parity.backends import get_backend
     from parity.case import random_weights
     from parity.formats import read_any
     from parity.formats.tf1 import LazyCheckpoint, write_tf1
@@ -199,10 +200,7 @@ def test_an_original_training_checkpoint_goes_on_in_either_twin_and_back_in_the_
     assert loaded.adam is not None and float(loaded.adam["adam_t"][0]) == 3.0
     finals = {}
     for name in ("tf", "torch"):
-        b = get_backend(name)
-        net = b.build(config, "float64")
-        b.import_weights(net, loaded.tensors)
-        opt = b.model_optimizer(net, lr, decay, 0.95, 0.9995, 1e-8)
+        b, net, opt = _trainer(name, config, loaded.tensors)
         b.model_set_optimizer_state(net, opt, loaded.adam)
         for x in batches[2:4]:
             b.model_train_step(net, opt, x, None, None, "pre")
