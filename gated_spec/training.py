@@ -1,5 +1,5 @@
-"""How the original trains, framework-free (docs/model_spec.md "Training"): the learning-rate schedule,
-``nn.adam_updates``' constants and bias correction, and the order of the Polyak update.
+"""How the original trains, framework-free (docs/training.md): the learning-rate schedule,
+``nn.adam_updates``' constants, bias correction and state names, and the order of the Polyak update.
 
 Both twins' optimisers (``tf_impl.optim``, ``torch_impl.optim``) take their numbers from here, so a
 float32 run rounds each constant as the original graph does: ``mom1`` and ``eps`` become float32
@@ -8,6 +8,8 @@ constants, ``1 - mom1`` is computed in double by Python and then rounded, and th
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -21,6 +23,15 @@ DEFAULT_EPS = 1e-8
 # graph, whose tf.group leaves the order open) or after it ("post", as Keras' and torch's EMAs do).
 EMA_ORDERS = ("pre", "post")
 DEFAULT_EMA_ORDER = "pre"
+# Adam's state, by the names the original code gives it: per parameter "<name>_adam_mg" (second
+# moment) and "<name>_adam_v" (first moment, absent with mom1 = 0), and the counter "adam_t".
+ADAM_SLOTS = ("mg", "v")
+ADAM_COUNTER = "adam_t"
+
+
+def slot_name(name: str, slot: str) -> str:
+    """``<name>_adam_<slot>``: a parameter's Adam slot as the original names it."""
+    return f"{name}_adam_{slot}"
 
 
 def learning_rate(lr: float, lr_decay: float, step: int) -> float:
@@ -38,6 +49,9 @@ def adam_constants(mom1: float, mom2: float, eps: float, dtype: str) -> tuple[fl
 
 
 def bias_correction(mom: float, t: int, dtype: str) -> float:
-    """``1 - mom ** t`` in ``dtype`` throughout (the original's ``1. - tf.pow(mom, t)``, ``t`` a float counter from 1)."""
+    """``1 - mom ** t`` in ``dtype`` (the original's ``1. - tf.pow(mom, t)``, ``t`` a float counter from
+    1): ``pow`` correctly rounded to ``dtype`` (libm's double ``pow`` on the exactly representable
+    operands, rounded once, as TensorFlow's scalar ``pow`` gives it; NumPy's ``power`` may use a
+    vector library that is not correctly rounded, e.g. SVML on AVX-512), then the subtraction in ``dtype``."""
     d = np.dtype(dtype).type
-    return float(d(1.0) - np.power(d(mom), d(t)))
+    return float(d(1.0) - d(math.pow(float(d(mom)), float(t))))

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from gated_spec.training import ADAM_SLOTS, slot_name
 from parity.backends.interface import Backend
 from parity.kinds import KINDS, with_kind
 from parity.table import EMA_SUFFIX, weight_table
@@ -148,9 +149,9 @@ def run_training_case(backend: Backend, case: Any, dtype: str = "float32", devic
             for r in rows:
                 out[f"step_{step}/{r.tf1_name}"] = weights[r.tf1_name]
                 out[f"step_{step}/{r.tf1_name}{EMA_SUFFIX}"] = weights[r.tf1_name + EMA_SUFFIX]
-                for slot in ("mg", "v"):
-                    if f"{r.tf1_name}_adam_{slot}" in adam:
-                        out[f"step_{step}/{r.tf1_name}_adam_{slot}"] = adam[f"{r.tf1_name}_adam_{slot}"]
+                for slot in ADAM_SLOTS:
+                    if slot_name(r.tf1_name, slot) in adam:
+                        out[f"step_{step}/{slot_name(r.tf1_name, slot)}"] = adam[slot_name(r.tf1_name, slot)]
     return out
 
 

@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from gated_spec.training import (DEFAULT_EMA_ORDER, DEFAULT_EPS, DEFAULT_LR, DEFAULT_LR_DECAY, DEFAULT_MOM1, DEFAULT_MOM2,
-                                 EMA_ORDERS, learning_rate)
+from gated_spec.training import (ADAM_COUNTER, DEFAULT_EMA_ORDER, DEFAULT_EPS, DEFAULT_LR, DEFAULT_LR_DECAY, DEFAULT_MOM1,
+                                 DEFAULT_MOM2, EMA_ORDERS, learning_rate, slot_name)
 
 CHECKPOINT, LAST, LOG = "checkpoint.safetensors", "last.safetensors", "log.jsonl"
 # What a resumed run must agree on with its checkpoint (the rest, e.g. --steps or --save-every, may change).
@@ -112,8 +112,15 @@ def read_init(path: str, config: dict[str, Any]) -> Any:
 
     from parity.formats import read_any
 
-    loaded = read_any(path, {"model": config["model"]})
-    return dataclasses.replace(loaded, adam=_tf1_adam(path, config))
+    from parity.formats import detect_format
+
+    loaded = read_any(path, {"model": config["model"], "nonlinearity": config["nonlinearity"]})
+    if not loaded.initialized:
+        raise ValueError(f"--init-from {path}: the weights have not been through the data-dependent init; "
+                         "drop --init-from to run it (--init-batch-size)")
+    # a training checkpoint carries its Adam state; a TF1 checkpoint the original trainer's, read strictly
+    adam = loaded.adam if detect_format(path) == "training" else _tf1_adam(path, config)
+    return dataclasses.replace(loaded, adam=adam)
 
 
 def _digest(images: np.ndarray) -> str:
@@ -164,9 +171,16 @@ def _bits_per_dim(loss: float, batch: int, height: int, width: int) -> float:
 def _read_log(path: str, upto: int) -> list[str]:
     if not os.path.exists(path):
         return []
+    kept = []
     with open(path) as f:
-        lines = [line for line in f if line.strip()]
-    return [line if line.endswith("\n") else line + "\n" for line in lines if json.loads(line).get("step", 0) <= upto]
+        for line in f:
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by a kill: past the checkpoint anyway
+                continue
+            if entry.get("step", 0) <= upto:
+                kept.append(json.dumps(entry) + "\n")
+    return kept
 
 
 def train_here(options: TrainOptions) -> dict[str, Any]:
@@ -183,6 +197,12 @@ def train_here(options: TrainOptions) -> dict[str, Any]:
     images = load_images(options.data)
     N, H, W, _ = images.shape
     check_image_size("train", H, W)
+    test_images = None
+    if options.test_data:  # read and checked before any step, not after hours of training
+        test_images = load_images(options.test_data, "test")
+        check_image_size("train --test-data", test_images.shape[1], test_images.shape[2])
+        if len(test_images) < options.batch_size:
+            raise ValueError(f"--test-data holds {len(test_images)} images, fewer than one batch of {options.batch_size}")
     batches = Batches(N, options.batch_size, options.seed, options.shuffle, 0 if options.init_from else options.init_batch_size)
     total = options.steps if options.steps is not None else options.epochs * batches.per_epoch
     run = {"config": options.config, "batch_size": options.batch_size, "init_batch_size": options.init_batch_size,
@@ -209,8 +229,8 @@ def train_here(options: TrainOptions) -> dict[str, Any]:
                 options.preloaded = read_init(options.init_from, options.config)
             adam_state = options.preloaded.adam
             if adam_state is not None:  # an original run's Adam state: its step count goes on
-                start = int(adam_state["adam_t"][0]) - 1
-                has_v = any(k.endswith("_adam_v") for k in adam_state)
+                start = int(adam_state[ADAM_COUNTER][0]) - 1
+                has_v = any(k.endswith(slot_name("", "v")) for k in adam_state)
                 if has_v != (options.mom1 > 0):
                     raise ValueError(f"--init-from {options.init_from}: its Adam state has {'a' if has_v else 'no'} first "
                                      f"moment; the options give mom1={options.mom1}")
@@ -241,7 +261,7 @@ def train_here(options: TrainOptions) -> dict[str, Any]:
         if adam_state is not None:
             backend.model_set_optimizer_state(net, optimizer, adam_state)
 
-        lines = _read_log(log, start)
+        lines = _read_log(log, start) if options.resume else []
         with atomic_path(log) as tmp, open(tmp, "w") as f:
             f.writelines(lines)
 
@@ -273,9 +293,8 @@ def train_here(options: TrainOptions) -> dict[str, Any]:
         if start == total:
             save(total)
         summary: dict[str, Any] = {"steps": total, "resumed_from": start, "loss": loss, "out": options.out}
-        if options.test_data:
-            summary["test_bpd_ema"] = _test_bits_per_dim(backend, net, config, load_images(options.test_data, "test"),
-                                                         options.batch_size, options.device)
+        if test_images is not None:
+            summary["test_bpd_ema"] = _test_bits_per_dim(backend, net, config, test_images, options.batch_size, options.device)
     return summary
 
 

@@ -360,18 +360,21 @@ def mix_logistic_sample(l, u_mix, u_value):
 # -- the original's optimiser (nn.adam_updates), in NumPy ------------------------------------------------
 def adam_updates(p: np.ndarray, g: np.ndarray, state: dict, lr: float, mom1: float, mom2: float, eps: float) -> np.ndarray:
     """One step of the original's ``nn.adam_updates`` on one parameter, every operation in ``p``'s
-    dtype in the graph's order (``state``: ``t`` from 1, ``v``, ``mg``; updated in place)."""
+    dtype in the graph's order (``state``: ``t`` from 1, ``v``, ``mg``; updated in place); the bias
+    correction as the graph's correctly rounded scalar ``pow`` gives it (``gated_spec.training``)."""
+    from gated_spec.training import bias_correction
+
     d = p.dtype.type
     t = state.setdefault("t", 1)
     mg = state.setdefault("mg", np.zeros_like(p))
     if mom1 > 0:
         v = state.setdefault("v", np.zeros_like(p))
         v_t = d(mom1) * v + d(1.0 - mom1) * g
-        v_hat = v_t / (d(1.0) - np.power(d(mom1), d(t)))
+        v_hat = v_t / d(bias_correction(mom1, t, p.dtype.name))
         state["v"] = v_t
     else:
         v_hat = g
     mg_t = d(mom2) * mg + d(1.0 - mom2) * np.square(g)
-    mg_hat = mg_t / (d(1.0) - np.power(d(mom2), d(t)))
+    mg_hat = mg_t / d(bias_correction(mom2, t, p.dtype.name))
     state["mg"], state["t"] = mg_t, t + 1
     return p - d(lr) * (v_hat / np.sqrt(mg_hat + d(eps)))

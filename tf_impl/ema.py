@@ -36,7 +36,8 @@ def averaged_pairs(layer: keras.layers.Layer) -> list[tuple[keras.layers.Layer, 
 def update_averages(layer: keras.layers.Layer, num_updates: int | None = None) -> None:
     """One ``ExponentialMovingAverage.apply`` step over every averaged variable under ``layer``.
 
-    ``shadow -= (shadow - var) * one_minus_decay(decay, num_updates)``. Run it after each optimiser step.
+    ``shadow -= (shadow - var) * one_minus_decay(decay, num_updates)``. Run it once per training step;
+    the original's order is before the optimiser's update (``tf_impl.train.train_step``).
     """
     for owner, var, shadow in averaged_pairs(layer):
         factor = tf.constant(one_minus_decay(owner.polyak_decay, num_updates), dtype=shadow.dtype)

@@ -43,8 +43,8 @@ def update_averages(module: nn.Module, num_updates: int | None = None) -> None:
     """One ``ExponentialMovingAverage.apply`` step over every averaged parameter under ``module``.
 
     ``shadow -= (shadow - var) * one_minus_decay(decay, num_updates)``, with multi-tensor ops:
-    three ``torch._foreach_*`` launches per (device, dtype, decay) group. Run it after each
-    optimiser step, as the original does.
+    three ``torch._foreach_*`` launches per (device, dtype, decay) group. Run it once per training
+    step; the original's order is before the optimiser's update (``torch_impl.train.train_step``).
     """
     groups: dict[tuple, tuple[list, list]] = defaultdict(lambda: ([], []))
     for owner, var, shadow in averaged_pairs(module):

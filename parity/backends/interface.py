@@ -104,7 +104,8 @@ class Backend(Protocol):
 
     # -- training a network (the original's Adam, schedule and Polyak order) ----------------------------
     def model_optimizer(self, model: Any, lr: float, lr_decay: float, mom1: float, mom2: float, eps: float) -> Any:
-        """The twin's ``OriginalAdam`` over the network's weights, with train.py's schedule."""
+        """The twin's ``OriginalAdam`` over the network's weights with train.py's schedule (an opaque
+        handle: torch's is the optimiser and its ``LambdaLR``, Keras' the optimiser holding its schedule)."""
 
     def model_train_step(self, model: Any, optimizer: Any, x: np.ndarray, h: np.ndarray | None, masks: Any, ema: str) -> float:
         """One step (loss, gradients, Adam, Polyak in the order ``ema``) on NHWC ``x`` and the given

@@ -17,6 +17,7 @@ import numpy as np  # noqa: E402
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from gated_spec.training import ADAM_COUNTER, ADAM_SLOTS, slot_name  # noqa: E402
 import tf_impl  # noqa: E402
 from parity.configs import CONFIG_KEYS  # noqa: E402
 from parity.kinds import kind_of, kind_of_net, table_for, with_kind  # noqa: E402
@@ -259,7 +260,6 @@ def layer_initialize(layer: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray,
 
 
 # -- training (tf_impl.optim, tf_impl.train) ----------------------------------------------------------
-SLOTS = ("mg", "v")  # the original's names of Adam's second and first moment; saved as "<tf1 name>_adam_<slot>"
 
 
 def model_optimizer(model: Any, lr: float, lr_decay: float, mom1: float, mom2: float, eps: float) -> Any:
@@ -285,9 +285,9 @@ def _slot_variables(model: Any, optimizer: Any) -> dict[str, Any]:
     out = {}
     for row in table_for(config_of(model), shadows=False):
         index = optimizer._get_variable_index(variables[row.keras_path])
-        for slot, store in zip(SLOTS, (optimizer._mg, optimizer._v)):
+        for slot, store in zip(ADAM_SLOTS, (optimizer._mg, optimizer._v)):
             if store:
-                out[f"{row.tf1_name}_adam_{slot}"] = store[index]
+                out[slot_name(row.tf1_name, slot)] = store[index]
     return out
 
 
@@ -295,7 +295,7 @@ def model_optimizer_state(model: Any, optimizer: Any) -> dict[str, np.ndarray]:
     """Adam's state under the original's names: ``<name>_adam_mg``, ``<name>_adam_v``, and ``adam_t``
     (the counter: steps taken + 1)."""
     out = {k: v.numpy() for k, v in _slot_variables(model, optimizer).items()}
-    out["adam_t"] = np.array([int(optimizer.iterations.numpy()) + 1], np.float64)
+    out[ADAM_COUNTER] = np.array([int(optimizer.iterations.numpy()) + 1], np.float64)
     return out
 
 
@@ -303,4 +303,4 @@ def model_set_optimizer_state(model: Any, optimizer: Any, tensors: Mapping[str, 
     """Adam's state and the schedule's position from :func:`model_optimizer_state`'s tensors."""
     for name, var in _slot_variables(model, optimizer).items():
         var.assign(np.asarray(tensors[name], dtype=var.dtype))
-    optimizer.iterations.assign(int(np.asarray(tensors["adam_t"]).reshape(-1)[0]) - 1)
+    optimizer.iterations.assign(int(np.asarray(tensors[ADAM_COUNTER]).reshape(-1)[0]) - 1)

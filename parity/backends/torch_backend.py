@@ -12,6 +12,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
+from gated_spec.training import ADAM_COUNTER, ADAM_SLOTS, slot_name
 import torch_impl
 from parity.kinds import kind_of, kind_of_net, table_for, with_kind
 from parity.table import EMA_SUFFIX, check_tensors
@@ -286,11 +287,10 @@ def layer_initialize(layer: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray,
 
 
 # -- training (torch_impl.optim, torch_impl.train) ----------------------------------------------------
-SLOTS = ("mg", "v")  # the original's names of Adam's second and first moment; saved as "<tf1 name>_adam_<slot>"
 
 
 def model_optimizer(model: Any, lr: float, lr_decay: float, mom1: float, mom2: float, eps: float) -> Any:
-    """``OriginalAdam`` over the network's parameters with train.py's schedule (a ``LambdaLR``)."""
+    """``(OriginalAdam, its LambdaLR schedule)`` over the network's parameters: train.py's optimiser."""
     from torch_impl.optim import OriginalAdam, original_schedule
 
     optimizer = OriginalAdam(model.parameters(), lr=lr, mom1=mom1, mom2=mom2, eps=eps)
@@ -318,26 +318,27 @@ def model_optimizer_state(model: Any, optimizer: Any) -> dict[str, np.ndarray]:
     for row in table_for(config_of(model), shadows=False):
         state = adam.state.get(params[row.torch_key], {})
         t = state.get("t", t)
-        for slot in SLOTS:
+        for slot in ADAM_SLOTS:
             if slot in state:
-                out[f"{row.tf1_name}_adam_{slot}"] = row.from_torch_layout(_owned(state[slot]))
-    out["adam_t"] = np.array([t], np.float64)
+                out[slot_name(row.tf1_name, slot)] = row.from_torch_layout(_owned(state[slot]))
+    out[ADAM_COUNTER] = np.array([t], np.float64)
     return out
 
 
 def model_set_optimizer_state(model: Any, optimizer: Any, tensors: Mapping[str, np.ndarray]) -> None:
     """Adam's state and the schedule's position from :func:`model_optimizer_state`'s tensors."""
     adam, schedule = optimizer
-    t = int(np.asarray(tensors["adam_t"]).reshape(-1)[0])
+    t = int(np.asarray(tensors[ADAM_COUNTER]).reshape(-1)[0])
     params = dict(model.named_parameters())
     for row in table_for(config_of(model), shadows=False):
         p = params[row.torch_key]
         state = {"t": t}
-        for slot in SLOTS:
-            name = f"{row.tf1_name}_adam_{slot}"
+        for slot in ADAM_SLOTS:
+            name = slot_name(row.tf1_name, slot)
             if name in tensors:
-                state[slot] = torch.as_tensor(row.to_torch_layout(np.asarray(tensors[name])), dtype=p.dtype, device=p.device)
+                state[slot] = torch.tensor(row.to_torch_layout(np.asarray(tensors[name])), dtype=p.dtype, device=p.device)  # a copy
         adam.state[p] = state
     schedule.last_epoch = t - 1  # the steps taken: the next runs at step t's rate
     for group, base, factor in zip(adam.param_groups, schedule.base_lrs, schedule.lr_lambdas):
         group["lr"] = base * factor(t - 1)
+    schedule._last_lr = [group["lr"] for group in adam.param_groups]  # what get_last_lr() reports

@@ -8,7 +8,9 @@
 * a training checkpoint (:mod:`.training`, written by ``train``), read as the network's tensors;
 * an original TF1 checkpoint prefix (:mod:`.tf1`, ``PREFIX.index`` + ``PREFIX.data-*``):
   one block under ``--scope`` (``model``) or, with ``--model``, the whole network; optimiser slots
-  skipped and counted; written to ``*.ckpt`` / ``*.ckpt-N`` prefixes as the original's Saver writes.
+  skipped and counted, except the original trainer's Adam state (``Variable_k``), which a network's
+  read carries (:func:`.tf1.map_adam_slots`); written to ``*.ckpt`` / ``*.ckpt-N`` prefixes as the
+  original's Saver writes.
 
 Pickle files (``torch.save``: ``.pt``, ``.pth``, ``.bin``, ``.pkl``, ``.pickle``) are refused, never unpickled.
 :func:`detect_format` names the format that reads a path (by name, and for safetensors by the

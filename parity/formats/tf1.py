@@ -21,11 +21,12 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
+from gated_spec.training import ADAM_COUNTER, ADAM_SLOTS, slot_name
 from parity.configs import infer_config, infer_model_config, normalize_config, shadow_decay
 from parity.errors import WeightError
 from parity.formats.base import Format, Loaded
 from parity.kinds import kind_of, table_for
-from parity.table import EMA_SUFFIX, TF1Namer, tensor_summary, weight_table
+from parity.table import EMA_SUFFIX, TF1Namer, check_tensors, tensor_summary, weight_table
 
 DEFAULT_SCOPE = "model"
 
@@ -335,43 +336,50 @@ def map_adam_slots(variables: Mapping[str, np.ndarray], config: Mapping[str, Any
     out: dict[str, np.ndarray] = {}
     problems = []
     for i, row in enumerate(rows):
-        for j, slot in enumerate(("mg", "v")[:per_param]):
+        for j, slot in enumerate(ADAM_SLOTS[:per_param]):
             name = names[1 + per_param * i + j]
             value = np.asarray(variables[name])
             if value.shape != row.shape:
                 problems.append(f"{name} (the {slot} of {row.tf1_name}): shape {value.shape}; expected {row.shape}")
-            out[f"{row.tf1_name}_adam_{slot}"] = value
+            out[slot_name(row.tf1_name, slot)] = value
     t = np.asarray(variables["Variable"]).reshape(-1)
     if t.shape != (1,) or not float(t[0]).is_integer() or t[0] < 1:
         problems.append(f"Variable (Adam's counter t): {t.tolist()}; expected one whole number >= 1")
     if problems:
         raise WeightError(problems, "checkpoint", "model")
-    out["adam_t"] = t.astype(np.float64)
+    out[ADAM_COUNTER] = t.astype(np.float64)
     return out
 
 
 def write_tf1(prefix: str, tensors: Mapping[str, np.ndarray], config: Mapping[str, Any],
-              adam: Mapping[str, np.ndarray] | None = None, scope: str = DEFAULT_SCOPE) -> None:
+              adam: Mapping[str, np.ndarray] | None = None, scope: str = DEFAULT_SCOPE, dtype: str = "float32") -> None:
     """An original-style TF1 checkpoint (``tf.compat.v1.train.Saver``): every tensor as
     ``<scope>/<name>`` (shadows with their ``/ExponentialMovingAverage``), and with ``adam`` the
     trainer's slots as ``Variable`` (t), ``Variable_1``, ... in nn.adam_updates' creation order, so the
-    original graph restores it and goes on. Written under a temporary prefix, then renamed into place
-    (the ``.index`` last)."""
+    original graph restores it and goes on. Values in ``dtype`` (the original's float32; ``t`` always
+    float32), checked against it first; shadows missing from ``tensors`` are written as copies of the
+    raw weights (the original graph always has them). Written under a temporary prefix, then renamed
+    into place, the ``.index`` last (an existing prefix's old ``.index`` is removed first, so a crash
+    never pairs an old index with new data)."""
     import tempfile
 
     import tensorflow as tf
 
     v1 = tf.compat.v1
     rows = table_for(config, shadows=False)
-    order = [(f"{scope}/{k}" if scope else k, v) for k, v in tensors.items()]
+    full = table_for(config, shadows=True)
+    check_tensors(full, tensors, allow_missing_shadows=True, target_dtype=dtype, where="tensors to write",
+                  what=kind_of(config).what)
+    values = {r.tf1_name: tensors.get(r.tf1_name, tensors.get(r.tf1_name[: -len(EMA_SUFFIX)])) for r in full}
+    order = [(f"{scope}/{k}" if scope else k, np.asarray(v, dtype)) for k, v in values.items()]
     if adam is not None:
-        slots = [np.asarray(adam["adam_t"], np.float32).reshape(())]
+        slots = [np.asarray(adam[ADAM_COUNTER], np.float32).reshape(())]
         for row in rows:
-            slots += [adam[f"{row.tf1_name}_adam_{s}"] for s in ("mg", "v") if f"{row.tf1_name}_adam_{s}" in adam]
+            slots += [np.asarray(adam[slot_name(row.tf1_name, s)], dtype) for s in ADAM_SLOTS if slot_name(row.tf1_name, s) in adam]
         order += [("Variable" if i == 0 else f"Variable_{i}", v) for i, v in enumerate(slots)]
     folder = os.path.dirname(os.path.abspath(prefix))
     graph = tf.Graph()
-    with graph.as_default(), tempfile.TemporaryDirectory(dir=folder) as tmp:
+    with graph.as_default(), tempfile.TemporaryDirectory(dir=folder, prefix=".tmp-") as tmp:
         variables = [v1.Variable(np.asarray(value), name=name, use_resource=False) for name, value in order]
         misnamed = [(v.op.name, name) for v, (name, _) in zip(variables, order) if v.op.name != name]
         if misnamed:
@@ -380,6 +388,8 @@ def write_tf1(prefix: str, tensors: Mapping[str, np.ndarray], config: Mapping[st
             sess.run(v1.variables_initializer(variables))
             v1.train.Saver(variables).save(sess, os.path.join(tmp, "ckpt"), write_meta_graph=False, write_state=False)
         parts = sorted(f for f in os.listdir(tmp) if f.startswith("ckpt.data-"))
+        if os.path.exists(prefix + ".index"):
+            os.remove(prefix + ".index")
         for part in parts:
             os.replace(os.path.join(tmp, part), prefix + part[len("ckpt"):])
         os.replace(os.path.join(tmp, "ckpt.index"), prefix + ".index")

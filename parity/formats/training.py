@@ -19,6 +19,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from gated_spec.training import ADAM_COUNTER, ADAM_SLOTS, slot_name
 from parity.atomic import atomic_path
 from parity.errors import WeightError
 from parity.formats.base import Format, Loaded
@@ -27,8 +28,8 @@ from parity.kinds import kind_of, normalize, table_for
 from parity.table import WeightRow, check_tensors, tensor_summary
 
 TRAIN_TAG = "gated-resnet-parity-train/1"
-SLOT_SUFFIXES = ("_adam_mg", "_adam_v")
-COUNTER = "adam_t"
+SLOT_SUFFIXES = tuple(slot_name("", slot) for slot in ADAM_SLOTS)  # "_adam_mg", "_adam_v"
+COUNTER = ADAM_COUNTER
 
 
 def slot_table(config: Mapping[str, Any], first_moment: bool) -> list[WeightRow]:
@@ -45,6 +46,10 @@ def write_checkpoint(path: str | os.PathLike, tensors: Mapping[str, np.ndarray],
 
     c = normalize(config)
     check_tensors(table_for(c), tensors, where="tensors to save", what=kind_of(c).what)
+    check_tensors(slot_table(c, float(state["mom1"]) > 0), {k: v for k, v in slots.items() if k != COUNTER},
+                  where="Adam's state to save", what=kind_of(c).what)
+    if np.shape(slots.get(COUNTER)) != (1,) or float(slots[COUNTER][0]) != int(state["step"]) + 1:
+        raise ValueError(f"expected {COUNTER} [step + 1] = [{int(state['step']) + 1}]; received {slots.get(COUNTER)}")
     metadata = {"format": TRAIN_TAG, "config": json.dumps(c), "initialized": "true", "state": json.dumps(dict(state))}
     arrays = {**{k: np.ascontiguousarray(v) for k, v in tensors.items()},
               **{k: np.ascontiguousarray(v) for k, v in slots.items()}}

@@ -49,9 +49,9 @@ def _run_optimizer(name: str, p0: np.ndarray, grads: list[np.ndarray], lr: float
 @pytest.mark.parametrize("name", BACKEND_PARAMS)
 @pytest.mark.parametrize("mom1", [0.95, 0.0])
 def test_original_adam_is_nn_adam_updates_with_epsilon_inside_the_root(name, mom1):
-    """Against the NumPy reference, operation by operation: float64 to the last bits (the schedule's
-    rate in double), float32 to an ulp or two of the update (TensorFlow's pow may round the bias
-    correction differently from NumPy's)."""
+    """Against the NumPy reference, operation by operation, with the same correctly rounded bias
+    correction (``gated_spec.training``): float64 to the last bits (the schedule's rate in double),
+    float32 to an ulp or two of the update."""
     lr, lr_decay = 1e-3, 0.99
     for dtype, tol in (("float64", 1e-15), ("float32", 3e-7)):
         p0 = np.random.default_rng(1).normal(size=(5, 7)).astype(dtype)
@@ -205,7 +205,7 @@ def test_an_original_training_checkpoint_goes_on_in_either_twin_and_back_in_the_
         for x in batches[2:4]:
             b.model_train_step(net, opt, x, None, None, "pre")
         if name == "torch":
-            write_tf1(str(tmp_path / "twin.ckpt-4"), b.export_weights(net), config, b.model_optimizer_state(net, opt))
+            write_tf1(str(tmp_path / "twin.ckpt-4"), b.export_weights(net), config, b.model_optimizer_state(net, opt), dtype="float64")
         b.model_train_step(net, opt, batches[4], None, None, "pre")
         finals[name] = {**b.export_weights(net), **b.model_optimizer_state(net, opt)}
     written = LazyCheckpoint(str(tmp_path / "twin.ckpt-4"))
