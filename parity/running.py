@@ -1,9 +1,12 @@
 """Running weight files: apply a block or a network from a file to inputs, draw samples from a
 network file, load a file into a live block or network of either twin.
 
-Each reads the file with :func:`parity.formats.read_any`, builds the twin of the file's kind
-(:mod:`parity.kinds`) in the file's dtype through the backend interface, and runs it in parity mode
-(TF32 off, as in the parity check). Arrays in and out are NHWC NumPy.
+``apply_file`` and ``sample_file`` keep the calling process free of both frameworks, as the parity
+check does (:mod:`parity.isolation`): the file is read where its format can be read (Keras files and
+TF1 checkpoints in TensorFlow's worker, the safetensors formats here, with NumPy), the twin of the
+file's kind (:mod:`parity.kinds`) is built in the chosen backend's worker in the file's dtype and run
+there in parity mode (TF32 off), and an output file is written where its format can be written.
+Arrays in and out are NHWC NumPy. ``load_into`` works on a net the caller already holds.
 """
 
 from __future__ import annotations
@@ -12,8 +15,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from parity import isolation
 from parity.backends import backend_of, build_loaded, get_backend
-from parity.formats import read_any, write_any
+from parity.formats import detect_format, format_for_writing, read_any, write_any
+from parity.formats.base import Loaded
 from parity.kinds import kind_of
 from parity.table import EMA_SUFFIX, dtype_of
 
@@ -21,6 +26,24 @@ from parity.table import EMA_SUFFIX, dtype_of
 def _check_ema(weights: str, tensors: Mapping[str, np.ndarray]) -> None:
     if not any(k.endswith(EMA_SUFFIX) for k in tensors):
         raise ValueError(f"--ema: {weights} holds no averaged weights (no {EMA_SUFFIX} tensors); run without --ema")
+
+
+NEEDS_TF = ("keras", "tf1")  # formats only TensorFlow reads and writes
+
+
+def _read(path: str) -> Loaded:
+    """``read_any`` where the format can be read: TensorFlow's worker for Keras files and TF1 checkpoints."""
+    if detect_format(path) in NEEDS_TF:
+        return isolation.call("tf", "parity.formats:read_any", path)
+    return read_any(path)
+
+
+def _write(path: str, tensors: Mapping[str, np.ndarray], config: Mapping[str, Any]) -> None:
+    """``write_any`` where the format can be written (TensorFlow's worker for Keras and TF1)."""
+    if format_for_writing(path).name in NEEDS_TF:
+        isolation.call("tf", "parity.formats:write_any", path, dict(tensors), dict(config), True)
+    else:
+        write_any(path, tensors, config, True)
 
 
 def apply_file(weights: str, inputs: Mapping[str, np.ndarray], backend: str = "torch", use_ema: bool = False,
@@ -31,7 +54,7 @@ def apply_file(weights: str, inputs: Mapping[str, np.ndarray], backend: str = "t
     ``save_weights`` writes the initialised weights)."""
     if "x" not in inputs:
         raise ValueError(f"expected inputs to contain 'x'; received {sorted(inputs)}")
-    loaded = read_any(weights)
+    loaded = _read(weights)
     names = kind_of(loaded.config).inputs
     unknown = sorted(set(inputs) - set(names))
     if unknown:
@@ -46,13 +69,23 @@ def apply_file(weights: str, inputs: Mapping[str, np.ndarray], backend: str = "t
         raise ValueError(f"{weights}: the weights are already initialised; --init runs the data-dependent init once")
     if save_weights and not init:
         raise ValueError("--save-weights goes with --init")
+    if save_weights:
+        format_for_writing(save_weights)  # a name no format writes is refused before any work
+    outputs, exported = isolation.call(backend, "parity.running:apply_here", backend, loaded, dict(inputs), use_ema, init,
+                                       bool(save_weights), device)
+    if save_weights:
+        _write(save_weights, exported, config)
+    return outputs
+
+
+def apply_here(backend: str, loaded: Loaded, inputs: Mapping[str, np.ndarray], use_ema: bool, init: bool,
+               export: bool, device: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
+    """:func:`apply_file`'s run, in the backend's process: the outputs, and the weights after it with ``export``."""
     module = get_backend(backend)
     with module.parity_mode(device):  # TF32 off, as in the parity check; a missing CUDA device is named here
-        built = build_loaded(module, tensors, config, initialized, device)
+        built = build_loaded(module, loaded.tensors, loaded.config, loaded.initialized, device)
         outputs = module.apply(built, inputs, use_ema=use_ema, init=init)
-        if save_weights:
-            write_any(save_weights, module.export_weights(built), config, True)
-    return outputs
+        return outputs, module.export_weights(built) if export else None
 
 
 def sample_file(weights: str, noise: Mapping[str, np.ndarray], backend: str = "torch", use_ema: bool = False,
@@ -61,7 +94,7 @@ def sample_file(weights: str, noise: Mapping[str, np.ndarray], backend: str = "t
     [B, H, W, 3] (position (i, j) used at step (i, j)); returns ``{'x': [B, H, W, 3]}``."""
     from gated_spec.model import IMAGE_CHANNELS, check_image_size
 
-    loaded = read_any(weights)
+    loaded = _read(weights)
     if not kind_of(loaded.config).network:
         raise ValueError(f"{weights}: holds one block; sampling needs a model file (convert ... --model pixelcnn_pp)")
     M = loaded.config["nr_logistic_mix"]
@@ -79,12 +112,19 @@ def sample_file(weights: str, noise: Mapping[str, np.ndarray], backend: str = "t
                              f"received values in [{u.min()}, {u.max()}]")
     if use_ema:
         _check_ema(weights, loaded.tensors)
-    module = get_backend(backend)
     dtype = dtype_of(loaded.tensors)
+    noise = {"u_mix": u_mix.astype(dtype), "u_value": u_value.astype(dtype)}
+    return {"x": isolation.call(backend, "parity.running:sample_here", backend, loaded, noise,
+                                None if h is None else np.asarray(h, dtype), use_ema, progress, device)}
+
+
+def sample_here(backend: str, loaded: Loaded, noise: Mapping[str, np.ndarray], h: np.ndarray | None, use_ema: bool,
+                progress: bool, device: str) -> np.ndarray:
+    """:func:`sample_file`'s draw, in the backend's process."""
+    module = get_backend(backend)
     with module.parity_mode(device):
         model = build_loaded(module, loaded.tensors, loaded.config, loaded.initialized, device)
-        noise = {"u_mix": u_mix.astype(dtype), "u_value": u_value.astype(dtype)}
-        return {"x": module.sample(model, noise, None if h is None else np.asarray(h, dtype), use_ema, progress)}
+        return module.sample(model, noise, h, use_ema, progress)
 
 
 def load_into(net: Any, path: str, overrides: Mapping[str, Any] | None = None, scope: str = "model",

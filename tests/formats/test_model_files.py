@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from tests.conftest import BACKEND_PARAMS, HAVE
+from tests.conftest import BACKEND_PARAMS, HAVE, ROOT
 from tests.models import H, W, model_weights
 
 
@@ -232,3 +232,42 @@ def test_load_into_takes_a_whole_network_and_refuses_one_that_does_not_fit(tmp_p
     block = backend.build({"num_filters": 8})
     with pytest.raises(ValueError, match="holds a model; the target is a block"):
         load_into(block, str(tmp_path / "m.torch.safetensors"))
+
+
+@pytest.mark.skipif(not (HAVE["tf"] and HAVE["torch"]), reason="needs both frameworks")
+def test_run_and_sample_read_keras_and_tf1_files_in_tensorflows_worker_and_run_torch_in_its_own(tmp_path, capsys):
+    """The command's process holds neither framework: a Keras file is read in TensorFlow's worker and
+    the torch twin runs in torch's, so no process ever holds both (PyPI's torch wheel brings triton,
+    which aborts a process holding TensorFlow); the outputs are the canonical file's."""
+    import subprocess
+    import sys
+
+    from gated_spec.model import SAMPLER_U_MIN
+    from parity.case import random_weights
+    from parity.cli import main
+    from parity.formats.canonical import save_canonical
+    from parity.running import apply_file
+
+    config = {"model": "pixelcnn_pp", **SMALL, "polyak_decay": 0.9995}
+    save_canonical(tmp_path / "m.safetensors", random_weights(config, 9, shadows=True), config, initialized=True)
+    assert main(["convert", str(tmp_path / "m.safetensors"), str(tmp_path / "m.weights.h5")]) == 0
+    x = np.round(np.random.default_rng(0).uniform(-1, 1, (1, 4, 4, 3)) * 127.5).astype(np.float32) / np.float32(127.5)
+    a = apply_file(str(tmp_path / "m.safetensors"), {"x": x}, backend="torch")
+    b = apply_file(str(tmp_path / "m.weights.h5"), {"x": x}, backend="torch")
+    np.save(tmp_path / "x.npy", x)
+    script = ("import sys, numpy as np; from parity.running import apply_file; "
+              f"apply_file({str(tmp_path / 'm.weights.h5')!r}, {{'x': np.load({str(tmp_path / 'x.npy')!r})}}, backend='torch'); "
+              "print(sorted(m for m in ('torch', 'tensorflow', 'keras', 'triton') if m in sys.modules))")
+    env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", (proc.returncode, proc.stdout, proc.stderr[-2000:])
+    np.testing.assert_array_equal(a["out"], b["out"])
+    assert a["loss"] == b["loss"]
+    rng = np.random.default_rng(1)
+    np.savez(tmp_path / "u.npz", u_mix=rng.uniform(SAMPLER_U_MIN, 1 - SAMPLER_U_MIN, (1, 4, 4, 2)).astype(np.float32),
+             u_value=rng.uniform(SAMPLER_U_MIN, 1 - SAMPLER_U_MIN, (1, 4, 4, 3)).astype(np.float32))
+    for name in ("m.safetensors", "m.weights.h5"):
+        assert main(["sample", "--weights", str(tmp_path / name), "--noise", str(tmp_path / "u.npz"),
+                     "--out", str(tmp_path / f"{name}.npz")]) == 0
+    with np.load(tmp_path / "m.safetensors.npz") as f, np.load(tmp_path / "m.weights.h5.npz") as g:
+        np.testing.assert_array_equal(f["x"], g["x"])
