@@ -10,6 +10,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 import time
 from typing import Sequence
@@ -191,6 +192,14 @@ def cmd_pitfalls(args: argparse.Namespace) -> int:
     return EXIT_OK if all(r.caught for r in results) else EXIT_FAIL
 
 
+def device_arg(value: str) -> str:
+    """``--device``: ``cpu``, ``cuda`` or ``cuda:N``; anything else is refused before any work (a device
+    neither framework knows, or one TensorFlow would silently replace by the CPU)."""
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", value):
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N; received {value!r}")
+    return value
+
+
 SUITE_HELP = ("default: 8 small configs covering every option (F = 4); wide: 2 blocks and a PixelCNN++ (R = 1) at "
               "PixelCNN++ width (F = 160, 8x8), where float32 error grows with the 1920-term sums; layers: "
               "each of the 6 weight-normalised conv layers alone (transposed ones included) at 3 strides; models: 3 tiny "
@@ -206,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
 
     def reporting(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+        p.add_argument("--device", default="cpu", type=device_arg, help="cpu, cuda or cuda:N (default: cpu)")
         p.add_argument("--dtype", default="both", choices=["float32", "float64", "both"])
         p.add_argument("--json", action="store_true", help="print the report as JSON")
         p.add_argument("--verbose", "-v", action="store_true", help="one row per tensor")
@@ -223,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("record", help="write one backend's inputs and results to a file")
     p.add_argument("out")
     p.add_argument("--backend", default="tf", choices=["tf", "torch"])
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", type=device_arg, help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--suite", default="default", choices=list(SUITES), help=SUITE_HELP)
     p.set_defaults(func=cmd_record)
 
@@ -257,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help=".npz that gets x [B, H, W, 3]")
     p.add_argument("--ema", action="store_true", help="sample with the averaged weights")
     p.add_argument("--inputs", default=None, help=".npz with h [B, K] for a conditional model")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", type=device_arg, help="cpu, cuda or cuda:N (default: cpu)")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("pitfalls", help="the pitfall gallery: naive translations, each caught at its stage")
@@ -292,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dropout-p", type=float, default=0.5)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--backend", default="torch", choices=["tf", "torch"])
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", type=device_arg, help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--out", required=True, help="run folder: checkpoint.safetensors, last.safetensors, log.jsonl")
     p.add_argument("--resume", action="store_true", help="go on from OUT/checkpoint.safetensors")
     p.add_argument("--save-every", type=int, default=100)
@@ -306,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ema", action="store_true", help="use the averaged weights")
     p.add_argument("--init", action="store_true", help="run the data-dependent init on this batch")
     p.add_argument("--save-weights", default=None, help="with --init: write the initialised weights here")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", type=device_arg, help="cpu, cuda or cuda:N (default: cpu)")
     p.set_defaults(func=cmd_run)
     return parser
 

@@ -135,6 +135,9 @@ def inputs(arrays: Mapping[str, np.ndarray], names: Sequence[str], dtype: str, d
 
 def describe(device: str) -> str:
     if device.startswith("cuda"):
+        if not torch.cuda.is_available():  # the same one-line refusal as parity_mode, which runs after the report's header
+            raise ValueError(f"expected a CUDA device for device={device!r}; torch {torch.__version__} sees none here "
+                             f"(built with CUDA: {torch.version.cuda or 'no'})")
         return f"torch {torch.__version__} on {torch.cuda.get_device_name(torch.device(device))}"
     return f"torch {torch.__version__} on CPU"
 

@@ -633,3 +633,23 @@ def test_a_torch_file_with_a_rank_1_v_is_a_clear_error(tmp_path, capsys):
     save_file({"conv_input.V": np.zeros(4, np.float32)}, str(tmp_path / "w.torch.safetensors"))
     assert main(["convert", str(tmp_path / "w.torch.safetensors"), str(tmp_path / "o.safetensors")]) == 2
     assert "tensor 'conv_input.V' has shape (4,); expected a 2-D (nin) or 4-D (conv) V" in capsys.readouterr().err
+
+
+def test_check_and_verify_refuse_a_device_they_cannot_use_in_one_line(capsys):
+    """``--device`` is cpu, cuda or cuda:N, checked before any work; cuda without a GPU is a one-line
+    error with exit 2 (exit 1 is a parity FAIL), not a traceback from the report's header."""
+    from parity.cli import main
+
+    for argv in (["check", "--device", "foo"], ["verify", "--device", "meta"], ["verify", "--backend", "tf", "--device", "gpu"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 2
+        assert "expected cpu, cuda or cuda:N" in capsys.readouterr().err
+    if HAVE["torch"]:
+        import torch
+
+        if not torch.cuda.is_available():
+            for command in ("check", "verify"):
+                assert main([command, "--device", "cuda"]) == 2
+                err = capsys.readouterr().err
+                assert err.startswith("error: expected a CUDA device for device='cuda'") and "Traceback" not in err
