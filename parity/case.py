@@ -15,6 +15,7 @@ import numpy as np
 
 from gated_spec import CHANNEL_MULTIPLIER, CONV_PERM, DEFAULT_POLYAK_DECAY, LAYER_KINDS
 from gated_spec import TF1_SHADOW_SUFFIX as EMA_SUFFIX
+from gated_spec.training import DEFAULT_EMA_ORDER, DEFAULT_EPS, DEFAULT_LR, DEFAULT_LR_DECAY, DEFAULT_MOM1, DEFAULT_MOM2
 from parity.configs import normalize_config
 from parity.kinds import table_for, with_kind
 from parity.table import WeightRow, model_weight_table, weight_table
@@ -371,12 +372,12 @@ class TrainingCase(_CaseFields):
     width: int = 8
     seed: int = 0
     steps: int = 20
-    lr: float = 1e-3
-    lr_decay: float = 0.999995
-    mom1: float = 0.95
-    mom2: float = 0.9995
-    eps: float = 1e-8
-    ema: str = "pre"
+    lr: float = DEFAULT_LR
+    lr_decay: float = DEFAULT_LR_DECAY
+    mom1: float = DEFAULT_MOM1
+    mom2: float = DEFAULT_MOM2
+    eps: float = DEFAULT_EPS
+    ema: str = DEFAULT_EMA_ORDER
     arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:

@@ -17,14 +17,14 @@ from typing import Sequence
 
 import numpy as np
 
-from parity.case import SUITES
 from gated_spec import DEFAULT_POLYAK_DECAY
 from gated_spec.training import (DEFAULT_EMA_ORDER, DEFAULT_EPS, DEFAULT_LR, DEFAULT_LR_DECAY, DEFAULT_MOM1, DEFAULT_MOM2,
                                  EMA_ORDERS)
-from parity.kinds import MODELS
 from parity.atomic import atomic_path
+from parity.case import SUITES
 from parity.harness import DTYPES, Report
 from parity.isolation import WorkerDied
+from parity.kinds import MODELS
 from parity.protocol import SAMPLE_TENSOR
 from parity.tolerance import policy
 
@@ -214,8 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command")
 
-    def reporting(p: argparse.ArgumentParser) -> None:
+    def device(p: argparse.ArgumentParser) -> None:
         p.add_argument("--device", default="cpu", type=device_arg, help="cpu, cuda or cuda:N (default: cpu)")
+
+    def reporting(p: argparse.ArgumentParser) -> None:
+        device(p)
         p.add_argument("--dtype", default="both", choices=["float32", "float64", "both"])
         p.add_argument("--json", action="store_true", help="print the report as JSON")
         p.add_argument("--verbose", "-v", action="store_true", help="one row per tensor")
@@ -232,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("record", help="write one backend's inputs and results to a file")
     p.add_argument("out")
     p.add_argument("--backend", default="tf", choices=["tf", "torch"])
-    p.add_argument("--device", default="cpu", type=device_arg, help="cpu, cuda or cuda:N (default: cpu)")
+    device(p)
     p.add_argument("--suite", default="default", choices=list(SUITES), help=SUITE_HELP)
     p.set_defaults(func=cmd_record)
 
@@ -266,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help=".npz that gets x [B, H, W, 3]")
     p.add_argument("--ema", action="store_true", help="sample with the averaged weights")
     p.add_argument("--inputs", default=None, help=".npz with h [B, K] for a conditional model")
-    p.add_argument("--device", default="cpu", type=device_arg, help="cpu, cuda or cuda:N (default: cpu)")
+    device(p)
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("pitfalls", help="the pitfall gallery: naive translations, each caught at its stage")
@@ -301,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dropout-p", type=float, default=0.5)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--backend", default="torch", choices=["tf", "torch"])
-    p.add_argument("--device", default="cpu", type=device_arg, help="cpu, cuda or cuda:N (default: cpu)")
+    device(p)
     p.add_argument("--out", required=True, help="run folder: checkpoint.safetensors, last.safetensors, log.jsonl")
     p.add_argument("--resume", action="store_true", help="go on from OUT/checkpoint.safetensors")
     p.add_argument("--save-every", type=int, default=100)
@@ -315,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ema", action="store_true", help="use the averaged weights")
     p.add_argument("--init", action="store_true", help="run the data-dependent init on this batch")
     p.add_argument("--save-weights", default=None, help="with --init: write the initialised weights here")
-    p.add_argument("--device", default="cpu", type=device_arg, help="cpu, cuda or cuda:N (default: cpu)")
+    device(p)
     p.set_defaults(func=cmd_run)
     return parser
 
