@@ -362,7 +362,12 @@ def wide_model_case() -> ModelCase:
 class TrainingCase(_CaseFields):
     """A tiny network trained ``steps`` steps as the original trains it (``gated_spec.training``), from
     the same initialised weights, on the same batches (8-bit grid, edges included) and the same
-    dropout keep-masks (one per block, per step), so the two twins can be compared step by step."""
+    dropout keep-masks (one per block, per step), so the two twins can be compared step by step.
+    With ``init``, the weights are not initialised: step 0 is the data-dependent init on batch
+    ``x/0`` with masks ``dropout_mask/0/*``, as train.py runs it before its first step.
+    ``resynced`` (made by :func:`parity.harness.resynced`): each step s > 1 starts from the state under
+    ``state/<s - 1>/`` (weights, shadows, Adam's slots and ``adam_t``: the reference's float64 state
+    after step s - 1, rounded to float32), so a step's comparison shows that step's error alone."""
 
     kind: ClassVar[str] = "pixelcnn_pp"
     name: str
@@ -378,6 +383,8 @@ class TrainingCase(_CaseFields):
     mom2: float = DEFAULT_MOM2
     eps: float = DEFAULT_EPS
     ema: str = DEFAULT_EMA_ORDER
+    init: bool = False
+    resynced: bool = False
     arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -386,9 +393,10 @@ class TrainingCase(_CaseFields):
         self._settle(normalize_model_config, make_training_arrays)
 
     def batches(self) -> list[tuple[np.ndarray, list[np.ndarray] | None]]:
-        """(images, keep-masks or ``None``) of each step, in order."""
+        """(images, keep-masks or ``None``) of each step, in order; with ``init``, the init batch first
+        (step 0)."""
         out = []
-        for s in range(1, self.steps + 1):
+        for s in range(0 if self.init else 1, self.steps + 1):
             masks = [self.arrays[k] for k in sorted((k for k in self.arrays if k.startswith(f"dropout_mask/{s}/")),
                                                     key=lambda k: int(k.rsplit("/", 1)[1]))]
             out.append((self.arrays[f"x/{s}"], masks or None))
@@ -401,7 +409,8 @@ def make_training_arrays(case: TrainingCase) -> dict[str, np.ndarray]:
     c = case.config
     rng = np.random.default_rng(case.seed)
     arrays = {f"weights/{k}": v for k, v in random_weights(with_kind(case.kind, c), seed=case.seed + 1).items()}
-    for s in range(1, case.steps + 1):
+    # The init batch (step 0) is drawn after the steps', so a case's steps are the same with or without it.
+    for s in [*range(1, case.steps + 1), *([0] if case.init else [])]:
         x = np.round(rng.uniform(-1, 1, (case.batch, case.height, case.width, 3)) * 127.5) / 127.5
         x.reshape(-1)[s % 7:: 13] = -1.0  # the loss's edge branches
         arrays[f"x/{s}"] = _f32(x)

@@ -22,7 +22,7 @@ from gated_spec.training import (DEFAULT_EMA_ORDER, DEFAULT_EPS, DEFAULT_LR, DEF
                                  EMA_ORDERS)
 from parity.atomic import atomic_path
 from parity.case import SUITES
-from parity.harness import DTYPES, Report
+from parity.harness import DTYPES, Report, first_step_beyond
 from parity.isolation import WorkerDied
 from parity.kinds import MODELS
 from parity.protocol import SAMPLE_TENSOR
@@ -63,6 +63,9 @@ def format_report(report: Report, verbose: bool = False) -> str:
                     f"{case.case:<48} {dtype:<8} {c.tensor:<28} {_fmt(c.max_abs):>9} {_fmt(c.max_rel):>9} "
                     f"{c.ulp:>9} {c.identical:>5.0%} {_fmt(c.bound):>9} {c.ratio:>6.2f}  {status}"
                 )
+        if steps := first_step_beyond(case):
+            lines.append(f"{case.case:<48} first step beyond the bound: "
+                         + ", ".join(f"{dt} {'never' if s is None else s}" for dt, s in steps.items()))
     n = sum(len(c.comparisons) for c in report.cases)
     bad = sum(1 for c in report.cases for x in c.comparisons if not x.passed)
     lines += [
@@ -90,15 +93,23 @@ def _dtypes(value: str) -> tuple[str, ...]:
 def cmd_check(args: argparse.Namespace) -> int:
     from parity.harness import check
 
-    return _emit(check(SUITES[args.suite](), reference=args.reference, other=args.other, device=args.device,
+    return _emit(check(_cases(args, args.reference), reference=args.reference, other=args.other, device=args.device,
                        dtypes=_dtypes(args.dtype), tf32=args.tf32), args)
+
+
+def _cases(args: argparse.Namespace, reference: str) -> list:
+    """The suite's cases; with ``--resynced``, its training cases resynced to ``reference``'s state."""
+    from parity.harness import resynced
+
+    cases = SUITES[args.suite]()
+    return resynced(cases, reference, args.device) if args.resynced else cases
 
 
 def cmd_record(args: argparse.Namespace) -> int:
     from parity.harness import record
 
     start = time.perf_counter()
-    record(args.out, backend=args.backend, device=args.device, cases=SUITES[args.suite]())
+    record(args.out, backend=args.backend, device=args.device, cases=_cases(args, args.backend))
     print(f"recorded {args.backend} on {args.device} to {args.out} in {time.perf_counter() - start:.1f} s")
     return EXIT_OK
 
@@ -229,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", default="tf", choices=["tf", "torch"])
     p.add_argument("--other", default="torch", choices=["tf", "torch"])
     p.add_argument("--suite", default="default", choices=list(SUITES), help=SUITE_HELP)
+    p.add_argument("--resynced", action="store_true",
+                   help="training cases: start each step from the reference's state (one step's error, not the accumulation)")
     reporting(p)
     p.set_defaults(func=cmd_check)
 
@@ -237,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="tf", choices=["tf", "torch"])
     device(p)
     p.add_argument("--suite", default="default", choices=list(SUITES), help=SUITE_HELP)
+    p.add_argument("--resynced", action="store_true",
+                   help="training cases: start each step from the reference's state (one step's error, not the accumulation)")
     p.set_defaults(func=cmd_record)
 
     p = sub.add_parser("verify", help="check a backend against a recorded file")

@@ -8,6 +8,7 @@ report names the first tensor, in computation order, that fails: the stage where
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -49,6 +50,16 @@ class CaseReport:
         return next((c for c in self.comparisons if not c.passed), None)
 
 
+def first_step_beyond(report: CaseReport) -> dict[str, int | None]:
+    """For a training case (tensors ``step_<s>/...``): per dtype, the first step with a tensor beyond
+    its bound, or ``None`` if the twins never part; ``{}`` for any other case."""
+    steps = {dt: [int(c.tensor.split("/", 1)[0][5:]) for c in report.comparisons if c.dtype == dt and not c.passed]
+             for dt in DTYPES if any(c.dtype == dt for c in report.comparisons)}
+    if not any(c.tensor.startswith("step_") for c in report.comparisons):
+        return {}
+    return {dt: min(found, default=None) for dt, found in steps.items()}
+
+
 @dataclass
 class Report:
     reference: str
@@ -79,6 +90,7 @@ class Report:
                     "case": c.case,
                     "passed": c.passed,
                     "first_failure": None if c.first_failure is None else c.first_failure.tensor,
+                    **({"first_step_beyond": steps} if (steps := first_step_beyond(c)) else {}),
                     "peak_compare_mib": round(c.peak_compare_mib, 3),
                     "tensors": [x.to_dict() for x in c.comparisons],
                 }
@@ -213,6 +225,48 @@ def check(
                                          run_backend(other, case, device, tf32), tuple(dtypes)))
     report.seconds = time.perf_counter() - start
     return report
+
+
+# -- resynced training -------------------------------------------------------------------------
+def run_float64_here(backend: str, case: TrainingCase, device: str = "cpu") -> dict[str, np.ndarray]:
+    """The case's float64 run alone, in parity mode, in this process."""
+    module = get_backend(backend)
+    with module.parity_mode(device):
+        return protocol.run(module, case, "float64", device)
+
+
+def resynced(cases: list[Any], reference: str = "tf", device: str = "cpu") -> list[Any]:
+    """Each training case (others as they are) made to start every step s > 1 from ``reference``'s
+    float64 lockstep state after step s - 1, rounded to float32 like every case's inputs: its weights,
+    shadows, Adam's slots and counter (``TrainingCase.resynced``). Then a step's comparison measures that
+    one step's error, not what the steps before it accumulated; the bound is derived as for any case
+    (the reference's own spread on the same start, re-run from it moved by one ulp)."""
+    from gated_spec.training import ADAM_COUNTER
+
+    out = []
+    for case in cases:
+        if not isinstance(case, TrainingCase):
+            out.append(case)
+            continue
+        if case.init:
+            raise ValueError(f"expected a training case without the init pass for a resynced run; received {case.name!r}")
+        out.append(resync_case(case, isolation.call(reference, "parity.harness:run_float64_here", reference, case, device)))
+    return out
+
+
+def resync_case(case: TrainingCase, states: dict[str, np.ndarray]) -> TrainingCase:
+    """``case`` resynced to a lockstep run's results ``states`` (``step_<s>/...``): each step s > 1
+    starts from the state after step s - 1, rounded to float32."""
+    from gated_spec.training import ADAM_COUNTER
+
+    arrays = dict(case.arrays)
+    for s in range(1, case.steps):
+        for k, v in states.items():
+            step, name = k.split("/", 1)
+            if step == f"step_{s}" and name != "loss":
+                arrays[f"state/{s}/{name}"] = np.asarray(v, np.float32)
+        arrays[f"state/{s}/{ADAM_COUNTER}"] = np.array([s + 1], np.float64)  # float64: never perturbed
+    return dataclasses.replace(case, name=f"{case.name}-resynced", resynced=True, arrays=arrays)
 
 
 # -- recorded references -----------------------------------------------------------------------

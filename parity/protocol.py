@@ -19,6 +19,7 @@ import numpy as np
 
 from gated_spec.training import ADAM_SLOTS, slot_name
 from parity.backends.interface import Backend
+from parity.case import under_prefix
 from parity.kinds import KINDS, with_kind
 from parity.table import EMA_SUFFIX, weight_table
 
@@ -133,19 +134,29 @@ def run_training_case(backend: Backend, case: Any, dtype: str = "float32", devic
     """Both twins' training in lockstep (``parity.case.TrainingCase``): after each step s, in this order,
     ``step_<s>/loss`` (the step's forward, before its update) and for every raw weight in call order
     ``step_<s>/<name>``, its shadow, and Adam's ``<name>_adam_mg`` (and ``_adam_v``): so the first failing
-    tensor names the first step, and the first layer, where the twins part."""
+    tensor names the first step, and the first layer, where the twins part. With ``case.init``, step 0
+    is the data-dependent init (its weights and shadows; no loss, no Adam state yet). With
+    ``case.resynced``, each step after the first starts from the state the case carries for it."""
     config = with_kind(case.kind, case.config)
     rows = KINDS[case.kind].table(config, shadows=False)
+    names = {r.tf1_name for r in KINDS[case.kind].table(config)}  # weights and shadows; the rest of a state is Adam's
     out: dict[str, np.ndarray] = {}
     with backend.on_device(device):
         net = backend.build(config, dtype, device)
-        backend.import_weights(net, case.weights(), initialized=True)
+        backend.import_weights(net, case.weights(), initialized=not case.init)
         optimizer = backend.model_optimizer(net, case.lr, case.lr_decay, case.mom1, case.mom2, case.eps)
-        for step, (x, masks) in enumerate(case.batches(), 1):
-            loss = backend.model_train_step(net, optimizer, x.astype(dtype), None,
-                                            None if masks is None else [m.astype(dtype) for m in masks], case.ema)
-            out[f"step_{step}/loss"] = np.array([loss], np.float64)
-            weights, adam = backend.export_weights(net), backend.model_optimizer_state(net, optimizer)
+        for step, (x, masks) in enumerate(case.batches(), 0 if case.init else 1):
+            masks = None if masks is None else [m.astype(dtype) for m in masks]
+            if step == 0:
+                backend.model_initialize(net, backend.inputs({"x": x}, KINDS[case.kind].inputs, dtype, device), masks)
+            else:
+                if case.resynced and step > 1:  # from the reference's state after the step before
+                    state = under_prefix(case.arrays, f"state/{step - 1}/")
+                    backend.import_weights(net, {k: v for k, v in state.items() if k in names}, initialized=True)
+                    backend.model_set_optimizer_state(net, optimizer, {k: v for k, v in state.items() if k not in names})
+                loss = backend.model_train_step(net, optimizer, x.astype(dtype), None, masks, case.ema)
+                out[f"step_{step}/loss"] = np.array([loss], np.float64)
+            weights, adam = backend.export_weights(net), ({} if step == 0 else backend.model_optimizer_state(net, optimizer))
             for r in rows:
                 out[f"step_{step}/{r.tf1_name}"] = weights[r.tf1_name]
                 out[f"step_{step}/{r.tf1_name}{EMA_SUFFIX}"] = weights[r.tf1_name + EMA_SUFFIX]

@@ -221,3 +221,29 @@ def test_an_original_training_checkpoint_goes_on_in_either_twin_and_back_in_the_
                                  (k + "_adam_mg", f"Variable_{2 * i + 1}"), (k + "_adam_v", f"Variable_{2 * i + 2}")):
                 np.testing.assert_allclose(got[mine], gv[theirs], rtol=1e-9, atol=1e-11 * np.abs(gv[theirs]).max(),
                                            err_msg=f"{name} {mine}")
+
+
+@pytest.mark.parametrize("name", BACKEND_PARAMS)
+def test_a_resynced_step_starts_from_the_state_it_is_given(name):
+    """``check --resynced`` starts each step from a given state (weights, shadows, Adam's slots and
+    counter, the schedule's position): resynced to a float32 lockstep run's own states, the run is that
+    run bit for bit, and a state with the counter one step off is not."""
+    from parity import protocol
+    from parity.backends import get_backend
+    from parity.case import TrainingCase
+    from parity.harness import resync_case
+
+    backend = get_backend(name)
+    case = TrainingCase("resync", {k: v for k, v in CONFIG.items() if k not in ("model", "polyak_decay")}, steps=2, lr_decay=0.9)
+    with backend.parity_mode("cpu"):
+        lockstep = protocol.run(backend, case, "float32")
+        again = resync_case(case, lockstep)
+        assert again.resynced and {k.split("/")[1] for k in again.arrays if k.startswith("state/")} == {"1"}
+        resynced = protocol.run(backend, again, "float32")
+        assert list(resynced) == list(lockstep)
+        for k, v in lockstep.items():
+            np.testing.assert_array_equal(resynced[k], v, err_msg=k)
+        again.arrays["state/1/adam_t"] = np.array([1.0])  # the counter one step behind: step 2 differs
+        off = protocol.run(backend, again, "float32")
+        assert not np.array_equal(off["step_2/conv2d_0/V"], lockstep["step_2/conv2d_0/V"])
+        np.testing.assert_array_equal(off["step_1/conv2d_0/V"], lockstep["step_1/conv2d_0/V"])
