@@ -24,6 +24,8 @@ import torch_impl.layers as _layers
 import torch_impl.mixture as _mixture
 import torch_impl.model as _model
 import torch_impl.ops as _ops
+import torch_impl.optim as _optim
+import torch_impl.train as _train
 
 # name -> (owner, attribute, what it computes). An owner that is a dict has the attribute as a key.
 HOOKS: dict[str, tuple[Any, str, str]] = {
@@ -57,6 +59,11 @@ HOOKS: dict[str, tuple[Any, str, str]] = {
     "mixture.softplus": (_mixture, "softplus", "the loss's softplus, as TensorFlow's kernel and gradient"),
     "mixture.bits_per_dim": (_mixture, "bits_per_dim", "loss / (log(2) * B * H * W * 3)"),
     "mixture.sample_from_discretized_mix_logistic": (_mixture, "sample_from_discretized_mix_logistic", "one draw of every pixel"),
+    "optim.OriginalAdam": (_optim, "OriginalAdam", "train.py's optimiser, nn.adam_updates"),
+    "optim.original_schedule": (_optim, "original_schedule", "train.py's learning rate: lr * lr_decay ** s at step s"),
+    "train.train_step": (_train, "train_step", "one training step: loss, gradients, Adam, Polyak update"),
+    "train.loss": (_train, "discretized_mix_logistic_loss", "the loss a training step minimises (summed, in nats)"),
+    "train.update_averages": (_train, "update_averages", "the Polyak update a training step runs"),
 }
 
 _MISSING = object()

@@ -15,12 +15,13 @@ The package, by level:
   ``_patched``, the case makers);
 - ``block``: block- and layer-level entries and their overrides (:data:`PITFALLS`);
 - ``model``: model-level entries M1..M10 (:data:`MODEL_PITFALLS`);
+- ``training``: training-loop entries T1..T8 (:data:`TRAINING_PITFALLS`);
 - ``article``: the seed article's block (:data:`ARTICLE`), re-created from its description;
 - ``runner``: :func:`gallery` (the one list of every entry), :func:`run_naive`, :func:`run_pitfall`;
 - ``formatters``: the CLI's table and ``docs/pitfalls.md``.
 
-Later levels (attention entries for PixelSNAIL in ``attention.py``, training-loop entries in
-``training.py``) go in modules of their own beside these, with their list added to :func:`gallery`.
+Later levels (attention entries for PixelSNAIL in ``attention.py``) go in modules of their own
+beside these, with their list added to :func:`gallery`.
 
 Importing this package imports neither TensorFlow nor PyTorch; an entry's override imports what it
 replaces when it is installed, and the runner starts the backends in their worker processes.
@@ -32,6 +33,7 @@ from parity.gallery.block import PITFALLS
 from parity.gallery.formatters import format_gallery, format_markdown, markdown_row
 from parity.gallery.model import MODEL_PITFALLS
 from parity.gallery.runner import gallery, run_naive, run_pitfall
+from parity.gallery.training import TRAINING_PITFALLS
 
-__all__ = ["ARTICLE", "LOAD", "MODEL_PITFALLS", "PITFALLS", "Pitfall", "Result", "format_gallery", "format_markdown",
+__all__ = ["ARTICLE", "LOAD", "MODEL_PITFALLS", "PITFALLS", "Pitfall", "Result", "TRAINING_PITFALLS", "format_gallery", "format_markdown",
            "gallery", "markdown_row", "run_naive", "run_pitfall"]

@@ -14,10 +14,11 @@ from parity.gallery.article import ARTICLE, _article_run
 from parity.gallery.base import LOAD, Pitfall, Result
 from parity.gallery.block import PITFALLS
 from parity.gallery.model import MODEL_PITFALLS
+from parity.gallery.training import TRAINING_PITFALLS
 
 
 def gallery() -> list[Pitfall]:
-    return [*PITFALLS, *MODEL_PITFALLS, ARTICLE]
+    return [*PITFALLS, *MODEL_PITFALLS, *TRAINING_PITFALLS, ARTICLE]
 
 
 def run_naive(key: str, case: Case | LayerCase | ModelCase) -> dict[str, Any]:
