@@ -184,7 +184,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                            batch_size=args.batch_size, init_batch_size=args.init_batch_size, init_from=args.init_from,
                            lr=args.lr, lr_decay=args.lr_decay, mom1=args.mom1, mom2=args.mom2, eps=args.eps, seed=args.seed,
                            shuffle=not args.no_shuffle, save_every=args.save_every, ema=args.ema_order, resume=args.resume,
-                           test_data=args.test_data, device=args.device, progress=sys.stderr.isatty())
+                           test_data=args.test_data, sample_every=args.sample_every, device=args.device, progress=sys.stderr.isatty())
     summary = train(options)
     print(f"trained {summary['steps']} steps (from step {summary['resumed_from']}), last loss {summary['loss']:.2f}; "
           f"model file {os.path.join(args.out, 'last.safetensors')}"
@@ -300,7 +300,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nr-logistic-mix", type=int)
     p.add_argument("--nonlinearity", choices=["concat_elu", "elu", "relu"])
     p.add_argument("--data", required=True, help="CIFAR-10 binary folder or .bin file, an .npz (x [N, H, W, 3] uint8), or a folder of PNGs")
-    p.add_argument("--test-data", default=None, help="images for the test bits/dim with the averaged weights at the end")
+    p.add_argument("--test-data", default=None, help="images for the test bits/dim with the averaged weights at the end "
+                   "(and at every --sample-every step, in log.jsonl's test_bpd_ema)")
+    p.add_argument("--sample-every", type=int, default=None,
+                   help="every N steps and at the end: DIR/samples_<step>.png (16 images drawn with the averaged weights) "
+                        "and DIR/curves.png (train bits/dim, and test bits/dim with --test-data, against the step)")
     p.add_argument("--no-shuffle", action="store_true", help="take the images in file order")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--init-batch-size", type=int, default=16, help="images for the data-dependent init (the original's 100)")

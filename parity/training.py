@@ -64,6 +64,7 @@ class TrainOptions:
     ema: str = DEFAULT_EMA_ORDER
     resume: bool = False
     test_data: str | None = None
+    sample_every: int | None = None
     device: str = "cpu"
     progress: bool = False
     preloaded: Any = None  # --init-from read by train() where the backend's worker cannot read it (a TF1 checkpoint)
@@ -78,7 +79,7 @@ class TrainOptions:
             raise ValueError("training a conditional network (h_channels) needs per-image h, which the data formats here do not carry")
         if (self.steps is None) == (self.epochs is None):
             raise ValueError(f"expected one of --steps or --epochs; received steps={self.steps}, epochs={self.epochs}")
-        for name in ("steps", "epochs", "batch_size", "save_every"):
+        for name in ("steps", "epochs", "batch_size", "save_every", "sample_every"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"expected --{name.replace('_', '-')} to be a positive integer; received {value!r}")
@@ -278,11 +279,17 @@ def train_here(options: TrainOptions) -> dict[str, Any]:
                 loss = backend.model_train_step(net, optimizer, x, None,
                                                 _masks(config, (options.seed, 1, step), len(x), H, W), options.ema)
                 bpd = _bits_per_dim(loss, len(x), H, W)
-                f.write(json.dumps({"step": step, "epoch": batches.epoch_of(step), "loss": loss, "bpd": bpd,
-                                    "lr": learning_rate(options.lr, options.lr_decay, step)}) + "\n")
+                entry = {"step": step, "epoch": batches.epoch_of(step), "loss": loss, "bpd": bpd,
+                         "lr": learning_rate(options.lr, options.lr_decay, step)}
+                snapshot = options.sample_every is not None and (step % options.sample_every == 0 or step == total)
+                if snapshot and test_images is not None:
+                    entry["test_bpd_ema"] = _test_bits_per_dim(backend, net, config, test_images, options.batch_size, options.device)
+                f.write(json.dumps(entry) + "\n")
                 f.flush()
                 if step % options.save_every == 0 or step == total:
                     save(step)
+                if snapshot:
+                    _figures(backend, net, config, options, step, H, W)
                 if options.progress:
                     rate = (step - start) / max(time.perf_counter() - began, 1e-9)
                     print(f"\rstep {step}/{total}  loss {loss:.1f}  bits/dim {bpd:.4f}  "
@@ -296,6 +303,31 @@ def train_here(options: TrainOptions) -> dict[str, Any]:
         if test_images is not None:
             summary["test_bpd_ema"] = _test_bits_per_dim(backend, net, config, test_images, options.batch_size, options.device)
     return summary
+
+
+SAMPLES = 16  # images in each --sample-every grid
+
+
+def _figures(backend: Any, net: Any, config: dict[str, Any], options: TrainOptions, step: int, height: int, width: int) -> None:
+    """``--sample-every``: ``samples_<step>.png``, a grid of images drawn with the averaged weights from
+    NumPy noise of ``(seed, 3, step)`` (the same for both backends, and no training RNG consumed), and
+    ``curves.png``, the train bits/dim of every logged step (blue) and the test bits/dim with the
+    averaged weights where logged (orange) against the step."""
+    from gated_spec.model import SAMPLER_U_MIN
+    from parity.images import plot_curves, save_png, save_png_grid
+
+    rng = np.random.default_rng((options.seed, 3, step))
+    shape = (SAMPLES, height, width)
+    noise = {"u_mix": rng.uniform(SAMPLER_U_MIN, 1 - SAMPLER_U_MIN, (*shape, config["nr_logistic_mix"])).astype(np.float32),
+             "u_value": rng.uniform(SAMPLER_U_MIN, 1 - SAMPLER_U_MIN, (*shape, 3)).astype(np.float32)}
+    images = backend.sample(net, noise, None, use_ema=config.get("polyak_decay") is not None)
+    save_png_grid(images, os.path.join(options.out, f"samples_{step:06d}.png"))
+    with open(os.path.join(options.out, LOG)) as f:
+        entries = [json.loads(line) for line in f if line.endswith("\n")]
+    train = (np.array([e["step"] for e in entries]), np.array([e["bpd"] for e in entries]))
+    tested = [e for e in entries if "test_bpd_ema" in e]
+    test = (np.array([e["step"] for e in tested]), np.array([e["test_bpd_ema"] for e in tested]))
+    save_png(plot_curves([train, test]), os.path.join(options.out, "curves.png"))
 
 
 def _test_bits_per_dim(backend: Any, net: Any, config: dict[str, Any], images: np.ndarray, batch_size: int, device: str) -> float:

@@ -189,3 +189,36 @@ def test_the_twins_train_in_lockstep_within_the_derived_float32_bound():
     assert report.passed, report.cases[0].first_failure
     tensors = [c.tensor for c in report.cases[0].comparisons]
     assert tensors[0] == "step_1/loss" and tensors[-1].startswith("step_6/") and len(tensors) == 6 * (1 + 171 * 4)
+
+
+def test_sample_every_writes_samples_curves_and_test_bits_per_dim_and_leaves_the_run_as_it_was(tmp_path, capsys):
+    if not HAVE["torch"]:
+        pytest.skip("torch not installed")
+    import zlib
+
+    from parity.cli import main
+    from parity.formats.canonical import load_canonical
+
+    data = _images(tmp_path)
+    plain, shown = str(tmp_path / "plain"), str(tmp_path / "shown")
+    assert main(["train", "--data", data, *TINY, "--steps", "2", "--out", plain]) == 0
+    capsys.readouterr()
+    assert main(["train", "--data", data, *TINY, "--steps", "2", "--out", shown, "--sample-every", "2", "--test-data", data]) == 0
+    at_end = float(capsys.readouterr().out.rsplit("test bits/dim (averaged weights) ", 1)[1].split()[0])
+    a, _, _ = load_canonical(os.path.join(plain, "last.safetensors"))
+    b, _, _ = load_canonical(os.path.join(shown, "last.safetensors"))
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)  # drawing and testing consume nothing of the run
+    with open(os.path.join(shown, "log.jsonl")) as f:
+        log = [json.loads(line) for line in f]
+    assert [("test_bpd_ema" in e) for e in log] == [False, True]  # every 2 steps (and at the end)
+    assert round(log[-1]["test_bpd_ema"], 4) == at_end
+    for name, (width, height) in (("samples_000002.png", (35, 35)), ("curves.png", (480, 300))):
+        png = open(os.path.join(shown, name), "rb").read()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and png[12:16] == b"IHDR"
+        assert (int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")) == (width, height), name
+        idat = png.index(b"IDAT")
+        raw = zlib.decompress(png[idat + 4: idat + 4 + int.from_bytes(png[idat - 4: idat], "big")])
+        assert len(raw) == height * (1 + 3 * width)
+    assert not any(n.startswith("samples_") for n in os.listdir(plain))
+    assert main(["train", "--data", data, *TINY, "--steps", "2", "--out", str(tmp_path / "bad"), "--sample-every", "0"]) == 2
