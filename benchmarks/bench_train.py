@@ -9,6 +9,7 @@ backend calls it) and ``tf-function`` (the same ``tf_impl.train.train_step`` tra
 batch 8, 32x32), ``pixelcnn`` (R=5, F=160, batch 4, 32x32), ``tiny`` (what the tests run).
 
     python -m benchmarks.bench_train                             # moderate, CPU
+    python -m benchmarks.bench_train --threads 1                 # one thread each (a shared machine)
     python -m benchmarks.bench_train --size tiny --repeats 1     # seconds
 """
 
@@ -29,11 +30,20 @@ from benchmarks.bench_model import M, SIZES
 VARIANTS = ("tf", "tf-function", "torch")
 
 
-def _worker(variant: str, size: tuple[int, int, int, int], repeats: int) -> dict[str, Any]:
+def _worker(variant: str, size: tuple[int, int, int, int], repeats: int, threads: int | None = None) -> dict[str, Any]:
     from parity.backends import get_backend
     from parity.case import random_weights
 
     backend = get_backend("torch" if variant == "torch" else "tf")
+    if threads and variant == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+    elif threads:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
     R, F_, B, S = size
     config = {"model": "pixelcnn_pp", "nr_resnet": R, "nr_filters": F_, "nr_logistic_mix": M, "dropout_p": 0.5,
               "polyak_decay": 0.9995}
@@ -57,32 +67,36 @@ def _worker(variant: str, size: tuple[int, int, int, int], repeats: int) -> dict
                 backend.model_train_step(net, optimizer, x, None, None, "pre")
 
         times = _timeit(step, lambda: None, repeats, 2)
-    return {"step_ms": _ms(times), "framework": backend.describe("cpu")}
+    return {"step_ms": _ms(times), "framework": backend.describe("cpu"), "threads": threads}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--size", action="append", choices=sorted(SIZES), help="repeatable; default: moderate")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=None,
+                   help="intra-op threads of every twin (default: each framework's own); on a shared machine, 1 keeps "
+                        "torch's OpenMP from spinning against other processes (13x slower measured there)")
     p.add_argument("--timeout", type=float, default=1200.0)
     p.add_argument("--json", default="benchmark_train.json")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         spec = json.loads(args.worker)
-        print(json.dumps(_worker(spec["variant"], tuple(spec["size"]), spec["repeats"])))
+        print(json.dumps(_worker(spec["variant"], tuple(spec["size"]), spec["repeats"], spec.get("threads"))))
         return 0
     import importlib.util
 
     have = {v: importlib.util.find_spec("torch" if v == "torch" else "tensorflow") is not None for v in VARIANTS}
     rows = []
     print(f"PixelCNN++ training step (M={M}, concat_elu, dropout 0.5, OriginalAdam, Polyak before Adam), float32, "
-          f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}")
+          f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, threads {args.threads or 'default'}")
     print(f"{'size':<9} {'twin':<12} {'step ms':>9} {'min ms':>9}")
     for name in args.size or ["moderate"]:
         for variant in (v for v in VARIANTS if have[v]):
             row = {"size": name, "shape": SIZES[name], "variant": variant,
-                   **run_worker("benchmarks.bench_train", {"variant": variant, "size": SIZES[name], "repeats": args.repeats},
+                   **run_worker("benchmarks.bench_train", {"variant": variant, "size": SIZES[name], "repeats": args.repeats,
+                                                                  "threads": args.threads},
                                 args.timeout)}
             rows.append(row)
             if "error" in row:
