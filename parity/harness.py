@@ -241,8 +241,6 @@ def resynced(cases: list[Any], reference: str = "tf", device: str = "cpu") -> li
     shadows, Adam's slots and counter (``TrainingCase.resynced``). Then a step's comparison measures that
     one step's error, not what the steps before it accumulated; the bound is derived as for any case
     (the reference's own spread on the same start, re-run from it moved by one ulp)."""
-    from gated_spec.training import ADAM_COUNTER
-
     out = []
     for case in cases:
         if not isinstance(case, TrainingCase):
