@@ -392,14 +392,14 @@ class TrainingCase(_CaseFields):
 
         self._settle(normalize_model_config, make_training_arrays)
 
-    def batches(self) -> list[tuple[np.ndarray, list[np.ndarray] | None]]:
-        """(images, keep-masks or ``None``) of each step, in order; with ``init``, the init batch first
-        (step 0)."""
+    def batches(self) -> list[tuple[np.ndarray, np.ndarray | None, list[np.ndarray] | None]]:
+        """(images, per-image ``h`` or ``None``, keep-masks or ``None``) of each step, in order; with
+        ``init``, the init batch first (step 0)."""
         out = []
         for s in range(0 if self.init else 1, self.steps + 1):
             masks = [self.arrays[k] for k in sorted((k for k in self.arrays if k.startswith(f"dropout_mask/{s}/")),
                                                     key=lambda k: int(k.rsplit("/", 1)[1]))]
-            out.append((self.arrays[f"x/{s}"], masks or None))
+            out.append((self.arrays[f"x/{s}"], self.arrays.get(f"h/{s}"), masks or None))
         return out
 
 
@@ -417,17 +417,23 @@ def make_training_arrays(case: TrainingCase) -> dict[str, np.ndarray]:
         if c["dropout_p"] > 0:
             for i, shape in enumerate(dropout_mask_shapes(c, case.batch, case.height, case.width)):
                 arrays[f"dropout_mask/{s}/{i}"] = _f32(rng.uniform(size=shape) >= c["dropout_p"])
+    if c["h_channels"]:  # a conditional network: per-image h of every batch, drawn last (the rest as without)
+        for s in range(0 if case.init else 1, case.steps + 1):
+            arrays[f"h/{s}"] = _f32(rng.normal(0.0, 1.0, (case.batch, c["h_channels"])))
     return arrays
 
 
 def training_cases() -> list[TrainingCase]:
     """A tiny PixelCNN++ with dropout trained 20 steps as the original trains (the Polyak update before
-    Adam's), and one elu network with the update after it and no first moment (mom1 = 0)."""
+    Adam's), one elu network with the update after it and no first moment (mom1 = 0), and a
+    conditional one (per-image ``h`` of 3 channels) trained 10 steps."""
     return [
         TrainingCase("training-pixelcnn_pp-R1-F4-M2", {"nr_resnet": 1, "nr_filters": 4, "nr_logistic_mix": 2, "dropout_p": 0.5}),
         TrainingCase("training-pixelcnn_pp-R1-F4-M2-elu-post-mom1_0", {"nr_resnet": 1, "nr_filters": 4, "nr_logistic_mix": 2,
                                                                         "nonlinearity": "elu", "dropout_p": 0.5},
                      seed=1, steps=20, mom1=0.0, ema="post"),
+        TrainingCase("training-pixelcnn_pp-R1-F4-M2-h3", {"nr_resnet": 1, "nr_filters": 4, "nr_logistic_mix": 2, "h_channels": 3,
+                                                          "dropout_p": 0.5}, seed=2, steps=10),
     ]
 
 

@@ -145,16 +145,17 @@ def run_training_case(backend: Backend, case: Any, dtype: str = "float32", devic
         net = backend.build(config, dtype, device)
         backend.import_weights(net, case.weights(), initialized=not case.init)
         optimizer = backend.model_optimizer(net, case.lr, case.lr_decay, case.mom1, case.mom2, case.eps)
-        for step, (x, masks) in enumerate(case.batches(), 0 if case.init else 1):
+        for step, (x, h, masks) in enumerate(case.batches(), 0 if case.init else 1):
             masks = None if masks is None else [m.astype(dtype) for m in masks]
+            h = None if h is None else h.astype(dtype)
             if step == 0:
-                backend.model_initialize(net, backend.inputs({"x": x}, KINDS[case.kind].inputs, dtype, device), masks)
+                backend.model_initialize(net, backend.inputs({"x": x, "h": h}, KINDS[case.kind].inputs, dtype, device), masks)
             else:
                 if case.resynced and step > 1:  # from the reference's state after the step before
                     state = under_prefix(case.arrays, f"state/{step - 1}/")
                     backend.import_weights(net, {k: v for k, v in state.items() if k in names}, initialized=True)
                     backend.model_set_optimizer_state(net, optimizer, {k: v for k, v in state.items() if k not in names})
-                loss = backend.model_train_step(net, optimizer, x.astype(dtype), None, masks, case.ema)
+                loss = backend.model_train_step(net, optimizer, x.astype(dtype), h, masks, case.ema)
                 out[f"step_{step}/loss"] = np.array([loss], np.float64)
             weights, adam = backend.export_weights(net), ({} if step == 0 else backend.model_optimizer_state(net, optimizer))
             for r in rows:

@@ -248,3 +248,31 @@ def test_a_resynced_step_starts_from_the_state_it_is_given():
         off = protocol.run(backend, again, "float32")
         assert not np.array_equal(off["step_2/conv2d_0/V"], lockstep["step_2/conv2d_0/V"])
         np.testing.assert_array_equal(off["step_1/conv2d_0/V"], lockstep["step_1/conv2d_0/V"])
+
+
+@BOTH
+def test_a_conditional_network_trains_in_lockstep_through_train_step():
+    """Per-image ``h`` goes through both twins' train_step (TrainingCase with ``h_channels``): the twins'
+    float64 runs agree to 1e-9 of each tensor's scale over two steps (their float64 results differ by
+    ~1e-10 of the scale at most, docs/training.md), and ``h`` is used (zeroed, the first step differs)."""
+    import dataclasses
+
+    from parity import protocol
+    from parity.backends import get_backend
+    from parity.case import training_cases
+
+    case = dataclasses.replace(training_cases()[2], steps=2, arrays={})
+    assert case.config["h_channels"] == 3 and case.arrays["h/1"].shape == (2, 3)
+    runs = {}
+    for name in ("tf", "torch"):
+        backend = get_backend(name)
+        with backend.parity_mode("cpu"):
+            runs[name] = protocol.run(backend, case, "float64")
+    assert list(runs["tf"]) == list(runs["torch"])
+    for k, v in runs["tf"].items():
+        np.testing.assert_allclose(runs["torch"][k], v, rtol=0, atol=1e-9 * np.abs(v).max(), err_msg=k)
+    flat = dataclasses.replace(case, arrays={**case.arrays, "h/1": np.zeros_like(case.arrays["h/1"])})
+    backend = get_backend("torch")
+    with backend.parity_mode("cpu"):
+        zeroed = protocol.run(backend, flat, "float64")
+    assert not np.allclose(zeroed["step_1/loss"], runs["torch"]["step_1/loss"], rtol=1e-6)
