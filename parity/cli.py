@@ -215,7 +215,8 @@ SUITE_HELP = ("default: 8 small configs covering every option (F = 4); wide: 2 b
               "PixelCNN++ width (F = 160, 8x8), where float32 error grows with the 1920-term sums; layers: "
               "each of the 6 weight-normalised conv layers alone (transposed ones included) at 3 strides; models: 3 tiny "
               "PixelCNN++ networks (one with a sharp mixture), whole (output, loss, gradients, init, EMA, samples); training: "
-              "2 tiny networks trained 20 steps in lockstep (every step's loss, weights, shadows and Adam state)")
+              "3 tiny networks (one conditional) trained 20, 20 and 10 steps in lockstep (every step's loss, weights, shadows and "
+              "Adam state; --resynced: each step from the reference's state)")
 
 
 def build_parser() -> argparse.ArgumentParser:
