@@ -173,7 +173,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                            batch_size=args.batch_size, init_batch_size=args.init_batch_size, init_from=args.init_from,
                            lr=args.lr, lr_decay=args.lr_decay, mom1=args.mom1, mom2=args.mom2, eps=args.eps, seed=args.seed,
                            shuffle=not args.no_shuffle, save_every=args.save_every, ema=args.ema_order, resume=args.resume,
-                           test_data=args.test_data, device=args.device, progress=sys.stderr.isatty())
+                           test_data=args.test_data, device=args.device, progress=sys.stderr.isatty(), shadows=args.shadows,
+                           worker_order=args.worker_order, worker_timeout=args.worker_timeout)
     summary = train(options)
     print(f"trained {summary['steps']} steps (from step {summary['resumed_from']}), last loss {summary['loss']:.2f}; "
           f"model file {os.path.join(args.out, 'last.safetensors')}"
@@ -308,6 +309,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run folder: checkpoint.safetensors, last.safetensors, log.jsonl")
     p.add_argument("--resume", action="store_true", help="go on from OUT/checkpoint.safetensors")
     p.add_argument("--save-every", type=int, default=100)
+    workers = p.add_argument_group("several workers (torchrun --nproc-per-node N -m parity train ...; docs/training.md)")
+    workers.add_argument("--shadows", default="own", choices=["own", "averaged"],
+                         help="each worker's shadows start at its own init (the original's) or at the averaged weights")
+    workers.add_argument("--worker-order", default="shards", choices=["shards", "independent"],
+                         help="each worker a disjoint shard of one order, or its own order from seed + rank (the original's)")
+    workers.add_argument("--worker-timeout", type=float, default=300.0, help="seconds to wait for the other workers")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("run", help="apply a block or a model from a weight file to inputs from an .npz (a model also gives its loss)")
