@@ -2,7 +2,7 @@
 
 The check behind ``tests/parity/test_distributed.py``, for any worker count (docs/training.md, "Several
 workers"). From the run's folder (``init.safetensors``, ``log.jsonl``, ``checkpoint.safetensors``, all
-written by worker 0) and its data, in one torch process:
+written by worker 0) and its data, in one process of the run's backend:
 
 * **init**: each worker's single-process init is recomputed (its seed ``seed + r`` and init batch,
   :func:`parity.training.initial_weights_here`); the run's starting weights must be their mean, to the
@@ -51,7 +51,7 @@ def check_run(run: str, data: str, mca_samples: int = MCA_SAMPLES) -> tuple[list
     _, adam, state = read_checkpoint(os.path.join(run, CHECKPOINT))
     if "workers" not in state or not os.path.exists(os.path.join(run, INIT)):
         raise ValueError(f"{run}: expected a run of several workers that started here ({INIT} and 'workers' in its checkpoint)")
-    config, N, S = state["config"], int(state["workers"]), int(state["step"])
+    config, N, S, backend = state["config"], int(state["workers"]), int(state["step"]), state["backend"]
     if config["model"] != TrainingCase.kind:
         raise ValueError(f"{run}: the check steps a {TrainingCase.kind} network; the run trained {config['model']}")
     images = load_images(data)
@@ -63,7 +63,7 @@ def check_run(run: str, data: str, mca_samples: int = MCA_SAMPLES) -> tuple[list
     rows = table_for(config, shadows=False)
 
     start, _, _ = load_canonical(os.path.join(run, INIT))
-    singles = [initial_weights_here("torch", config, images[w.init()], seed + r) for r, w in enumerate(workers)]
+    singles = [initial_weights_here(backend, config, images[w.init()], seed + r) for r, w in enumerate(workers)]
     init = []
     for row in rows:
         name = row.tf1_name
@@ -83,7 +83,7 @@ def check_run(run: str, data: str, mca_samples: int = MCA_SAMPLES) -> tuple[list
     case = TrainingCase(f"{N}-workers-vs-one-process", own_config, batch=N * B, height=H, width=W, seed=seed, steps=S,
                         lr=state["lr"], lr_decay=state["lr_decay"], mom1=state["mom1"], mom2=state["mom2"],
                         eps=state["eps"] * N * N, ema=state["ema"], arrays=arrays)
-    ref = run_backend_here("torch", case, "cpu", mca_samples=mca_samples)
+    ref = run_backend_here(backend, case, "cpu", mca_samples=mca_samples)
 
     with open(os.path.join(run, LOG)) as f:
         losses = {e["step"]: e["loss"] for e in map(json.loads, f)}

@@ -291,7 +291,7 @@ def _train_here(options: TrainOptions, world: Any) -> dict[str, Any]:
 
     backend = get_backend(options.backend)
     config = options.config
-    with backend.parity_mode(options.device):
+    with backend.parity_mode(options.device), world.scope():
         net = backend.build(config, "float32", options.device)
         if options.resume:
             backend.import_weights(net, loaded.tensors, True)
@@ -330,8 +330,8 @@ def _train_here(options: TrainOptions, world: Any) -> dict[str, Any]:
         with open(log if world.rank == 0 else os.devnull, "a") as f:
             for step in range(start + 1, total + 1):
                 x = to_model_range(images[batches.batch(step)])
-                loss = world.sum(backend.model_train_step(net, optimizer, x, None,
-                                                          _masks(config, (seed, 1, step), len(x), H, W), options.ema))
+                loss = world.sum(world.step(backend.model_train_step, net, optimizer, x, None,
+                                            _masks(config, (seed, 1, step), len(x), H, W), options.ema))
                 bpd = _bits_per_dim(loss, len(x) * world.size, H, W)
                 f.write(json.dumps({"step": step, "epoch": batches.epoch_of(step), "loss": loss, "bpd": bpd,
                                     "lr": learning_rate(options.lr, options.lr_decay, step)}) + "\n")
