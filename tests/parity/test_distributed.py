@@ -111,3 +111,45 @@ def test_a_worker_killed_mid_run_stops_the_other_with_one_line_and_the_run_resum
     assert resumed.returncode == 0, resumed.stderr
     with open(os.path.join(out, "log.jsonl")) as f:
         assert [int(line.split(",")[0].split(":")[1]) for line in f][-2:] == [logged + 1, logged + 2]
+
+
+def test_worker_batches_are_the_shards_of_one_order_or_each_workers_own():
+    from parity.data import Batches
+    from parity.distributed import WorkerBatches
+
+    plain = [WorkerBatches(20, 3, 5, False, 2, r, 2) for r in range(2)]
+    np.testing.assert_array_equal(plain[1].init(), [2, 3])  # worker r inits on images [r I, (r + 1) I)
+    np.testing.assert_array_equal(np.concatenate([w.batch(2) for w in plain]), np.arange(6, 12))  # step 2: the next N B
+    assert plain[0].per_epoch == 3  # 20 // (2 x 3)
+    shards = [WorkerBatches(20, 3, 5, True, 2, r, 2) for r in range(2)]
+    whole = Batches(20, 6, 5, True, 4)
+    np.testing.assert_array_equal(np.concatenate([w.init() for w in shards]), whole.init())
+    for step in (1, 3, 4):  # disjoint shards of each epoch's permutation
+        np.testing.assert_array_equal(np.concatenate([w.batch(step) for w in shards]), whole.batch(step))
+    own = WorkerBatches(20, 3, 5, True, 2, 1, 2, "independent")
+    np.testing.assert_array_equal(own.batch(4), Batches(20, 3, 6, True, 2).batch(4))  # the original's: seed + rank
+    with pytest.raises(ValueError, match="with --no-shuffle every worker would take the same images"):
+        WorkerBatches(20, 3, 5, False, 2, 1, 2, "independent")
+    with pytest.raises(ValueError, match="2 workers take 2 x 12 images a step"):
+        WorkerBatches(20, 12, 5, True, 2, 0, 2)
+
+
+def test_the_environment_is_read_and_checked_before_any_process_group(monkeypatch):
+    from parity.distributed import World, env_world, join
+
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "TF_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    assert env_world() == (0, 1, 0) and type(join("torch", "cpu")) is World
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "2")
+    with pytest.raises(ValueError, match="expected 0 <= RANK < WORLD_SIZE; received RANK=2, WORLD_SIZE=2"):
+        env_world()
+    monkeypatch.setenv("RANK", "x")
+    with pytest.raises(ValueError, match="expected integer RANK and WORLD_SIZE"):
+        env_world()
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(ValueError, match="meet through TF_CONFIG, not torchrun's environment"):
+        join("tf", "cpu")
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": {"chief": ["127.0.0.1:1"]}, "task": {"type": "chief", "index": 0}}')
+    with pytest.raises(ValueError, match="expected TF_CONFIG as"):
+        join("tf", "cpu")
