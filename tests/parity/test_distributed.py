@@ -5,6 +5,7 @@ environment: RANK, WORLD_SIZE, MASTER_ADDR, ...) without torchrun, so that a tes
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -73,6 +74,43 @@ def test_two_workers_compute_what_one_process_computes_on_the_concatenated_batch
     init, steps = check.stdout.splitlines()
     assert init.startswith("init: 171 weights bit for bit the mean of the workers' own inits") and init.endswith("says: yes")
     assert steps.startswith(f"steps: {3 + 171 * 4} tensors") and f"{3 + 171 * 4} within the bound" in steps, steps
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAVE["tf"] or os.environ.get("PARITY_TF_WORKERS") != "1",
+                    reason="TensorFlow's workers take over a minute on 2 cores: PARITY_TF_WORKERS=1 runs them")
+def test_two_tensorflow_workers_compute_what_one_process_computes(tmp_path):
+    """As the torch test, with two MultiWorkerMirroredStrategy workers (TF_CONFIG on 127.0.0.1)."""
+    import socket
+
+    data, out = _images(tmp_path), str(tmp_path / "run")
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    procs = []
+    try:
+        for rank in range(2):
+            env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3", "OMP_NUM_THREADS": "1",
+                   "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": rank}})}
+            procs.append(subprocess.Popen([sys.executable, "-m", "parity", "train", "--backend", "tf", "--data", data, *TINY,
+                                           "--steps", "2", "--no-shuffle", "--out", out], cwd=ROOT, env=env, text=True,
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True))
+        results = _finish(procs, timeout=300)
+    finally:
+        for p in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    assert [r[0] for r in results] == [0, 0], results
+    check = subprocess.run([sys.executable, "-m", "parity.distributed_check", "--data", data, out], cwd=ROOT, text=True,
+                           capture_output=True, timeout=300, env={**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1",
+                                                                  "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert check.returncode == 0, check.stdout + check.stderr
+    init, steps = check.stdout.splitlines()[-2:]
+    assert init.startswith("init: 171 weights bit for bit") and f"{2 + 171 * 4} within the bound" in steps, steps
 
 
 def test_workers_given_different_options_are_refused_at_start(tmp_path):
