@@ -176,6 +176,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                            test_data=args.test_data, device=args.device, progress=sys.stderr.isatty(), shadows=args.shadows,
                            worker_order=args.worker_order, worker_timeout=args.worker_timeout)
     summary = train(options)
+    if summary["worker"]:  # one of several workers: worker 0 says it
+        return EXIT_OK
     print(f"trained {summary['steps']} steps (from step {summary['resumed_from']}), last loss {summary['loss']:.2f}; "
           f"model file {os.path.join(args.out, 'last.safetensors')}"
           + (f"; test bits/dim (averaged weights) {summary['test_bpd_ema']:.4f}" if "test_bpd_ema" in summary else ""))

@@ -347,7 +347,7 @@ def _train_here(options: TrainOptions, world: Any) -> dict[str, Any]:
                 print(file=sys.stderr)
         if start == total:
             save(total)
-        summary: dict[str, Any] = {"steps": total, "resumed_from": start, "loss": loss, "out": options.out}
+        summary: dict[str, Any] = {"steps": total, "resumed_from": start, "loss": loss, "out": options.out, "worker": world.rank}
         if test_images is not None and world.rank == 0:
             summary["test_bpd_ema"] = _test_bits_per_dim(backend, net, config, test_images, options.batch_size, options.device)
     return summary
