@@ -20,7 +20,7 @@ import numpy as np
 from gated_spec import DEFAULT_POLYAK_DECAY
 from gated_spec.training import (DEFAULT_EMA_ORDER, DEFAULT_EPS, DEFAULT_LR, DEFAULT_LR_DECAY, DEFAULT_MOM1, DEFAULT_MOM2,
                                  EMA_ORDERS)
-from parity.atomic import atomic_path
+from parity.atomic import atomic_path, check_outputs
 from parity.case import SUITES
 from parity.harness import DTYPES, Report
 from parity.isolation import WorkerDied
@@ -97,6 +97,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_record(args: argparse.Namespace) -> int:
     from parity.harness import record
 
+    check_outputs({"out": args.out}, {})
     start = time.perf_counter()
     record(args.out, backend=args.backend, device=args.device, cases=SUITES[args.suite]())
     print(f"recorded {args.backend} on {args.device} to {args.out} in {time.perf_counter() - start:.1f} s")
@@ -130,6 +131,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from parity.running import apply_file
 
+    check_outputs({"--out": args.out, "--save-weights": args.save_weights}, {"--weights": args.weights, "--inputs": args.inputs})
     inputs = _npz(args.inputs, "x, and a, h where the block or model has them")
     outputs = apply_file(
         args.weights, inputs, backend=args.backend, use_ema=args.ema, init=args.init,
@@ -152,6 +154,7 @@ def _npz(path: str, what: str) -> dict[str, np.ndarray]:
 def cmd_sample(args: argparse.Namespace) -> int:
     from parity.running import sample_file
 
+    check_outputs({"--out": args.out}, {"--weights": args.weights, "--noise": args.noise, "--inputs": args.inputs})
     noise = _npz(args.noise, "u_mix, u_value")
     h = _npz(args.inputs, "h").get("h") if args.inputs else None
     outputs = sample_file(args.weights, noise, backend=args.backend, use_ema=args.ema, h=h, device=args.device,

@@ -25,6 +25,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from parity.atomic import check_outputs
 from parity.formats import canonical, keras, tf1, torch_file, training
 from parity.formats.base import Format, Loaded, file_kind
 from parity.formats.safetensors_io import read_safetensors_header
@@ -82,9 +83,11 @@ def write_any(path: str, tensors: Mapping[str, np.ndarray], config: Mapping[str,
 def convert(src: str, dst: str, overrides: Mapping[str, Any] | None = None, polyak_decay: float | None = None,
             scope: str = "model", counters: str | None = None) -> str:
     """Convert ``src`` to ``dst`` (formats by name, see :func:`format_for_writing`; a TF1 checkpoint
-    prefix as source); returns a one-line summary."""
-    loaded = read_any(src, overrides, polyak_decay, scope=scope, counters=counters)
+    prefix as source); returns a one-line summary. ``dst`` naming ``src`` is refused
+    (:func:`parity.atomic.check_outputs`)."""
+    check_outputs({"destination": dst}, {"source": src})
     fmt = format_for_writing(dst)
+    loaded = read_any(src, overrides, polyak_decay, scope=scope, counters=counters)
     fmt.write(dst, loaded)
     dropped = loaded.adam is not None and fmt.name != "tf1"  # only TF1 checkpoints hold the trainer's Adam state
     return (f"converted {src} -> {dst}: {loaded.summary}, config {json.dumps(loaded.config)}, initialized={loaded.initialized}"
