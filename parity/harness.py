@@ -8,6 +8,7 @@ report names the first tensor, in computation order, that fails: the stage where
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -21,6 +22,7 @@ import numpy as np
 from parity import isolation, protocol
 from parity.atomic import atomic_path
 from parity.backends import get_backend
+from parity.kinds import check_declared
 from parity.case import Case, LayerCase, ModelCase, TrainingCase, default_cases, under_prefix
 from parity.protocol import SAMPLE_TENSOR
 from parity.tolerance import EPS, MCA, MCA_SAMPLES, K, Comparison, compare, finite_max, max_abs_diff
@@ -263,14 +265,26 @@ def load_record(path: str | os.PathLike) -> tuple[dict[str, Any], list[tuple[Cas
         raise ValueError(f"{path}: the tensors do not match the cases in its metadata: "
                          + "; ".join(p for p in (f"unexpected {unknown[:3]}{' ...' if len(unknown) > 3 else ''}" if unknown else "",
                                                  f"missing {missing[:3]}{' ...' if len(missing) > 3 else ''}" if missing else "") if p))
+    kinds = []
+    for i, meta in enumerate(cases):
+        if not isinstance(meta, dict) or not isinstance(meta.get("config", {}), dict):
+            raise ValueError(f"{path}: expected each case in the metadata as a JSON object with a config object; case {i} is {str(meta)[:60]!r}")
+        kind = (LayerCase if "kind" in meta else TrainingCase if "steps" in meta
+                else ModelCase if "nr_resnet" in meta.get("config", {}) else Case)
+        fields = {f.name for f in dataclasses.fields(kind)} - {"arrays"}
+        unknown = sorted(set(meta) - fields - {"order"})
+        if unknown:
+            raise ValueError(f"{path}: case {i} ({kind.__name__}) has metadata keys {unknown} it does not know; "
+                             f"expected some of {sorted(fields)}")
+        if kind is not LayerCase:  # a network's config declares its size: checked against the header first
+            check_declared(meta.get("config", {}), len(header), f"{path}: case {i}")
+        kinds.append(kind)
     tensors, _ = read_safetensors(path)
     out = []
-    for i, meta in enumerate(cases):
+    for i, (meta, kind) in enumerate(zip(cases, kinds)):
         order = meta.pop("order")
         prefix = f"{i}/in/"
         arrays = under_prefix(tensors, prefix)
-        kind = (LayerCase if "kind" in meta else TrainingCase if "steps" in meta
-                else ModelCase if "nr_resnet" in meta.get("config", {}) else Case)
         case = kind(arrays=arrays, **meta)
         results = {dt: {k: tensors[f"{i}/out/{dt}/{k}"] for k in order} for dt in (*DTYPES, MCA)}
         out.append((case, results))

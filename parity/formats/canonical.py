@@ -19,7 +19,7 @@ from parity.atomic import atomic_path
 from parity.errors import WeightError
 from parity.formats.base import Format, Loaded
 from parity.formats.safetensors_io import read_safetensors, read_safetensors_header
-from parity.kinds import kind_of, normalize, table_for
+from parity.kinds import check_declared, kind_of, normalize, table_for
 from parity.table import EMA_SUFFIX, check_tensors, tensor_summary
 
 FORMAT_TAG = "gated-resnet-parity/1"  # the metadata's ``format``
@@ -56,6 +56,7 @@ def load_canonical(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict
     shadows = any(k.endswith(EMA_SUFFIX) for k in header)
     if shadows and config["polyak_decay"] is None:
         raise WeightError([f"holds Polyak shadows (*{EMA_SUFFIX}) but its config has polyak_decay=None"], str(path), what)
+    check_declared(config, len(header), str(path), shadows)
     table = table_for(config, shadows=shadows)
     where = f"{path} (tensors against the config in its metadata: {json.dumps(config)})"
     check_tensors(table, header, where=where, values=False, what=what)

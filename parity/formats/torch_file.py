@@ -20,7 +20,7 @@ from parity.configs import infer_config
 from parity.errors import WeightError
 from parity.formats.base import Format, Loaded
 from parity.formats.safetensors_io import read_safetensors, read_safetensors_header
-from parity.kinds import kind_of, normalize, table_for
+from parity.kinds import check_declared, kind_of, normalize, table_for
 from parity.table import EMA_SUFFIX, check_tensors, tensor_summary, tf_layout_shape
 
 TORCH_FORMAT = "torch_impl-state-dict/1"
@@ -39,7 +39,7 @@ def read_torch_file(path: str, overrides: Mapping[str, Any] | None = None, polya
             stored = json.loads(metadata["config"])
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path}: expected a JSON block config in the metadata; received {metadata['config'][:60]!r} ({exc})") from exc
-        config = normalize({**stored, **{k: v for k, v in (overrides or {}).items() if k in stored}})
+        config = normalize(stored)  # options given must agree with it (parity.formats.read_any checks)
     else:
         if shadows and polyak_decay is None:
             raise ValueError(f"{path}: holds Polyak shadows (*{SHADOW_SUFFIX}) but no config, so their decay is not "
@@ -47,6 +47,7 @@ def read_torch_file(path: str, overrides: Mapping[str, Any] | None = None, polya
         tf_shapes = {k: tf_layout_shape(k, tuple(np.shape(v))) for k, v in header.items()}
         config = infer_config(dict(tf_shapes.values()), overrides, polyak_decay, names={p: k for k, (p, _) in tf_shapes.items()})
     what = kind_of(config).what
+    check_declared(config, len(header), path, shadows)
     table = table_for(config, shadows=shadows)
     layers = {r.torch_key.rsplit(".", 1)[0] for r in table if "." in r.torch_key}
     flag_names = {k for k in header if k.endswith(".initialized") and k.rsplit(".", 1)[0] in layers}

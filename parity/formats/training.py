@@ -24,7 +24,7 @@ from parity.atomic import atomic_path
 from parity.errors import WeightError
 from parity.formats.base import Format, Loaded
 from parity.formats.safetensors_io import read_safetensors, read_safetensors_header
-from parity.kinds import kind_of, normalize, table_for
+from parity.kinds import check_declared, kind_of, normalize, table_for
 from parity.table import WeightRow, check_tensors, tensor_summary
 
 TRAIN_TAG = "gated-resnet-parity-train/1"
@@ -70,6 +70,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[Loaded, dict[str, np.ndarr
     except (KeyError, json.JSONDecodeError, TypeError, ValueError) as exc:
         raise ValueError(f"{path}: expected metadata 'config' and 'state' (JSON, with step and mom1); could not read them ({exc})") from None
     what = kind_of(config).what
+    check_declared(config, len(header), str(path))
     table = table_for(config)
     slots = slot_table(config, mom1 > 0)
     where = f"{path} (a training checkpoint against the config in its metadata: {json.dumps(config)})"

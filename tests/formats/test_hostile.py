@@ -653,3 +653,76 @@ def test_check_and_verify_refuse_a_device_they_cannot_use_in_one_line(capsys):
                 assert main([command, "--device", "cuda"]) == 2
                 err = capsys.readouterr().err
                 assert err.startswith("error: expected a CUDA device for device='cuda'") and "Traceback" not in err
+
+
+def _with_metadata(src, dst, change):
+    from safetensors import safe_open
+    from safetensors.numpy import load_file, save_file
+
+    with safe_open(str(src), "np") as f:
+        metadata = f.metadata()
+    save_file(load_file(str(src)), str(dst), metadata=change(dict(metadata)))
+
+
+def test_a_config_declaring_a_huge_network_is_refused_from_the_header_count(tmp_path):
+    """``nr_resnet: 1000000`` in a small file's metadata (model file, torch file, record) is one line,
+    checked against the number of tensors the header lists before any table is built."""
+    import json
+    import tracemalloc
+
+    from parity.case import random_weights
+    from parity.cli import BUILTIN_RECORD
+    from parity.formats import read_any, write_any
+    from parity.harness import load_record
+
+    config = {"model": "pixelcnn_pp", "nr_resnet": 1, "nr_filters": 4, "nr_logistic_mix": 2, "polyak_decay": None}
+    huge = lambda m: {**m, "config": json.dumps({**json.loads(m["config"]), "nr_resnet": 1000000})}  # noqa: E731
+    for name in ("m.safetensors", "m.torch.safetensors"):
+        write_any(str(tmp_path / name), random_weights(config, 0), config, True)
+        _with_metadata(tmp_path / name, tmp_path / ("huge-" + name), huge)
+        tracemalloc.start()
+        try:
+            with pytest.raises(ValueError, match=r"its config declares a model of 99000072 tensors \(nr_resnet=1000000\); "
+                                                 r"the file holds \d+$"):
+                read_any(str(tmp_path / ("huge-" + name)))
+            assert tracemalloc.get_traced_memory()[1] < 4 << 20
+        finally:
+            tracemalloc.stop()
+
+    def record_case(m, **change):
+        cases = json.loads(m["cases"])
+        cases[0].update(change)
+        return {**m, "cases": json.dumps(cases)}
+
+    _with_metadata(BUILTIN_RECORD, tmp_path / "r.safetensors", lambda m: record_case(m, filters=4))
+    with pytest.raises(ValueError, match=r"case 0 \(Case\) has metadata keys \['filters'\] it does not know"):
+        load_record(tmp_path / "r.safetensors")
+    _with_metadata(BUILTIN_RECORD, tmp_path / "r.safetensors",
+                   lambda m: record_case(m, config={"model": "pixelcnn_pp", "nr_resnet": 1000000}))
+    with pytest.raises(ValueError, match=r"case 0: its config declares a model of \d+ tensors \(nr_resnet=1000000\)"):
+        load_record(tmp_path / "r.safetensors")
+
+
+def test_options_that_disagree_with_a_stored_config_are_refused(tmp_path, capsys):
+    """``--nr-resnet``, ``--model``, ``--nonlinearity`` must agree with what a canonical or torch file
+    holds (they were ignored, or overrode the stored config: a relu block read as elu)."""
+    from parity.case import random_weights
+    from parity.cli import main
+    from parity.formats import write_any
+
+    model = {"model": "pixelcnn_pp", "nr_resnet": 1, "nr_filters": 4, "nr_logistic_mix": 2, "polyak_decay": None}
+    block = {**CONFIG, "nonlinearity": "elu", "polyak_decay": None}
+    for name, config in (("m", model), ("b", block)):
+        for suffix in (".safetensors", ".torch.safetensors"):
+            write_any(str(tmp_path / (name + suffix)), random_weights(config, 0), config, True)
+    out = str(tmp_path / "o.safetensors")
+    for src, options, message in (
+        ("m", ["--model", "pixelcnn_pp", "--nr-resnet", "3"], "holds a model with nr_resnet=1; the options say nr_resnet=3"),
+        ("b", ["--model", "pixelcnn_pp"], "holds a block (block); the options name model='pixelcnn_pp'"),
+        ("b", ["--nonlinearity", "relu"], "holds a block with nonlinearity='elu'; the options say nonlinearity='relu'"),
+    ):
+        for suffix in (".safetensors", ".torch.safetensors"):
+            assert main(["convert", str(tmp_path / (src + suffix)), out, *options]) == 2, (src, suffix, options)
+            err = capsys.readouterr().err
+            assert message in err and len(err.splitlines()) == 1, (suffix, err)
+    assert not os.path.exists(out)
