@@ -726,3 +726,68 @@ def test_options_that_disagree_with_a_stored_config_are_refused(tmp_path, capsys
             err = capsys.readouterr().err
             assert message in err and len(err.splitlines()) == 1, (suffix, err)
     assert not os.path.exists(out)
+
+
+@pytest.mark.skipif(not HAVE["tf"], reason="needs TensorFlow (Keras files)")
+def test_keras_files_are_read_lazily_and_refuse_links_outside_storage_and_casts(tmp_path, capsys):
+    """A ``.weights.h5`` is checked from its groups, shapes and dtypes before any value is read: a
+    huge compressed dataset (claimed or not) costs nothing, empty groups cannot declare a deep network,
+    and what Keras never writes (soft or external links, external or virtual storage) is refused, as
+    are the casts the safetensors readers refuse (int weights, float64 values into float32)."""
+    import tracemalloc
+
+    import h5py
+
+    from parity.case import random_weights
+    from parity.cli import main
+    from parity.formats import write_any
+
+    good = tmp_path / "good.weights.h5"
+    write_any(str(good), _good(), CONFIG, True)
+    model = {"model": "pixelcnn_pp", "nr_resnet": 1, "nr_filters": 4, "nr_logistic_mix": 2, "polyak_decay": None}
+    good_model = tmp_path / "model.weights.h5"
+    write_any(str(good_model), random_weights(model, 0), model, True)
+    (tmp_path / "secret.bin").write_bytes(np.arange(192, dtype=np.float32).tobytes())
+    with h5py.File(good, "r") as f:
+        top = list(f["layers"])[0]
+    with h5py.File(good_model, "r") as f:
+        mtop = list(f["layers"])[0]
+    block, root = f"layers/{top}", f"layers/{mtop}"
+
+    def replace(f, name, **kw):
+        del f[name]
+        f.create_dataset(name, **kw)
+
+    huge = dict(shape=(1 << 15, 1 << 15), dtype=np.float32, chunks=(1024, 1024), compression="gzip")  # 4 GiB declared
+    for src, name, edit, message in (
+        (good, "external", lambda f: replace(f, f"{block}/conv_input/vars/0", shape=(2, 3, 8, 4), dtype=np.float32,
+                                               external=[(str(tmp_path / "secret.bin"), 0, 192 * 4)]),
+         "conv_input/vars/0 is stored outside the file (external storage), refused"),
+        (good, "external-link", lambda f: (f.__delitem__(f"{block}/nin_skip"), f.__setitem__(f"{block}/nin_skip", h5py.ExternalLink(str(good_model), root))),
+         "holds a ExternalLink at layers/"),
+        (good, "soft-link-loop", lambda f: (f.__delitem__(f"{block}/conv_output"),
+                                            f.__setitem__(f"{block}/conv_output", h5py.SoftLink(f"/{block}/conv_output"))),
+         "holds a SoftLink at layers/"),
+        (good, "huge-claimed", lambda f: replace(f, f"{block}/conv_output/vars/0", **huge), "layer 'conv_output' does not fit"),
+        (good, "huge-extra", lambda f: f.create_dataset(f"{block}/attention/vars/0", **huge), "holds layers ['attention']"),
+        (good, "int-weights", lambda f: replace(f, f"{block}/conv_output/vars/1", data=np.ones(8, np.int32)),
+         "vars/1 has dtype int32; expected float32 (no silent casts)"),
+        (good, "float64-into-float32", lambda f: replace(f, f"{block}/conv_output/vars/1", data=np.full(8, 1e-40)),
+         "vars/1 has dtype float64; expected float32 (no silent casts)"),
+        (good_model, "empty-groups", lambda f: [f.create_group(f"{root}/up_u/gated_resnet_{k}/conv_input/vars") for k in range(3, 1500)],
+         "its config declares a model of"),
+    ):
+        path = tmp_path / f"{name}.weights.h5"
+        path.write_bytes(src.read_bytes())
+        with h5py.File(path, "a") as f:
+            edit(f)
+        tracemalloc.start()
+        try:
+            assert main(["convert", str(path), str(tmp_path / "o.safetensors")]) == 2, name
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, (name, err)
+        assert peak < 64 << 20, (name, peak)
+        assert not (tmp_path / "o.safetensors").exists()
