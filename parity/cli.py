@@ -132,7 +132,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from parity.running import apply_file
 
     check_outputs({"--out": args.out, "--save-weights": args.save_weights}, {"--weights": args.weights, "--inputs": args.inputs})
-    inputs = _npz(args.inputs, "x, and a, h where the block or model has them")
+    inputs = _npz(args.inputs, ("x", "a", "h"), "x, and a, h where the block or model has them")
     outputs = apply_file(
         args.weights, inputs, backend=args.backend, use_ema=args.ema, init=args.init,
         save_weights=args.save_weights, device=args.device,
@@ -143,20 +143,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _npz(path: str, what: str) -> dict[str, np.ndarray]:
-    loaded = np.load(path, allow_pickle=False)
-    if not isinstance(loaded, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path}: expected an .npz archive of named arrays ({what}); received a single array of shape {np.shape(loaded)}")
-    with loaded as f:
-        return {k: f[k] for k in f.files}
+def _npz(path: str, names: tuple[str, ...], what: str) -> dict[str, np.ndarray]:
+    from parity.data import read_npz_arrays
+
+    return read_npz_arrays(path, names, what)
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
     from parity.running import sample_file
 
     check_outputs({"--out": args.out}, {"--weights": args.weights, "--noise": args.noise, "--inputs": args.inputs})
-    noise = _npz(args.noise, "u_mix, u_value")
-    h = _npz(args.inputs, "h").get("h") if args.inputs else None
+    noise = _npz(args.noise, ("u_mix", "u_value"), "u_mix, u_value")
+    h = _npz(args.inputs, ("h",), "h").get("h") if args.inputs else None
     outputs = sample_file(args.weights, noise, backend=args.backend, use_ema=args.ema, h=h, device=args.device,
                           progress=sys.stderr.isatty())
     with atomic_path(args.out) as tmp, open(tmp, "wb") as f:

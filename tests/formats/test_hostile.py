@@ -471,12 +471,26 @@ def _npz(**arrays):
     return write
 
 
+def _npz_with_huge_member(path, name):
+    """An .npz whose member ``name`` declares 4 GiB (a sparse hole, stored uncompressed): reading it would cost 4 GiB."""
+    import zipfile
+
+    header = b"\x93NUMPY\x01\x00" + b"{'descr': '<f4', 'fortran_order': False, 'shape': (1073741824,), }".ljust(118) + b"\n"
+    with zipfile.ZipFile(path, "a") as z, z.open(name + ".npy", "w", force_zip64=True) as member:
+        member.write(header)
+        member.write(bytes(1 << 20))  # the first MiB of the 4 GiB it declares is enough to make it a member
+
+
 CLI_CASES = [  # (case id, how to spoil the files, extra arguments, message). Listed in docs/hostile_files.md.
     ("npy-inputs", lambda t, i: np.save(t / "x.npz.npy", i["x"]), ["--inputs", "{t}/x.npz.npy"], "expected an .npz archive of named arrays"),
     ("input-int", _npz(x=np.zeros((2, 4, 5, 4), np.int32)), [], "expected `x` of dtype float32 or float64 (no silent casts); received dtype int32"),
     ("input-complex", _npz(h=np.zeros((2, 2), np.complex64)), [], "expected `h` of dtype float32 or float64 (no silent casts); received dtype complex64"),
-    ("input-unknown-name", _npz(y=np.zeros(1, np.float32)), [], "expected inputs named x, a, h; received also ['y']"),
+    ("input-unknown-name", _npz(y=np.zeros(1, np.float32)), [], "x, and a, h where the block or model has them); received also ['y']"),
     ("input-missing-a", _npz(a=None), [], "expected `a` (this block was built with a_channels=3); received none"),
+    ("npz-text", lambda t, i: (t / "x.npz").write_text("x = 1, 2, 3\n"), [], "received a file that is not a zip archive"),
+    ("npz-empty", lambda t, i: (t / "x.npz").write_bytes(b""), [], "received an empty file"),
+    ("npz-truncated", lambda t, i: (t / "x.npz").write_bytes((t / "x.npz").read_bytes()[:-200]), [], "x.npz: expected an .npz archive"),
+    ("npz-huge-member", lambda t, i: _npz_with_huge_member(t / "x.npz", "y"), [], "received also ['y']"),
     ("directory-as-weights", lambda t, i: os.mkdir(t / "dir.safetensors"), ["--weights", "{t}/dir.safetensors"], "error: "),
     ("symlink-loop", lambda t, i: (os.symlink(t / "b.safetensors", t / "a.safetensors"), os.symlink(t / "a.safetensors", t / "b.safetensors")),
      ["--weights", "{t}/a.safetensors"], "Too many levels of symbolic links"),
