@@ -25,9 +25,11 @@ from parity.backends import get_backend
 from parity.kinds import check_declared
 from parity.case import Case, LayerCase, ModelCase, TrainingCase, default_cases, under_prefix
 from parity.protocol import SAMPLE_TENSOR
-from parity.tolerance import EPS, MCA, MCA_SAMPLES, K, Comparison, compare, finite_max, max_abs_diff
+from parity.tolerance import ALLOWANCE_ULPS, EPS, FEW, MCA, MCA_SAMPLES, K, Comparison, compare, finite_max, max_abs_diff
 
 DTYPES = ("float32", "float64")
+SPREAD_UP_TO = 16.0  # a recorded spread over this many times the record's own float32 error is refused (shipped records: 3.3 at most)
+LOST_BITS_AT_MOST = 2.0 ** -8  # a recorded float32 error over this fraction of the tensor's scale is refused (shipped: 1.2e-6)
 RECORD_FORMAT = "gated-resnet-parity-record/2"  # /2: the reference's Monte Carlo spread is recorded
 
 
@@ -296,15 +298,35 @@ def record_problems(results: Results) -> list[str]:
     record, so the record is checked first: its float32 and float64 results must hold NaN/Inf at the
     same positions, and must be within K times the recorded spread (or one ulp at scale) of each
     other, since the unperturbed float32 run is one more draw of that spread (the shipped records sit
-    at 1.65x at most)."""
+    at 1.65x at most). The spread sets every bound of its tensor, so the record cannot vouch for it
+    either: it must be finite and >= 0, at most ``SPREAD_UP_TO`` times the record's own float32 error
+    (the gap, or ulps at scale), and no float32 error may exceed ``LOST_BITS_AT_MOST`` of the tensor's
+    scale (a reference shifted by 0.5 with its spread inflated to match passed before)."""
     problems = []
     for tensor, r32 in results["float32"].items():
-        r64, spread = results["float64"][tensor], float(np.max(results[MCA][tensor]))
+        r64, spreads = results["float64"][tensor], np.asarray(results[MCA][tensor], np.float64)
         if r32.shape != r64.shape or not np.array_equal(np.isfinite(r32), np.isfinite(r64)):
             problems.append(f"{tensor}: float32 and float64 results differ in shape or in NaN/Inf positions")
             continue
-        limit = K * max(spread, EPS["float32"] * finite_max(r64))
-        gap = max_abs_diff(r32, r64)
+        if spreads.size == 0 or not np.all(np.isfinite(spreads)) or np.any(spreads < 0):
+            problems.append(f"{tensor}: the recorded spread is {spreads.ravel()[:3].tolist()}; expected a finite value >= 0")
+            continue
+        spread, scale, gap = float(np.max(spreads)), finite_max(r64), max_abs_diff(r32, r64)
+        # The spread sets every bound of the tensor (float64's too, scaled by 2^-29), so the record
+        # cannot vouch for it: it must be a float32 rounding error of these values, like the gap
+        # between the record's own float32 and float64 runs (another draw of the same error) ...
+        own = max(gap, (ALLOWANCE_ULPS if r32.size < FEW else 1.0) * EPS["float32"] * scale)
+        if spread > SPREAD_UP_TO * own:
+            problems.append(f"{tensor}: the recorded spread {spread:.3e} is over {SPREAD_UP_TO:g} x the record's own float32 "
+                            f"error ({own:.3e}, its float32 and float64 results' gap or ulps at scale): implausible")
+            continue
+        # ... and a float32 run keeps most of float32's 24 bits: one that lost more than 16 of them would
+        # make a bound that any function passes
+        if max(spread, gap) > LOST_BITS_AT_MOST * scale:
+            problems.append(f"{tensor}: the record's float32 error {max(spread, gap):.3e} is over 2^-8 of the tensor's "
+                            f"scale ({scale:.3e}): implausible for float32 rounding")
+            continue
+        limit = K * max(spread, EPS["float32"] * scale)
         if gap > limit:
             problems.append(f"{tensor}: float32 and float64 results {gap:.3e} apart, over {K:g} x the recorded "
                             f"spread ({limit:.3e})")

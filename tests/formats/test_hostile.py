@@ -471,6 +471,14 @@ def _npz(**arrays):
     return write
 
 
+def _edit_canonical(path, name, value):
+    from parity.formats.canonical import load_canonical, save_canonical
+
+    tensors, config, initialized = load_canonical(path)
+    tensors[name] = np.full_like(tensors[name], value)
+    save_canonical(path, tensors, config, initialized)
+
+
 def _npz_with_huge_member(path, name):
     """An .npz whose member ``name`` declares 4 GiB (a sparse hole, stored uncompressed): reading it would cost 4 GiB."""
     import zipfile
@@ -487,6 +495,8 @@ CLI_CASES = [  # (case id, how to spoil the files, extra arguments, message). Li
     ("input-complex", _npz(h=np.zeros((2, 2), np.complex64)), [], "expected `h` of dtype float32 or float64 (no silent casts); received dtype complex64"),
     ("input-unknown-name", _npz(y=np.zeros(1, np.float32)), [], "x, and a, h where the block or model has them); received also ['y']"),
     ("input-missing-a", _npz(a=None), [], "expected `a` (this block was built with a_channels=3); received none"),
+    ("weights-overflow", lambda t, i: _edit_canonical(t / "w.safetensors", "conv2d_0/g", 3e38), [],
+     "finite weights and inputs gave NaN/Inf ("),
     ("npz-text", lambda t, i: (t / "x.npz").write_text("x = 1, 2, 3\n"), [], "received a file that is not a zip archive"),
     ("npz-empty", lambda t, i: (t / "x.npz").write_bytes(b""), [], "received an empty file"),
     ("npz-truncated", lambda t, i: (t / "x.npz").write_bytes((t / "x.npz").read_bytes()[:-200]), [], "x.npz: expected an .npz archive"),
@@ -805,3 +815,34 @@ def test_keras_files_are_read_lazily_and_refuse_links_outside_storage_and_casts(
         assert message in err and len(err.strip().splitlines()) == 1, (name, err)
         assert peak < 64 << 20, (name, peak)
         assert not (tmp_path / "o.safetensors").exists()
+
+
+@pytest.mark.skipif(not HAVE["torch"], reason="needs PyTorch")
+def test_sample_refuses_what_run_refuses_and_checks_noise_in_the_models_dtype(tmp_path, capsys):
+    """``sample --inputs`` refuses int, string and complex ``h`` and complex noise as ``run`` does (no
+    silent casts), and float64 noise is checked inside (0, 1) after the cast to the model's float32
+    (``1 - 1e-10`` becomes 1.0 there, which would force a pixel)."""
+    from parity.case import random_weights
+    from parity.cli import main
+    from parity.formats import write_any
+
+    model = {"model": "pixelcnn_pp", "nr_resnet": 1, "nr_filters": 4, "nr_logistic_mix": 2, "h_channels": 2, "polyak_decay": None}
+    write_any(str(tmp_path / "m.safetensors"), random_weights(model, 0), model, True)
+    rng = np.random.default_rng(0)
+    noise = {"u_mix": rng.uniform(0.1, 0.9, (1, 4, 4, 2)), "u_value": rng.uniform(0.1, 0.9, (1, 4, 4, 3))}
+    h = rng.normal(size=(1, 2))
+    for name, n, hh, message in (
+        ("h-int", noise, h.astype(np.int32), "expected `h` of dtype float32 or float64 (no silent casts); received dtype int32"),
+        ("h-string", noise, np.array([["a", "b"]]), "expected `h` of dtype float32 or float64 (no silent casts); received dtype <U1"),
+        ("h-complex", noise, h.astype(np.complex64), "received dtype complex64"),
+        ("noise-complex", {**noise, "u_mix": noise["u_mix"].astype(np.complex128)}, h, "expected `u_mix` of dtype float32 or float64"),
+        ("noise-rounds-to-1", {**noise, "u_value": np.full((1, 4, 4, 3), 1 - 1e-10)}, h,
+         "expected u_value strictly inside (0, 1) in the model's float32"),
+    ):
+        np.savez(tmp_path / "noise.npz", **n)
+        np.savez(tmp_path / "h.npz", h=hh)
+        assert main(["sample", "--weights", str(tmp_path / "m.safetensors"), "--noise", str(tmp_path / "noise.npz"),
+                     "--inputs", str(tmp_path / "h.npz"), "--out", str(tmp_path / "x.npz")]) == 2, name
+        err = capsys.readouterr().err
+        assert message in err and len(err.splitlines()) == 1, (name, err)
+    assert not (tmp_path / "x.npz").exists()
