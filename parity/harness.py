@@ -20,8 +20,8 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from parity import isolation, protocol
-from parity.atomic import atomic_path
 from parity.backends import get_backend
+from parity.formats.safetensors_io import write_safetensors
 from parity.kinds import check_declared
 from parity.case import Case, LayerCase, ModelCase, TrainingCase, default_cases, under_prefix
 from parity.protocol import SAMPLE_TENSOR
@@ -224,8 +224,6 @@ def record(path: str | os.PathLike, backend: str = "tf", device: str = "cpu",
            cases: list[Case | LayerCase] | None = None, mca_samples: int = MCA_SAMPLES) -> None:
     """Write the cases' inputs and one backend's float32 and float64 results, with its Monte Carlo
     spread per tensor, to a safetensors file."""
-    from safetensors.numpy import save_file
-
     cases = default_cases() if cases is None else cases
     tensors: dict[str, np.ndarray] = {}
     meta_cases = []
@@ -244,8 +242,7 @@ def record(path: str | os.PathLike, backend: str = "tf", device: str = "cpu",
         "settings": json.dumps(settings(device, [backend])),
         "cases": json.dumps(meta_cases),
     }
-    with atomic_path(path) as tmp:
-        save_file(tensors, tmp, metadata=metadata)
+    write_safetensors(path, tensors, metadata)
 
 
 def load_record(path: str | os.PathLike) -> tuple[dict[str, Any], list[tuple[Case | LayerCase, dict[str, dict[str, np.ndarray]]]]]:
@@ -293,7 +290,7 @@ def load_record(path: str | os.PathLike) -> tuple[dict[str, Any], list[tuple[Cas
     return metadata, out
 
 
-def record_problems(results: Results) -> list[str]:
+def record_problems(results: Results, plausible_spread: bool = True) -> list[str]:
     """What makes a recorded reference untrustworthy, tensor by tensor. The bound is derived from the
     record, so the record is checked first: its float32 and float64 results must hold NaN/Inf at the
     same positions, and must be within K times the recorded spread (or one ulp at scale) of each
@@ -301,7 +298,8 @@ def record_problems(results: Results) -> list[str]:
     at 1.65x at most). The spread sets every bound of its tensor, so the record cannot vouch for it
     either: it must be finite and >= 0, at most ``SPREAD_UP_TO`` times the record's own float32 error
     (the gap, or ulps at scale), and no float32 error may exceed ``LOST_BITS_AT_MOST`` of the tensor's
-    scale (a reference shifted by 0.5 with its spread inflated to match passed before)."""
+    scale (a reference shifted by 0.5 with its spread inflated to match passed before). Not for
+    ``plausible_spread=False`` (training cases, whose float32 runs are chaotic: see :func:`verify`)."""
     problems = []
     for tensor, r32 in results["float32"].items():
         r64, spreads = results["float64"][tensor], np.asarray(results[MCA][tensor], np.float64)
@@ -312,6 +310,9 @@ def record_problems(results: Results) -> list[str]:
             problems.append(f"{tensor}: the recorded spread is {spreads.ravel()[:3].tolist()}; expected a finite value >= 0")
             continue
         spread, scale, gap = float(np.max(spreads)), finite_max(r64), max_abs_diff(r32, r64)
+        if not plausible_spread:
+            problems += _gap_problem(tensor, gap, spread, scale)
+            continue
         # The spread sets every bound of the tensor (float64's too, scaled by 2^-29), so the record
         # cannot vouch for it: it must be a float32 rounding error of these values, like the gap
         # between the record's own float32 and float64 runs (another draw of the same error) ...
@@ -326,11 +327,15 @@ def record_problems(results: Results) -> list[str]:
             problems.append(f"{tensor}: the record's float32 error {max(spread, gap):.3e} is over 2^-8 of the tensor's "
                             f"scale ({scale:.3e}): implausible for float32 rounding")
             continue
-        limit = K * max(spread, EPS["float32"] * scale)
-        if gap > limit:
-            problems.append(f"{tensor}: float32 and float64 results {gap:.3e} apart, over {K:g} x the recorded "
-                            f"spread ({limit:.3e})")
+        problems += _gap_problem(tensor, gap, spread, scale)
     return problems
+
+
+def _gap_problem(tensor: str, gap: float, spread: float, scale: float) -> list[str]:
+    limit = K * max(spread, EPS["float32"] * scale)
+    if gap > limit:
+        return [f"{tensor}: float32 and float64 results {gap:.3e} apart, over {K:g} x the recorded spread ({limit:.3e})"]
+    return []
 
 
 def verify(path: str | os.PathLike, backend: str = "torch", device: str = "cpu", dtypes: Iterable[str] = DTYPES,
@@ -347,7 +352,9 @@ def verify(path: str | os.PathLike, backend: str = "torch", device: str = "cpu",
     report.settings["reference"] = json.loads(metadata["settings"])
     dtypes = tuple(dtypes)
     for case, ref in recorded:
-        problems = record_problems(ref)
+        # a training case's spreads are not judged for plausibility: 20 Adam steps amplify float32
+        # rounding chaotically (measured: errors up to 1e-2 of a tensor's scale, spreads 17 x the gap)
+        problems = record_problems(ref, plausible_spread=not isinstance(case, TrainingCase))
         if problems:
             raise ValueError(f"{path}: case {case.name!r} is not a consistent record ({len(problems)} tensor(s)), "
                              f"first {problems[0]}; record it again")

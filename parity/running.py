@@ -84,6 +84,8 @@ def apply_file(weights: str, inputs: Mapping[str, np.ndarray], backend: str = "t
         raise ValueError(f"expected inputs named {', '.join(names)}; received also {unknown}")
     for k, v in inputs.items():
         _check_float(k, v)
+    if np.ndim(inputs["x"]) >= 1 and np.shape(inputs["x"])[0] == 0:  # torch wrote an empty output and loss -0, tf raised
+        raise ValueError(f"expected `x` with at least one image; received shape {np.shape(inputs['x'])}")
     tensors, config, initialized = loaded.tensors, loaded.config, loaded.initialized
     if use_ema:
         _check_ema(weights, tensors)
@@ -133,6 +135,8 @@ def sample_file(weights: str, noise: Mapping[str, np.ndarray], backend: str = "t
         raise ValueError(f"expected u_mix [B, H, W, {M}] and u_value [B, H, W, 3] with the same B, H, W; received "
                          f"{u_mix.shape} and {u_value.shape}")
     check_image_size("sample", u_mix.shape[1], u_mix.shape[2])
+    if u_mix.shape[0] == 0:
+        raise ValueError(f"expected noise for at least one image; received u_mix of shape {u_mix.shape}")
     dtype = dtype_of(loaded.tensors)
     noise = {"u_mix": u_mix.astype(dtype), "u_value": u_value.astype(dtype)}
     for name, u in noise.items():  # after the cast to the model's dtype: 1 - 1e-10 becomes 1.0 in float32

@@ -15,10 +15,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from parity.atomic import atomic_path
 from parity.errors import WeightError
 from parity.formats.base import Format, Loaded
-from parity.formats.safetensors_io import read_safetensors, read_safetensors_header
+from parity.formats.safetensors_io import read_safetensors, read_safetensors_header, write_safetensors
 from parity.kinds import check_declared, kind_of, normalize, table_for
 from parity.table import EMA_SUFFIX, check_tensors, tensor_summary
 
@@ -29,14 +28,11 @@ def save_canonical(
     path: str | os.PathLike, tensors: Mapping[str, np.ndarray], config: Mapping[str, Any], initialized: bool
 ) -> None:
     """Write the canonical safetensors file (checked against the table first)."""
-    from safetensors.numpy import save_file
-
     c = normalize(config)
     check_tensors(table_for(c, shadows=any(k.endswith(EMA_SUFFIX) for k in tensors)), tensors, where="tensors to save",
                   what=kind_of(c).what)
     metadata = {"format": FORMAT_TAG, "config": json.dumps(c), "initialized": json.dumps(bool(initialized))}
-    with atomic_path(path) as tmp:
-        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, tmp, metadata=metadata)
+    write_safetensors(path, tensors, metadata)
 
 
 def load_canonical(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any], bool]:

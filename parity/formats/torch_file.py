@@ -15,11 +15,10 @@ from typing import Any, Mapping
 import numpy as np
 
 from gated_spec import SHADOW_SUFFIX
-from parity.atomic import atomic_path
 from parity.configs import infer_config
 from parity.errors import WeightError
 from parity.formats.base import Format, Loaded
-from parity.formats.safetensors_io import read_safetensors, read_safetensors_header
+from parity.formats.safetensors_io import read_safetensors, read_safetensors_header, write_safetensors
 from parity.kinds import check_declared, kind_of, normalize, table_for
 from parity.table import EMA_SUFFIX, check_tensors, tensor_summary, tf_layout_shape
 
@@ -64,16 +63,13 @@ def read_torch_file(path: str, overrides: Mapping[str, Any] | None = None, polya
 
 def write_torch_file(path: str, tensors: Mapping[str, np.ndarray], config: Mapping[str, Any], initialized: bool) -> None:
     """A torch ``state_dict`` as safetensors (loadable by ``safetensors.torch.load_file`` + ``load_state_dict``)."""
-    from safetensors.numpy import save_file
-
     config = normalize(config)
     table = table_for(config, shadows=any(k.endswith(EMA_SUFFIX) for k in tensors))
     check_tensors(table, tensors, where="tensors to save", what=kind_of(config).what)
     state = {r.torch_key: r.to_torch_layout(np.asarray(tensors[r.tf1_name])) for r in table}
     for layer in dict.fromkeys(r.torch_key.rsplit(".", 1)[0] for r in table if r.torch_key.endswith(".V")):
         state[f"{layer}.initialized"] = np.array(bool(initialized))
-    with atomic_path(path) as tmp:
-        save_file(state, tmp, metadata={"format": TORCH_FORMAT, "config": json.dumps(config)})
+    write_safetensors(path, state, {"format": TORCH_FORMAT, "config": json.dumps(config)})
 
 
 FORMAT = Format("torch", read_torch_file, lambda path, loaded: write_torch_file(path, loaded.tensors, loaded.config, loaded.initialized))

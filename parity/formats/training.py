@@ -20,10 +20,9 @@ from typing import Any, Mapping
 import numpy as np
 
 from gated_spec.training import ADAM_COUNTER, ADAM_SLOTS, slot_name
-from parity.atomic import atomic_path
 from parity.errors import WeightError
 from parity.formats.base import Format, Loaded
-from parity.formats.safetensors_io import read_safetensors, read_safetensors_header
+from parity.formats.safetensors_io import read_safetensors, read_safetensors_header, write_safetensors
 from parity.kinds import check_declared, kind_of, normalize, table_for
 from parity.table import WeightRow, check_tensors, tensor_summary
 
@@ -42,8 +41,6 @@ def slot_table(config: Mapping[str, Any], first_moment: bool) -> list[WeightRow]
 def write_checkpoint(path: str | os.PathLike, tensors: Mapping[str, np.ndarray], slots: Mapping[str, np.ndarray],
                      config: Mapping[str, Any], state: Mapping[str, Any]) -> None:
     """Write a training checkpoint (atomically: the old one stays whole until the new one is)."""
-    from safetensors.numpy import save_file
-
     c = normalize(config)
     check_tensors(table_for(c), tensors, where="tensors to save", what=kind_of(c).what)
     check_tensors(slot_table(c, float(state["mom1"]) > 0), {k: v for k, v in slots.items() if k != COUNTER},
@@ -53,8 +50,7 @@ def write_checkpoint(path: str | os.PathLike, tensors: Mapping[str, np.ndarray],
     metadata = {"format": TRAIN_TAG, "config": json.dumps(c), "initialized": "true", "state": json.dumps(dict(state))}
     arrays = {**{k: np.ascontiguousarray(v) for k, v in tensors.items()},
               **{k: np.ascontiguousarray(v) for k, v in slots.items()}}
-    with atomic_path(path) as tmp:
-        save_file(arrays, tmp, metadata=metadata)
+    write_safetensors(path, arrays, metadata)
 
 
 def read_checkpoint(path: str | os.PathLike) -> tuple[Loaded, dict[str, np.ndarray], dict[str, Any]]:

@@ -497,6 +497,8 @@ CLI_CASES = [  # (case id, how to spoil the files, extra arguments, message). Li
     ("input-missing-a", _npz(a=None), [], "expected `a` (this block was built with a_channels=3); received none"),
     ("weights-overflow", lambda t, i: _edit_canonical(t / "w.safetensors", "conv2d_0/g", 3e38), [],
      "finite weights and inputs gave NaN/Inf ("),
+    ("input-batch-0", _npz(x=np.zeros((0, 4, 5, 4), np.float32), a=np.zeros((0, 4, 5, 3), np.float32), h=np.zeros((0, 2), np.float32)),
+     ["--backend", "tf"], "expected `x` with at least one image; received shape (0, 4, 5, 4)"),
     ("npz-text", lambda t, i: (t / "x.npz").write_text("x = 1, 2, 3\n"), [], "received a file that is not a zip archive"),
     ("npz-empty", lambda t, i: (t / "x.npz").write_bytes(b""), [], "received an empty file"),
     ("npz-truncated", lambda t, i: (t / "x.npz").write_bytes((t / "x.npz").read_bytes()[:-200]), [], "x.npz: expected an .npz archive"),

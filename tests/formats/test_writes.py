@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from tests.conftest import HAVE
+from tests.conftest import HAVE, ROOT
 
 CONFIG = {"num_filters": 3, "conv": "down_shifted_conv2d", "polyak_decay": 0.999}
 
@@ -159,3 +159,30 @@ def test_a_written_file_gets_the_permissions_open_would_give(tmp_path):
     finally:
         os.umask(umask)
     assert os.stat(tmp_path / "w.safetensors").st_mode & 0o777 == 0o644
+
+
+def test_a_write_that_hits_a_size_limit_is_one_line_and_leaves_the_destination(tmp_path):
+    """A full disk as safetensors reports it (its own SafetensorError, not an OSError: a traceback
+    before): the write fails in one line, exit 2, the old file stays, no temporary file stays. A
+    file-size limit (RLIMIT_FSIZE, SIGXFSZ ignored) makes the write fail as a full disk would."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    from parity.formats.canonical import save_canonical
+
+    save_canonical(tmp_path / "w.safetensors", _weights(), CONFIG, initialized=True)
+    (tmp_path / "old.torch.safetensors").write_bytes(b"old")
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))
+
+    done = subprocess.run([sys.executable, "-m", "parity", "convert", str(tmp_path / "w.safetensors"),
+                           str(tmp_path / "old.torch.safetensors")], capture_output=True, text=True, preexec_fn=limit,
+                          env={**os.environ, "PYTHONPATH": ROOT})
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: ") and "could not write it" in done.stderr and len(done.stderr.splitlines()) == 1
+    assert (tmp_path / "old.torch.safetensors").read_bytes() == b"old"
+    assert sorted(os.listdir(tmp_path)) == ["old.torch.safetensors", "w.safetensors"]
