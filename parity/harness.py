@@ -21,7 +21,7 @@ import numpy as np
 
 from parity import isolation, protocol
 from parity.backends import get_backend
-from parity.formats.safetensors_io import write_safetensors
+from parity.formats.safetensors_io import loads_metadata, write_safetensors
 from parity.kinds import check_declared
 from parity.case import Case, LayerCase, ModelCase, TrainingCase, default_cases, under_prefix
 from parity.protocol import SAMPLE_TENSOR
@@ -253,7 +253,7 @@ def load_record(path: str | os.PathLike) -> tuple[dict[str, Any], list[tuple[Cas
     if metadata.get("format") != RECORD_FORMAT:
         raise ValueError(f"{path}: expected metadata format={RECORD_FORMAT!r}; received {metadata.get('format')!r}")
     try:
-        cases = json.loads(metadata["cases"])
+        cases = loads_metadata(metadata["cases"])
         expected = {f"{i}/out/{dt}/{k}" for i, meta in enumerate(cases) for dt in (*DTYPES, MCA) for k in meta["order"]}
     except (KeyError, TypeError, json.JSONDecodeError) as exc:
         raise ValueError(f"{path}: expected metadata 'cases' (JSON, each with its 'order'); could not read it ({exc})") from None
@@ -349,7 +349,7 @@ def verify(path: str | os.PathLike, backend: str = "torch", device: str = "cpu",
     start = time.perf_counter()
     metadata, recorded = load_record(path)
     report = Report(f"{metadata['backend']} (recorded)", backend, settings=settings(device, [backend], tf32))
-    report.settings["reference"] = json.loads(metadata["settings"])
+    report.settings["reference"] = loads_metadata(metadata["settings"])
     dtypes = tuple(dtypes)
     for case, ref in recorded:
         # a training case's spreads are not judged for plausibility: 20 Adam steps amplify float32

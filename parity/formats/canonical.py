@@ -17,7 +17,7 @@ import numpy as np
 
 from parity.errors import WeightError
 from parity.formats.base import Format, Loaded
-from parity.formats.safetensors_io import read_safetensors, read_safetensors_header, write_safetensors
+from parity.formats.safetensors_io import loads_metadata, read_safetensors, read_safetensors_header, write_safetensors
 from parity.kinds import check_declared, kind_of, normalize, table_for
 from parity.table import EMA_SUFFIX, check_tensors, tensor_summary
 
@@ -42,8 +42,8 @@ def load_canonical(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict
     if metadata.get("format") != FORMAT_TAG:
         raise ValueError(f"{path}: expected metadata format={FORMAT_TAG!r}; received {metadata.get('format')!r}")
     try:
-        config = normalize(json.loads(metadata["config"]))
-        initialized = json.loads(metadata["initialized"])
+        config = normalize(loads_metadata(metadata["config"]))
+        initialized = loads_metadata(metadata["initialized"])
     except (KeyError, json.JSONDecodeError, TypeError) as exc:
         raise ValueError(f"{path}: expected metadata 'config' (JSON) and 'initialized' (true/false); received {metadata}") from exc
     if not isinstance(initialized, bool):

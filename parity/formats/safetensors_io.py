@@ -4,8 +4,9 @@ pickle; every write atomic (:mod:`parity.atomic`), a failed one an ``OSError`` (
 
 from __future__ import annotations
 
+import json
 import os
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
@@ -77,3 +78,13 @@ def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, np.ndarray]
             if isinstance(exc, OSError) or type(exc).__name__ != "SafetensorError":
                 raise
             raise OSError(f"{os.fspath(path)}: could not write it ({exc})") from None
+
+
+def loads_metadata(text: str) -> Any:
+    """A JSON value from a file's metadata. A nesting deeper than Python's recursion limit
+    (``[[[[...`` a few KB long) is a ``json.JSONDecodeError`` like any other bad JSON, not a
+    ``RecursionError`` traceback."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply", str(text)[:40], 0) from None

@@ -230,6 +230,12 @@ def map_checkpoint(
     whole = namer is None
     namer = namer or TF1Namer()
     model, slots, outside = _scoped(variables, scope, "block")
+    layers = {k.split("/")[0] for k in model if k.endswith("/V")}
+    if whole and any(k.startswith("deconv2d_") for k in layers):
+        # transposed convs, which no block has: a network (without --model the elu / relu question
+        # of a block's inference would be asked of it)
+        raise ValueError(f"{getattr(variables, 'prefix', 'the checkpoint')}: holds {len(layers)} weight-normalised layers under {scope!r}, a whole network, not one "
+                         f"block; convert it with --model pixelcnn_pp, or place one block with --counters")
     config = _infer(model, dict(namer.counters), overrides, polyak_decay)
     has_shadows = any(k.endswith(EMA_SUFFIX) for k in model)
     start = dict(namer.counters)

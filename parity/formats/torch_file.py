@@ -18,7 +18,7 @@ from gated_spec import SHADOW_SUFFIX
 from parity.configs import infer_config
 from parity.errors import WeightError
 from parity.formats.base import Format, Loaded
-from parity.formats.safetensors_io import read_safetensors, read_safetensors_header, write_safetensors
+from parity.formats.safetensors_io import loads_metadata, read_safetensors, read_safetensors_header, write_safetensors
 from parity.kinds import check_declared, kind_of, normalize, table_for
 from parity.table import EMA_SUFFIX, check_tensors, tensor_summary, tf_layout_shape
 
@@ -35,7 +35,7 @@ def read_torch_file(path: str, overrides: Mapping[str, Any] | None = None, polya
     shadows = any(k.endswith(SHADOW_SUFFIX) for k in header)
     if "config" in metadata:
         try:
-            stored = json.loads(metadata["config"])
+            stored = loads_metadata(metadata["config"])
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path}: expected a JSON block config in the metadata; received {metadata['config'][:60]!r} ({exc})") from exc
         config = normalize(stored)  # options given must agree with it (parity.formats.read_any checks)

@@ -22,7 +22,7 @@ import numpy as np
 from gated_spec.training import ADAM_COUNTER, ADAM_SLOTS, slot_name
 from parity.errors import WeightError
 from parity.formats.base import Format, Loaded
-from parity.formats.safetensors_io import read_safetensors, read_safetensors_header, write_safetensors
+from parity.formats.safetensors_io import loads_metadata, read_safetensors, read_safetensors_header, write_safetensors
 from parity.kinds import check_declared, kind_of, normalize, table_for
 from parity.table import WeightRow, check_tensors, tensor_summary
 
@@ -60,8 +60,8 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[Loaded, dict[str, np.ndarr
         raise ValueError(f"{path}: expected a training checkpoint (metadata format={TRAIN_TAG!r}); received "
                          f"format={metadata.get('format')!r}")
     try:
-        config = normalize(json.loads(metadata["config"]))
-        state = json.loads(metadata["state"])
+        config = normalize(loads_metadata(metadata["config"]))
+        state = loads_metadata(metadata["state"])
         step, mom1 = int(state["step"]), float(state["mom1"])
     except (KeyError, json.JSONDecodeError, TypeError, ValueError) as exc:
         raise ValueError(f"{path}: expected metadata 'config' and 'state' (JSON, with step and mom1); could not read them ({exc})") from None

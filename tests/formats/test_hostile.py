@@ -125,6 +125,7 @@ HOSTILE = [
     ("metadata-unknown-key", "w.safetensors", _meta(config='{"num_filters": 4, "filters": 4}'), r"unknown keys: \['filters'\]"),
     ("metadata-initialized", "w.safetensors", _meta(initialized='"yes"'), r"expected metadata initialized to be true or false; received 'yes'"),
     ("metadata-not-json", "w.safetensors", _meta(config="num_filters=4"), r"expected metadata 'config' \(JSON\)"),
+    ("metadata-nested-json", "w.safetensors", _meta(config="[" * 100000 + "]" * 100000), r"expected metadata 'config' \(JSON\)"),
     ("metadata-config-types", "w.safetensors", _meta(config='{"num_filters": 4.0, "a_channels": 3, "h_channels": 2, "conv": "down_shifted_conv2d"}'),
      r"Expected a strictly positive integer. Received: num_filters=4.0"),
     ("metadata-dropout-range", "w.safetensors", _meta(config='{"num_filters": 4, "a_channels": 3, "h_channels": 2, "conv": "down_shifted_conv2d", "dropout_p": 5}'),
