@@ -400,6 +400,25 @@ def test_a_block_called_before_initialize_warns_once(twin):
     assert not [w for w in caught if "before initialize()" in str(w.message)]
 
 
+@pytest.mark.parametrize("backend", BACKEND_PARAMS)
+def test_a_model_run_by_its_backend_before_initialize_warns(backend):
+    """The backends run nets inside tf.function / as torch modules: an uninitialised model warns in
+    both (TensorFlow's check read the flags only when eager, and a traced call skipped it)."""
+    import warnings
+
+    from parity.backends import get_backend
+    from parity.case import random_weights
+
+    module = get_backend(backend)
+    config = {"model": "pixelcnn_pp", "nr_resnet": 1, "nr_filters": 4, "nr_logistic_mix": 2, "polyak_decay": None}
+    model = module.build(config, "float32")
+    module.import_weights(model, random_weights(config, 0), False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        module.apply(model, {"x": np.zeros((1, 4, 4, 3), np.float32)}, use_ema=False, init=False)
+    assert any("called before initialize()" in str(w.message) for w in caught)
+
+
 @pytest.mark.parametrize("value,message", [(1e39, "beyond float32's range"), (1e-40, "below float32's smallest normal")])
 def test_float64_values_that_float32_cannot_hold_are_refused_on_load(twin, tmp_path, value, message):
     """Checked in the dtype they will have after loading: a float64 file into a float32 block."""
