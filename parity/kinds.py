@@ -35,12 +35,25 @@ class Kind:
     table: Callable[..., list[WeightRow]]  # (config, shadows=None) -> rows, shadows after the raw weights
     args: Callable[[Mapping[str, Any]], dict[str, Any]]  # config -> the twin class's keyword arguments
     depth: str | None = None  # the config key each unit of which adds the same layers (the table grows linearly in it)
+    channels: Callable[[Mapping[str, Any]], dict[str, tuple[str, int | None]]] | None = None  # input -> (config key, C)
+
+
+def _block_channels(config: Mapping[str, Any]) -> dict[str, tuple[str, int | None]]:
+    c = normalize_config(config)
+    return {"x": ("num_filters", c["num_filters"]), "a": ("a_channels", c["a_channels"]), "h": ("h_channels", c["h_channels"])}
+
+
+def _model_channels(config: Mapping[str, Any]) -> dict[str, tuple[str, int | None]]:
+    from gated_spec.model import IMAGE_CHANNELS
+
+    return {"x": ("image channels", IMAGE_CHANNELS), "h": ("h_channels", normalize_pixelcnn_pp(config)["h_channels"])}
 
 
 KINDS: dict[str, Kind] = {
-    "block": Kind("block", "block", "GatedResnet", ("x", "a", "h"), False, normalize_config, weight_table, normalize_config),
+    "block": Kind("block", "block", "GatedResnet", ("x", "a", "h"), False, normalize_config, weight_table, normalize_config,
+                  channels=_block_channels),
     "pixelcnn_pp": Kind("pixelcnn_pp", "model", "PixelCNNpp", ("x", "h"), True, normalize_pixelcnn_pp, model_weight_table,
-                        model_args, depth="nr_resnet"),
+                        model_args, depth="nr_resnet", channels=_model_channels),
 }
 MODELS = tuple(k for k, kind in KINDS.items() if kind.network)  # the values ``model`` takes
 
@@ -63,6 +76,28 @@ def normalize(config: Mapping[str, Any]) -> dict[str, Any]:
 def table_for(config: Mapping[str, Any], shadows: bool | None = None) -> list[WeightRow]:
     """The weight table of the config's kind."""
     return kind_of(config).table(config, shadows)
+
+
+def check_input_shapes(config: Mapping[str, Any], inputs: Mapping[str, Any]) -> None:
+    """NHWC arrays from files against the kind's inputs (``x`` and ``a`` [B, H, W, C], ``h`` [B, K]),
+    before either backend sees them: the messages name the files' layout whatever the backend (torch
+    named its internal NCHW, Keras wrapped the message in a call report)."""
+    from gated_spec.checks import check_channels, check_given, check_rank, check_same_dims
+
+    kind = kind_of(config)
+    owner, x = kind.twin_class, inputs["x"]
+    check_rank(owner, "x", x, "NHWC")
+    for name, (key, channels) in (kind.channels(config) if kind.channels else {}).items():
+        value = inputs.get(name)
+        if name != "x":
+            check_given(owner, name, value, key, channels)
+        if value is None:
+            continue
+        rank = 2 if name == "h" else 4
+        check_rank(owner, name, value, "NHWC", rank)
+        if name != "x":
+            check_same_dims(owner, name, value, x, (0,) if rank == 2 else (0, 1, 2), "x", ("B",) if rank == 2 else ("B", "H", "W"))
+        check_channels(owner, name, value, channels, -1 if rank == 4 else 1, "NHWC")
 
 
 def table_rows(config: Mapping[str, Any], shadows: bool | None = None) -> int:

@@ -19,7 +19,7 @@ from parity import isolation
 from parity.backends import backend_of, build_loaded, get_backend
 from parity.formats import detect_format, format_for_writing, read_any, write_any
 from parity.formats.base import Loaded
-from parity.kinds import kind_of
+from parity.kinds import check_input_shapes, kind_of
 from parity.table import EMA_SUFFIX, dtype_of
 
 
@@ -84,7 +84,8 @@ def apply_file(weights: str, inputs: Mapping[str, np.ndarray], backend: str = "t
         raise ValueError(f"expected inputs named {', '.join(names)}; received also {unknown}")
     for k, v in inputs.items():
         _check_float(k, v)
-    if np.ndim(inputs["x"]) >= 1 and np.shape(inputs["x"])[0] == 0:  # torch wrote an empty output and loss -0, tf raised
+    check_input_shapes(loaded.config, inputs)
+    if np.shape(inputs["x"])[0] == 0:  # torch wrote an empty output and loss -0, tf raised
         raise ValueError(f"expected `x` with at least one image; received shape {np.shape(inputs['x'])}")
     tensors, config, initialized = loaded.tensors, loaded.config, loaded.initialized
     if use_ema:

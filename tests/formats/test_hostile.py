@@ -519,6 +519,10 @@ CLI_CASES = [  # (case id, how to spoil the files, extra arguments, message). Li
      "finite weights and inputs gave NaN/Inf ("),
     ("input-batch-0", _npz(x=np.zeros((0, 4, 5, 4), np.float32), a=np.zeros((0, 4, 5, 3), np.float32), h=np.zeros((0, 2), np.float32)),
      ["--backend", "tf"], "expected `x` with at least one image; received shape (0, 4, 5, 4)"),
+    ("input-nhwc-channels", _npz(x=np.zeros((2, 4, 5, 5), np.float32)), [],
+     "GatedResnet: expected `x` with 4 channels on axis 3, NHWC (B, H, W, C); received shape (2, 4, 5, 5)"),
+    ("input-nhwc-a-size", _npz(a=np.zeros((2, 4, 6, 3), np.float32)), [],
+     "GatedResnet: expected `a` with the B/H/W of `x` (B=2, H=4, W=5); received shape (2, 4, 6, 3)"),
     ("npz-text", lambda t, i: (t / "x.npz").write_text("x = 1, 2, 3\n"), [], "received a file that is not a zip archive"),
     ("npz-empty", lambda t, i: (t / "x.npz").write_bytes(b""), [], "received an empty file"),
     ("npz-truncated", lambda t, i: (t / "x.npz").write_bytes((t / "x.npz").read_bytes()[:-200]), [], "x.npz: expected an .npz archive"),
@@ -868,3 +872,20 @@ def test_sample_refuses_what_run_refuses_and_checks_noise_in_the_models_dtype(tm
         err = capsys.readouterr().err
         assert message in err and len(err.splitlines()) == 1, (name, err)
     assert not (tmp_path / "x.npz").exists()
+
+
+@pytest.mark.skipif(not HAVE["tf"], reason="needs TensorFlow")
+def test_the_tf_worker_gives_a_layers_error_itself_not_keras_call_report(tmp_path, capsys):
+    """Keras wraps an error raised in a layer's call in a report of its arguments ("Exception
+    encountered when calling PixelCNNpp.call()." as the first line); the worker turns that off."""
+    from parity.case import random_weights
+    from parity.cli import main
+    from parity.formats import write_any
+
+    model = {"model": "pixelcnn_pp", "nr_resnet": 1, "nr_filters": 4, "nr_logistic_mix": 2, "polyak_decay": None}
+    write_any(str(tmp_path / "m.safetensors"), random_weights(model, 0), model, True)
+    np.savez(tmp_path / "x.npz", x=np.zeros((1, 5, 4, 3), np.float32))
+    assert main(["run", "--backend", "tf", "--weights", str(tmp_path / "m.safetensors"), "--inputs", str(tmp_path / "x.npz"),
+                 "--out", str(tmp_path / "y.npz")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: PixelCNNpp: expected H a positive multiple of 4") and len(err.splitlines()) == 1, err
