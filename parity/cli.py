@@ -13,7 +13,7 @@ import os
 import re
 import sys
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -87,11 +87,18 @@ def _dtypes(value: str) -> tuple[str, ...]:
     return DTYPES if value == "both" else (value,)
 
 
+def _progress(command: str) -> Callable[[str], None] | None:
+    """Progress lines on stderr for a long command, only on a terminal (stdout, e.g. --json, stays clean)."""
+    if not sys.stderr.isatty():
+        return None
+    return lambda line: print(f"{command}: {line}", file=sys.stderr, flush=True)
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from parity.harness import check
 
     return _emit(check(SUITES[args.suite](), reference=args.reference, other=args.other, device=args.device,
-                       dtypes=_dtypes(args.dtype), tf32=args.tf32), args)
+                       dtypes=_dtypes(args.dtype), tf32=args.tf32, progress=_progress("check")), args)
 
 
 def cmd_record(args: argparse.Namespace) -> int:
@@ -99,7 +106,7 @@ def cmd_record(args: argparse.Namespace) -> int:
 
     check_outputs({"out": args.out}, {})
     start = time.perf_counter()
-    record(args.out, backend=args.backend, device=args.device, cases=SUITES[args.suite]())
+    record(args.out, backend=args.backend, device=args.device, cases=SUITES[args.suite](), progress=_progress("record"))
     print(f"recorded {args.backend} on {args.device} to {args.out} in {time.perf_counter() - start:.1f} s")
     return EXIT_OK
 
@@ -108,7 +115,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from parity.harness import verify
 
     return _emit(verify(args.record, backend=args.backend, device=args.device, dtypes=_dtypes(args.dtype),
-                        tf32=args.tf32), args)
+                        tf32=args.tf32, progress=_progress("verify")), args)
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -188,7 +195,12 @@ def cmd_pitfalls(args: argparse.Namespace) -> int:
     entries = [p for p in gallery() if not args.only or p.key in args.only.split(",")]
     if not entries:
         raise ValueError(f"--only {args.only!r} names no entry; the entries are {[p.key for p in gallery()]}")
-    results = [run_pitfall(p) for p in entries]
+    progress = _progress("pitfalls")
+    results = []
+    for i, p in enumerate(entries):
+        if progress:
+            progress(f"[{i + 1}/{len(entries)}] {p.key}")
+        results.append(run_pitfall(p))
     print(format_markdown(results) if args.markdown else format_gallery(results))
     return EXIT_OK if all(r.caught for r in results) else EXIT_FAIL
 

@@ -15,7 +15,7 @@ import platform
 import time
 import tracemalloc
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -205,14 +205,18 @@ def check(
     dtypes: Iterable[str] = DTYPES,
     tf32: bool = False,
     mca_samples: int = MCA_SAMPLES,
+    progress: Callable[[str], None] | None = None,
 ) -> Report:
     """Both backends on every case (the built-in suite by default). ``tf32`` turns TF32 on for the
     backend under test only (the reference stays in parity mode): it shows what TF32 costs.
-    ``mca_samples``: perturbed float32 re-runs of the reference that set each tensor's floor."""
+    ``mca_samples``: perturbed float32 re-runs of the reference that set each tensor's floor.
+    ``progress`` is told each case as it starts (``[i/n] name``; the CLI prints it on a terminal)."""
     start = time.perf_counter()
     cases = default_cases() if cases is None else cases
     report = Report(reference, other, settings=settings(device, [reference, other], tf32))
-    for case in cases:
+    for i, case in enumerate(cases):
+        if progress:
+            progress(f"[{i + 1}/{len(cases)}] {case.name}")
         report.cases.append(compare_runs(case.name, run_backend(reference, case, device, mca_samples=mca_samples),
                                          run_backend(other, case, device, tf32), tuple(dtypes)))
     report.seconds = time.perf_counter() - start
@@ -221,13 +225,16 @@ def check(
 
 # -- recorded references -----------------------------------------------------------------------
 def record(path: str | os.PathLike, backend: str = "tf", device: str = "cpu",
-           cases: list[Case | LayerCase] | None = None, mca_samples: int = MCA_SAMPLES) -> None:
+           cases: list[Case | LayerCase] | None = None, mca_samples: int = MCA_SAMPLES,
+           progress: Callable[[str], None] | None = None) -> None:
     """Write the cases' inputs and one backend's float32 and float64 results, with its Monte Carlo
-    spread per tensor, to a safetensors file."""
+    spread per tensor, to a safetensors file (``progress`` as in :func:`check`)."""
     cases = default_cases() if cases is None else cases
     tensors: dict[str, np.ndarray] = {}
     meta_cases = []
     for i, case in enumerate(cases):
+        if progress:
+            progress(f"[{i + 1}/{len(cases)}] {case.name}")
         results = run_backend(backend, case, device, mca_samples=mca_samples)
         for k, v in case.arrays.items():
             tensors[f"{i}/in/{k}"] = np.ascontiguousarray(v)
@@ -339,8 +346,9 @@ def _gap_problem(tensor: str, gap: float, spread: float, scale: float) -> list[s
 
 
 def verify(path: str | os.PathLike, backend: str = "torch", device: str = "cpu", dtypes: Iterable[str] = DTYPES,
-           tf32: bool = False) -> Report:
-    """Check ``backend`` on ``device`` against a recorded file (the recorded side is the reference).
+           tf32: bool = False, progress: Callable[[str], None] | None = None) -> Report:
+    """Check ``backend`` on ``device`` against a recorded file (the recorded side is the reference;
+    ``progress`` as in :func:`check`).
 
     The record is an input too: an inconsistent one is refused (:func:`record_problems`), and the
     float64 comparison runs whatever ``dtypes`` asks for: with ``float32`` alone, a failing float64
@@ -351,7 +359,9 @@ def verify(path: str | os.PathLike, backend: str = "torch", device: str = "cpu",
     report = Report(f"{metadata['backend']} (recorded)", backend, settings=settings(device, [backend], tf32))
     report.settings["reference"] = loads_metadata(metadata["settings"])
     dtypes = tuple(dtypes)
-    for case, ref in recorded:
+    for i, (case, ref) in enumerate(recorded):
+        if progress:
+            progress(f"[{i + 1}/{len(recorded)}] {case.name}")
         # a training case's spreads are not judged for plausibility: 20 Adam steps amplify float32
         # rounding chaotically (measured: errors up to 1e-2 of a tensor's scale, spreads 17 x the gap)
         problems = record_problems(ref, plausible_spread=not isinstance(case, TrainingCase))

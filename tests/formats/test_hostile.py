@@ -889,3 +889,23 @@ def test_the_tf_worker_gives_a_layers_error_itself_not_keras_call_report(tmp_pat
                  "--out", str(tmp_path / "y.npz")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: PixelCNNpp: expected H a positive multiple of 4") and len(err.splitlines()) == 1, err
+
+
+@pytest.mark.skipif(not HAVE["torch"], reason="needs PyTorch")
+def test_long_commands_show_progress_on_a_terminal_and_keep_json_clean(capsys, monkeypatch):
+    """check, record, verify and pitfalls print one line per case on stderr when it is a terminal;
+    stdout (the report, --json) stays as it was, and nothing is printed when stderr is not a terminal."""
+    import json
+    import sys
+
+    from parity.cli import main
+
+    assert main(["verify", "--json"]) == 0
+    quiet = capsys.readouterr()
+    assert "verify: [" not in quiet.err
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert main(["verify", "--json"]) == 0
+    shown = capsys.readouterr()
+    lines = [line for line in shown.err.splitlines() if line.startswith("verify: [")]
+    assert lines[0].startswith("verify: [1/8] ") and lines[-1].startswith("verify: [8/8] ")
+    assert len(json.loads(shown.out)["cases"]) == 8
