@@ -146,8 +146,10 @@ def sample_file(weights: str, noise: Mapping[str, np.ndarray], backend: str = "t
                              f"[1e-5, 1 - 1e-5)); received values in [{u.min()}, {u.max()}]")
     if use_ema:
         _check_ema(weights, loaded.tensors)
-    return {"x": isolation.call(backend, "parity.running:sample_here", backend, loaded, noise,
-                                None if h is None else np.asarray(h, dtype), use_ema, progress, device)}
+    h = None if h is None else np.asarray(h, dtype)
+    x = isolation.call(backend, "parity.running:sample_here", backend, loaded, noise, h, use_ema, progress, device)
+    _check_overflow(weights, loaded.tensors, {**noise, **({} if h is None else {"h": h})}, {"x": x})
+    return {"x": x}
 
 
 def sample_here(backend: str, loaded: Loaded, noise: Mapping[str, np.ndarray], h: np.ndarray | None, use_ema: bool,

@@ -864,7 +864,10 @@ def test_sample_refuses_what_run_refuses_and_checks_noise_in_the_models_dtype(tm
         ("noise-complex", {**noise, "u_mix": noise["u_mix"].astype(np.complex128)}, h, "expected `u_mix` of dtype float32 or float64"),
         ("noise-rounds-to-1", {**noise, "u_value": np.full((1, 4, 4, 3), 1 - 1e-10)}, h,
          "expected u_value strictly inside (0, 1) in the model's float32"),
+        ("weights-overflow", noise, h, "finite weights and inputs gave NaN/Inf ("),
     ):
+        if name == "weights-overflow":
+            _edit_canonical(tmp_path / "m.safetensors", "conv2d_0/g", 3e38)
         np.savez(tmp_path / "noise.npz", **n)
         np.savez(tmp_path / "h.npz", h=hh)
         assert main(["sample", "--weights", str(tmp_path / "m.safetensors"), "--noise", str(tmp_path / "noise.npz"),
