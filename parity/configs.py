@@ -69,6 +69,18 @@ def normalize_pixelcnn_pp(config: Mapping[str, Any]) -> dict[str, Any]:
     return {MODEL_KEY: "pixelcnn_pp", **normalize_model_config(model_args(config))}
 
 
+def normalize_pixelsnail(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A PixelSNAIL config (``gated_spec.pixelsnail``; its spec under ``model``) with its ``model`` key."""
+    from gated_spec.pixelsnail import normalize_pixelsnail_config
+
+    return {MODEL_KEY: config[MODEL_KEY], **normalize_pixelsnail_config(config[MODEL_KEY], model_args(config))}
+
+
+def pixelsnail_args(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A PixelSNAIL config as ``PixelSNAIL``'s keyword arguments: its ``model`` is the ``spec``."""
+    return {"spec": config[MODEL_KEY], **model_args(config)}
+
+
 def shadow_decay(has_shadows: bool, polyak_decay: float | None) -> float | None:
     """The decay a file's shadows were made with: the one given, else the original scripts' where the
     file has shadows (no file format stores it), else none."""

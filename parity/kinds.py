@@ -14,8 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from parity.configs import MODEL_KEY, model_args, normalize_config, normalize_pixelcnn_pp
-from parity.table import WeightRow, model_weight_table, weight_table
+from gated_spec.pixelsnail import SPECS as PIXELSNAIL_SPECS
+from parity.configs import MODEL_KEY, model_args, normalize_config, normalize_pixelcnn_pp, normalize_pixelsnail, pixelsnail_args
+from parity.table import WeightRow, model_weight_table, pixelsnail_weight_table, weight_table
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,9 @@ KINDS: dict[str, Kind] = {
     "block": Kind("block", "block", "GatedResnet", ("x", "a", "h"), False, normalize_config, weight_table, normalize_config),
     "pixelcnn_pp": Kind("pixelcnn_pp", "model", "PixelCNNpp", ("x", "h"), True, normalize_pixelcnn_pp, model_weight_table,
                         model_args),
+    # the PixelSNAIL specs (train.py's --model names; "model_spec" is its "model"): one class, the spec an argument
+    **{spec: Kind(spec, "model", "PixelSNAIL", ("x", "h"), True, normalize_pixelsnail, pixelsnail_weight_table, pixelsnail_args)
+       for spec in PIXELSNAIL_SPECS},
 }
 MODELS = tuple(k for k, kind in KINDS.items() if kind.network)  # the values ``model`` takes
 
@@ -73,6 +77,9 @@ def with_kind(kind: str, config: Mapping[str, Any]) -> dict[str, Any]:
 def kind_of_net(net: object) -> Kind:
     """The kind of a twin's block or network: the first class in its MRO named as a kind's twin class
     (``GatedResnet``, ``PixelCNNpp``), so subclasses count as what they extend."""
+    spec = getattr(net, "spec", None)  # a PixelSNAIL names its kind
+    if isinstance(spec, str) and spec in KINDS:
+        return KINDS[spec]
     by_class = {kind.twin_class: kind for kind in KINDS.values()}
     for cls in type(net).__mro__:
         if cls.__name__ in by_class:
