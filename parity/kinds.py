@@ -35,17 +35,44 @@ class Kind:
     normalize: Callable[[Mapping[str, Any]], dict[str, Any]]
     table: Callable[..., list[WeightRow]]  # (config, shadows=None) -> rows, shadows after the raw weights
     args: Callable[[Mapping[str, Any]], dict[str, Any]]  # config -> the twin class's keyword arguments
+    plan: Callable[[Mapping[str, Any]], list] | None = None  # a network's config -> its layers in call order
+
+
+def _pixelcnn_pp_plan(config: Mapping[str, Any]) -> list:
+    from gated_spec.model import normalize_model_config, pixelcnn_pp_plan
+
+    return pixelcnn_pp_plan(normalize_model_config(model_args(config)))
+
+
+def _pixelsnail_plan(config: Mapping[str, Any]) -> list:
+    from gated_spec.pixelsnail import pixelsnail_plan
+
+    return pixelsnail_plan(config[MODEL_KEY], model_args(config))
 
 
 KINDS: dict[str, Kind] = {
     "block": Kind("block", "block", "GatedResnet", ("x", "a", "h"), False, normalize_config, weight_table, normalize_config),
     "pixelcnn_pp": Kind("pixelcnn_pp", "model", "PixelCNNpp", ("x", "h"), True, normalize_pixelcnn_pp, model_weight_table,
-                        model_args),
+                        model_args, _pixelcnn_pp_plan),
     # the PixelSNAIL specs (train.py's --model names; "model_spec" is its "model"): one class, the spec an argument
-    **{spec: Kind(spec, "model", "PixelSNAIL", ("x", "h"), True, normalize_pixelsnail, pixelsnail_weight_table, pixelsnail_args)
+    **{spec: Kind(spec, "model", "PixelSNAIL", ("x", "h"), True, normalize_pixelsnail, pixelsnail_weight_table, pixelsnail_args,
+                 _pixelsnail_plan)
        for spec in PIXELSNAIL_SPECS},
 }
 MODELS = tuple(k for k, kind in KINDS.items() if kind.network)  # the values ``model`` takes
+# ``--model`` also takes the original train.py's names: pxpp (PixelCNN++), model (model_spec), and pixelsnail
+# for the released h12_noup_smallkey
+MODEL_ALIASES = {"pxpp": "pixelcnn_pp", "model": "model_spec", "pixelsnail": "h12_noup_smallkey"}
+MODEL_NAMES = (*MODELS, *MODEL_ALIASES)
+
+
+def model_name(name: str) -> str:
+    """The kind a ``--model`` value names (an alias resolved); ``ValueError`` for any other value."""
+    if name in MODELS:
+        return name
+    if name in MODEL_ALIASES:
+        return MODEL_ALIASES[name]
+    raise ValueError(f"expected --model one of {list(MODEL_NAMES)}; received {name!r}")
 
 
 def kind_of(config: Mapping[str, Any]) -> Kind:
@@ -66,6 +93,15 @@ def normalize(config: Mapping[str, Any]) -> dict[str, Any]:
 def table_for(config: Mapping[str, Any], shadows: bool | None = None) -> list[WeightRow]:
     """The weight table of the config's kind."""
     return kind_of(config).table(config, shadows)
+
+
+def dropout_mask_shapes(config: Mapping[str, Any], batch: int, height: int, width: int) -> list[tuple[int, int, int, int]]:
+    """A network's dropout keep-mask shapes (NHWC, one per block in call order), from its kind's plan."""
+    from gated_spec.model import plan_dropout_mask_shapes
+
+    kind = kind_of(config)
+    c = kind.normalize(config)
+    return plan_dropout_mask_shapes(kind.plan(c), c["nonlinearity"], batch, height, width)
 
 
 def with_kind(kind: str, config: Mapping[str, Any]) -> dict[str, Any]:

@@ -249,3 +249,21 @@ def test_every_output_depends_only_on_strictly_earlier_pixels(twin, spec):
         assert np.all(flat[pos:] == 0.0), f"{twin.name}: output ({i}, {j}) depends on input pixel {int(np.argmax(flat[pos:] != 0)) + pos}"
         if pos:
             assert flat[:pos].max() > 0, f"{twin.name}: output ({i}, {j}) sees nothing before it"
+
+
+# -- float32 and float64 in the harness, within the derived bounds ----------------------------------------------
+@BOTH
+def test_a_pixelsnail_models_suite_case_passes_in_both_dtypes():
+    """The harness's whole-model comparison (forward, loss, every gradient, dropout, init, shadows, EMA
+    forward, samples) in float32 and float64 under parity.tolerance's bounds: the suite's smallest
+    PixelSNAIL case (one attention block, a sharp mixture)."""
+    from parity.case import pixelsnail_cases
+    from parity.harness import check
+
+    case = next(c for c in pixelsnail_cases() if c.name.endswith("-sharp"))
+    report = check([case])
+    comparisons = report.cases[0].comparisons
+    assert report.passed, [(c.tensor, c.dtype) for c in comparisons if not c.passed][:5]
+    assert {c.dtype for c in comparisons} == {"float32", "float64"}
+    names = [c.tensor for c in comparisons if c.dtype == "float32"]
+    assert names[:3] == ["forward/out", "loss/sum", "loss/bits_per_dim"] and "grad/dense_2/V" in names and "sample/x" in names
