@@ -65,3 +65,30 @@ def test_model_takes_train_pys_names_and_aliases(capsys):
     with pytest.raises(SystemExit) as e:
         main(["convert", "a", "b", "--model", "h6_noup"])
     assert e.value.code == 2 and "expected --model one of" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not HAVE["tf"], reason="needs TensorFlow (Keras files)")
+def test_a_pixelsnail_goes_through_a_keras_weights_file_and_back(tmp_path, capsys):
+    """canonical -> Keras .weights.h5 -> canonical, bit for bit (shadows included); the spec from
+    --model, R, F, M, attn_rep and h from the shapes, elu from the options; no --model: exit 2."""
+    from parity.case import random_weights
+    from parity.cli import main
+    from parity.formats import read_any
+    from parity.formats.canonical import save_canonical
+
+    config = {"model": "h8_noup_smallkey", "nr_resnet": 1, "nr_filters": 8, "nr_logistic_mix": 2, "attn_rep": 1,
+              "nonlinearity": "elu", "h_channels": 2, "polyak_decay": 0.9995}
+    w = random_weights(config, 4, shadows=True)
+    save_canonical(tmp_path / "m.safetensors", w, config, initialized=True)
+    keras_file, back = str(tmp_path / "m.weights.h5"), str(tmp_path / "back.safetensors")
+    assert main(["convert", str(tmp_path / "m.safetensors"), keras_file]) == 0
+    assert main(["convert", keras_file, back, "--model", "h8_noup_smallkey", "--nonlinearity", "elu",
+                 "--polyak-decay", "0.9995"]) == 0
+    loaded = read_any(back)
+    assert loaded.initialized and sorted(loaded.tensors) == sorted(w)
+    assert all(np.array_equal(loaded.tensors[k], w[k]) for k in w)
+    assert {k: loaded.config[k] for k in ("model", "nr_resnet", "nr_filters", "nr_logistic_mix", "attn_rep", "h_channels")} == {
+        "model": "h8_noup_smallkey", "nr_resnet": 1, "nr_filters": 8, "nr_logistic_mix": 2, "attn_rep": 1, "h_channels": 2}
+    capsys.readouterr()
+    assert main(["convert", keras_file, str(tmp_path / "o.safetensors")]) == 2
+    assert "name its spec with --model" in capsys.readouterr().err
