@@ -148,17 +148,17 @@ def same_pool_pads(size: int, downsample: int) -> tuple[int, int]:
 
 @lru_cache(maxsize=32)
 def causal_mask(height: int, width: int, downsample: int = 1) -> np.ndarray:
-    """The attention mask ``[H W, H' W']`` (float64 0/1; read-only): query pixel ``i`` (raster order)
+    """The attention mask ``[H W, H' W']`` (bool, read-only; ``(H W)^2`` bytes, cached): query pixel ``i`` (raster order)
     may attend to key ``j`` only if ``j < i``. With ``downsample > 1`` the keys are ``SAME``
     max-pooled blocks and the mask is pooled as ``-max_pool(-mask)``: a block counts only if every
     pixel in it comes strictly before the query (padding ignored, as ``max_pool`` ignores it)."""
     n = height * width
-    mask = np.tril(np.ones((n, n)), k=-1)
+    mask = np.tri(n, n, k=-1, dtype=bool)
     if downsample > 1:
         grid = mask.reshape(n, height, width)
         (t, b), (l, r) = same_pool_pads(height, downsample), same_pool_pads(width, downsample)
-        grid = np.pad(grid, ((0, 0), (t, b), (l, r)), constant_values=np.inf)  # min ignores the padding
+        grid = np.pad(grid, ((0, 0), (t, b), (l, r)), constant_values=True)  # the min (all) ignores the padding
         hp, wp = pooled_size(height, downsample), pooled_size(width, downsample)
-        mask = grid.reshape(n, hp, downsample, wp, downsample).min(axis=(2, 4)).reshape(n, hp * wp)
+        mask = grid.reshape(n, hp, downsample, wp, downsample).all(axis=(2, 4)).reshape(n, hp * wp)
     mask.setflags(write=False)
     return mask

@@ -36,7 +36,7 @@ def causal_attention(key: tf.Tensor, mixin: tf.Tensor, query: tf.Tensor, downsam
         key = tf.nn.max_pool2d(key, downsample, downsample, "SAME")
         mixin = tf.nn.max_pool2d(mixin, downsample, downsample, "SAME")
     C = mixin.shape[-1]
-    mask = tf.constant(causal_mask(H, W, downsample), dtype=query.dtype)[None]
+    mask = tf.cast(tf.constant(causal_mask(H, W, downsample)), query.dtype)[None]
     dot = tf.matmul(tf.reshape(query, [-1, H * W, K]), tf.reshape(key, [-1, key.shape[1] * key.shape[2], key.shape[-1]]),
                     transpose_b=True) - (1.0 - mask) * MASK_OFFSET
     dot = dot - tf.reduce_max(dot, axis=-1, keepdims=True)
