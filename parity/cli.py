@@ -13,14 +13,14 @@ import os
 import re
 import sys
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from gated_spec import DEFAULT_POLYAK_DECAY
 from gated_spec.training import (DEFAULT_EMA_ORDER, DEFAULT_EPS, DEFAULT_LR, DEFAULT_LR_DECAY, DEFAULT_MOM1, DEFAULT_MOM2,
                                  EMA_ORDERS)
-from parity.atomic import atomic_path
+from parity.atomic import atomic_path, check_outputs
 from parity.case import SUITES
 from parity.harness import DTYPES, Report
 from parity.isolation import WorkerDied
@@ -87,18 +87,26 @@ def _dtypes(value: str) -> tuple[str, ...]:
     return DTYPES if value == "both" else (value,)
 
 
+def _progress(command: str) -> Callable[[str], None] | None:
+    """Progress lines on stderr for a long command, only on a terminal (stdout, e.g. --json, stays clean)."""
+    if not sys.stderr.isatty():
+        return None
+    return lambda line: print(f"{command}: {line}", file=sys.stderr, flush=True)
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from parity.harness import check
 
     return _emit(check(SUITES[args.suite](), reference=args.reference, other=args.other, device=args.device,
-                       dtypes=_dtypes(args.dtype), tf32=args.tf32), args)
+                       dtypes=_dtypes(args.dtype), tf32=args.tf32, progress=_progress("check")), args)
 
 
 def cmd_record(args: argparse.Namespace) -> int:
     from parity.harness import record
 
+    check_outputs({"out": args.out}, {})
     start = time.perf_counter()
-    record(args.out, backend=args.backend, device=args.device, cases=SUITES[args.suite]())
+    record(args.out, backend=args.backend, device=args.device, cases=SUITES[args.suite](), progress=_progress("record"))
     print(f"recorded {args.backend} on {args.device} to {args.out} in {time.perf_counter() - start:.1f} s")
     return EXIT_OK
 
@@ -107,7 +115,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from parity.harness import verify
 
     return _emit(verify(args.record, backend=args.backend, device=args.device, dtypes=_dtypes(args.dtype),
-                        tf32=args.tf32), args)
+                        tf32=args.tf32, progress=_progress("verify")), args)
 
 
 def _model(name: str) -> str:
@@ -138,7 +146,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from parity.running import apply_file
 
-    inputs = _npz(args.inputs, "x, and a, h where the block or model has them")
+    check_outputs({"--out": args.out, "--save-weights": args.save_weights}, {"--weights": args.weights, "--inputs": args.inputs})
+    inputs = _npz(args.inputs, ("x", "a", "h"), "x, and a, h where the block or model has them")
     outputs = apply_file(
         args.weights, inputs, backend=args.backend, use_ema=args.ema, init=args.init,
         save_weights=args.save_weights, device=args.device,
@@ -149,19 +158,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _npz(path: str, what: str) -> dict[str, np.ndarray]:
-    loaded = np.load(path, allow_pickle=False)
-    if not isinstance(loaded, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path}: expected an .npz archive of named arrays ({what}); received a single array of shape {np.shape(loaded)}")
-    with loaded as f:
-        return {k: f[k] for k in f.files}
+def _npz(path: str, names: tuple[str, ...], what: str) -> dict[str, np.ndarray]:
+    from parity.data import read_npz_arrays
+
+    return read_npz_arrays(path, names, what)
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
     from parity.running import sample_file
 
-    noise = _npz(args.noise, "u_mix, u_value")
-    h = _npz(args.inputs, "h").get("h") if args.inputs else None
+    check_outputs({"--out": args.out}, {"--weights": args.weights, "--noise": args.noise, "--inputs": args.inputs})
+    noise = _npz(args.noise, ("u_mix", "u_value"), "u_mix, u_value")
+    h = _npz(args.inputs, ("h",), "h").get("h") if args.inputs else None
     outputs = sample_file(args.weights, noise, backend=args.backend, use_ema=args.ema, h=h, device=args.device,
                           progress=sys.stderr.isatty())
     with atomic_path(args.out) as tmp, open(tmp, "wb") as f:
@@ -181,8 +189,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                            batch_size=args.batch_size, init_batch_size=args.init_batch_size, init_from=args.init_from,
                            lr=args.lr, lr_decay=args.lr_decay, mom1=args.mom1, mom2=args.mom2, eps=args.eps, seed=args.seed,
                            shuffle=not args.no_shuffle, save_every=args.save_every, ema=args.ema_order, resume=args.resume,
-                           test_data=args.test_data, device=args.device, progress=sys.stderr.isatty())
+                           test_data=args.test_data, device=args.device, progress=sys.stderr.isatty(), shadows=args.shadows,
+                           worker_order=args.worker_order, worker_timeout=args.worker_timeout)
     summary = train(options)
+    if summary["worker"]:  # one of several workers: worker 0 says it
+        return EXIT_OK
     print(f"trained {summary['steps']} steps (from step {summary['resumed_from']}), last loss {summary['loss']:.2f}; "
           f"model file {os.path.join(args.out, 'last.safetensors')}"
           + (f"; test bits/dim (averaged weights) {summary['test_bpd_ema']:.4f}" if "test_bpd_ema" in summary else ""))
@@ -195,7 +206,12 @@ def cmd_pitfalls(args: argparse.Namespace) -> int:
     entries = [p for p in gallery() if not args.only or p.key in args.only.split(",")]
     if not entries:
         raise ValueError(f"--only {args.only!r} names no entry; the entries are {[p.key for p in gallery()]}")
-    results = [run_pitfall(p) for p in entries]
+    progress = _progress("pitfalls")
+    results = []
+    for i, p in enumerate(entries):
+        if progress:
+            progress(f"[{i + 1}/{len(entries)}] {p.key}")
+        results.append(run_pitfall(p))
     print(format_markdown(results) if args.markdown else format_gallery(results))
     return EXIT_OK if all(r.caught for r in results) else EXIT_FAIL
 
@@ -317,6 +333,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run folder: checkpoint.safetensors, last.safetensors, log.jsonl")
     p.add_argument("--resume", action="store_true", help="go on from OUT/checkpoint.safetensors")
     p.add_argument("--save-every", type=int, default=100)
+    workers = p.add_argument_group("several workers (torchrun --nproc-per-node N -m parity train ...; docs/training.md)")
+    workers.add_argument("--shadows", default="own", choices=["own", "averaged"],
+                         help="each worker's shadows start at its own init (the original's) or at the averaged weights")
+    workers.add_argument("--worker-order", default="shards", choices=["shards", "independent"],
+                         help="each worker a disjoint shard of one order, or its own order from seed + rank (the original's)")
+    workers.add_argument("--worker-timeout", type=float, default=300.0, help="seconds to wait for the other workers")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("run", help="apply a block or a model from a weight file to inputs from an .npz (a model also gives its loss)")

@@ -134,6 +134,12 @@ def infer_model_config(shapes: Mapping[str, tuple[int, ...]], overrides: Mapping
         return infer_pixelsnail_config(overrides[MODEL_KEY], shapes, overrides, polyak_decay)
     if "conv2d_0/V" not in shapes:
         raise WeightError(["missing tensor 'conv2d_0/V' (the network's first conv; cannot infer the model config)"], "tensors", "model")
+    ranks = {"conv2d_0/V": 4, "conv2d_3/V": 4, "conditional_weights_0/hw": 2}
+    ranks.update({k: 2 for k in shapes if k.startswith("dense_") and k.endswith("/V")})
+    wrong = [f"tensor {k!r} has shape {tuple(shapes[k])}; expected a {r}-D one" for k, r in ranks.items()
+             if k in shapes and len(shapes[k]) != r]
+    if wrong:
+        raise WeightError(wrong, "tensors", "model")
     F_ = shapes["conv2d_0/V"][-1]
     n_conv = len({k.split("/")[0] for k in shapes if k.startswith("conv2d_") and k.endswith("/V")})
     R, left = divmod(n_conv - 15, 24)

@@ -47,27 +47,54 @@ def _refuse_cifar_python(path: str) -> None:
                          "version, cifar-10-binary.tar.gz (data_batch_1.bin ... test_batch.bin)")
 
 
+def read_npz_arrays(path: str, names: tuple[str, ...], what: str, others: bool = False) -> dict[str, np.ndarray]:
+    """The named arrays of an ``.npz`` (any of ``names``; ``what`` says what the caller expects, for
+    messages). Its members' names come from the zip's listing and are checked before any member is
+    read: other names are refused, or with ``others`` left unread (a 4 GiB member of another name
+    costs nothing either way); a single ``.npy``, a text file, an empty or a truncated archive are
+    one-line errors (never unpickled: ``allow_pickle=False``)."""
+    expected = f"an .npz archive of named arrays ({what})"
+    with open(path, "rb") as f:
+        head = f.read(6)
+    if head == b"\x93NUMPY":
+        try:
+            shape = np.load(path, mmap_mode="r", allow_pickle=False).shape  # mapped: the header only is read
+        except (OSError, ValueError, EOFError) as exc:
+            raise ValueError(f"{path}: expected {expected}; received a damaged single array ({exc})") from None
+        raise ValueError(f"{path}: expected {expected}; received a single array of shape {shape}")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: expected {expected}; received {'an empty file' if not head else 'a file that is not a zip archive'}")
+    try:
+        with zipfile.ZipFile(path) as z:
+            members = [n[: -len(".npy")] if n.endswith(".npy") else n for n in z.namelist()]
+        unknown = sorted(set(members) - set(names))
+        if others:
+            members = [m for m in members if m in names]
+        elif unknown:
+            raise ValueError(f"{path}: expected {expected}; received also {unknown}")
+        with np.load(path, allow_pickle=False) as archive:
+            return {k: archive[k] for k in members}
+    except (OSError, EOFError, zipfile.BadZipFile, ValueError) as exc:
+        if str(exc).startswith(str(path)):
+            raise
+        raise ValueError(f"{path}: expected {expected}; could not read it ({type(exc).__name__}: {exc})") from None
+
+
 def read_npz(path: str) -> np.ndarray:
     """``x`` ``[N, H, W, 3]`` or ``data`` ``[N, 3 H W]`` (planes) of an ``.npz``, uint8; nothing else is read."""
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise ValueError(f"{path}: expected an .npz archive with x [N, H, W, 3] uint8; could not read it ({exc})") from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path}: expected an .npz archive with x [N, H, W, 3] uint8; received a single array")
-    with archive as f:
-        if "x" in f.files:
-            x = f["x"]
-            if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] != 3:
-                raise ValueError(f"{path}: expected x uint8 [N, H, W, 3]; received {x.dtype} {x.shape}")
-            return x
-        if "data" in f.files:
-            d = f["data"]
-            side = int(round((d.shape[-1] / 3) ** 0.5)) if d.ndim == 2 else 0
-            if d.dtype != np.uint8 or d.ndim != 2 or 3 * side * side != d.shape[1]:
-                raise ValueError(f"{path}: expected data uint8 [N, 3 H W] (square images); received {d.dtype} {d.shape}")
-            return np.ascontiguousarray(d.reshape(-1, 3, side, side).transpose(0, 2, 3, 1))
-        raise ValueError(f"{path}: expected an array x [N, H, W, 3] or data [N, 3 H W]; the archive holds {f.files}")
+    arrays = read_npz_arrays(path, ("x", "data"), "x [N, H, W, 3] uint8, or data [N, 3 H W]", others=True)
+    if "x" in arrays:
+        x = arrays["x"]
+        if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] != 3:
+            raise ValueError(f"{path}: expected x uint8 [N, H, W, 3]; received {x.dtype} {x.shape}")
+        return x
+    if "data" in arrays:
+        d = arrays["data"]
+        side = int(round((d.shape[-1] / 3) ** 0.5)) if d.ndim == 2 else 0
+        if d.dtype != np.uint8 or d.ndim != 2 or 3 * side * side != d.shape[1]:
+            raise ValueError(f"{path}: expected data uint8 [N, 3 H W] (square images); received {d.dtype} {d.shape}")
+        return np.ascontiguousarray(d.reshape(-1, 3, side, side).transpose(0, 2, 3, 1))
+    raise ValueError(f"{path}: expected an array x [N, H, W, 3] or data [N, 3 H W]; the archive holds none")
 
 
 def read_png_folder(path: str, files: list[str]) -> np.ndarray:

@@ -8,24 +8,28 @@ report names the first tensor, in computation order, that fails: the stage where
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import platform
 import time
 import tracemalloc
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
 from parity import isolation, protocol
-from parity.atomic import atomic_path
 from parity.backends import get_backend
+from parity.formats.safetensors_io import loads_metadata, write_safetensors
+from parity.kinds import check_declared
 from parity.case import Case, LayerCase, ModelCase, TrainingCase, default_cases, under_prefix
 from parity.protocol import SAMPLE_TENSOR
-from parity.tolerance import EPS, MCA, MCA_SAMPLES, K, Comparison, compare, finite_max, max_abs_diff
+from parity.tolerance import ALLOWANCE_ULPS, EPS, FEW, MCA, MCA_SAMPLES, K, Comparison, compare, finite_max, max_abs_diff
 
 DTYPES = ("float32", "float64")
+SPREAD_UP_TO = 16.0  # a recorded spread over this many times the record's own float32 error is refused (shipped records: 3.3 at most)
+LOST_BITS_AT_MOST = 2.0 ** -8  # a recorded float32 error over this fraction of the tensor's scale is refused (shipped: 1.2e-6)
 RECORD_FORMAT = "gated-resnet-parity-record/2"  # /2: the reference's Monte Carlo spread is recorded
 
 
@@ -201,14 +205,18 @@ def check(
     dtypes: Iterable[str] = DTYPES,
     tf32: bool = False,
     mca_samples: int = MCA_SAMPLES,
+    progress: Callable[[str], None] | None = None,
 ) -> Report:
     """Both backends on every case (the built-in suite by default). ``tf32`` turns TF32 on for the
     backend under test only (the reference stays in parity mode): it shows what TF32 costs.
-    ``mca_samples``: perturbed float32 re-runs of the reference that set each tensor's floor."""
+    ``mca_samples``: perturbed float32 re-runs of the reference that set each tensor's floor.
+    ``progress`` is told each case as it starts (``[i/n] name``; the CLI prints it on a terminal)."""
     start = time.perf_counter()
     cases = default_cases() if cases is None else cases
     report = Report(reference, other, settings=settings(device, [reference, other], tf32))
-    for case in cases:
+    for i, case in enumerate(cases):
+        if progress:
+            progress(f"[{i + 1}/{len(cases)}] {case.name}")
         report.cases.append(compare_runs(case.name, run_backend(reference, case, device, mca_samples=mca_samples),
                                          run_backend(other, case, device, tf32), tuple(dtypes)))
     report.seconds = time.perf_counter() - start
@@ -217,15 +225,16 @@ def check(
 
 # -- recorded references -----------------------------------------------------------------------
 def record(path: str | os.PathLike, backend: str = "tf", device: str = "cpu",
-           cases: list[Case | LayerCase] | None = None, mca_samples: int = MCA_SAMPLES) -> None:
+           cases: list[Case | LayerCase] | None = None, mca_samples: int = MCA_SAMPLES,
+           progress: Callable[[str], None] | None = None) -> None:
     """Write the cases' inputs and one backend's float32 and float64 results, with its Monte Carlo
-    spread per tensor, to a safetensors file."""
-    from safetensors.numpy import save_file
-
+    spread per tensor, to a safetensors file (``progress`` as in :func:`check`)."""
     cases = default_cases() if cases is None else cases
     tensors: dict[str, np.ndarray] = {}
     meta_cases = []
     for i, case in enumerate(cases):
+        if progress:
+            progress(f"[{i + 1}/{len(cases)}] {case.name}")
         results = run_backend(backend, case, device, mca_samples=mca_samples)
         for k, v in case.arrays.items():
             tensors[f"{i}/in/{k}"] = np.ascontiguousarray(v)
@@ -240,8 +249,7 @@ def record(path: str | os.PathLike, backend: str = "tf", device: str = "cpu",
         "settings": json.dumps(settings(device, [backend])),
         "cases": json.dumps(meta_cases),
     }
-    with atomic_path(path) as tmp:
-        save_file(tensors, tmp, metadata=metadata)
+    write_safetensors(path, tensors, metadata)
 
 
 def load_record(path: str | os.PathLike) -> tuple[dict[str, Any], list[tuple[Case | LayerCase, dict[str, dict[str, np.ndarray]]]]]:
@@ -252,7 +260,7 @@ def load_record(path: str | os.PathLike) -> tuple[dict[str, Any], list[tuple[Cas
     if metadata.get("format") != RECORD_FORMAT:
         raise ValueError(f"{path}: expected metadata format={RECORD_FORMAT!r}; received {metadata.get('format')!r}")
     try:
-        cases = json.loads(metadata["cases"])
+        cases = loads_metadata(metadata["cases"])
         expected = {f"{i}/out/{dt}/{k}" for i, meta in enumerate(cases) for dt in (*DTYPES, MCA) for k in meta["order"]}
     except (KeyError, TypeError, json.JSONDecodeError) as exc:
         raise ValueError(f"{path}: expected metadata 'cases' (JSON, each with its 'order'); could not read it ({exc})") from None
@@ -263,43 +271,84 @@ def load_record(path: str | os.PathLike) -> tuple[dict[str, Any], list[tuple[Cas
         raise ValueError(f"{path}: the tensors do not match the cases in its metadata: "
                          + "; ".join(p for p in (f"unexpected {unknown[:3]}{' ...' if len(unknown) > 3 else ''}" if unknown else "",
                                                  f"missing {missing[:3]}{' ...' if len(missing) > 3 else ''}" if missing else "") if p))
+    kinds = []
+    for i, meta in enumerate(cases):
+        if not isinstance(meta, dict) or not isinstance(meta.get("config", {}), dict):
+            raise ValueError(f"{path}: expected each case in the metadata as a JSON object with a config object; case {i} is {str(meta)[:60]!r}")
+        kind = (LayerCase if "kind" in meta else TrainingCase if "steps" in meta
+                else ModelCase if "nr_resnet" in meta.get("config", {}) else Case)
+        fields = {f.name for f in dataclasses.fields(kind)} - {"arrays"}
+        unknown = sorted(set(meta) - fields - {"order"})
+        if unknown:
+            raise ValueError(f"{path}: case {i} ({kind.__name__}) has metadata keys {unknown} it does not know; "
+                             f"expected some of {sorted(fields)}")
+        if kind is not LayerCase:  # a network's config declares its size: checked against the header first
+            check_declared(meta.get("config", {}), len(header), f"{path}: case {i}")
+        kinds.append(kind)
     tensors, _ = read_safetensors(path)
     out = []
-    for i, meta in enumerate(cases):
+    for i, (meta, kind) in enumerate(zip(cases, kinds)):
         order = meta.pop("order")
         prefix = f"{i}/in/"
         arrays = under_prefix(tensors, prefix)
-        kind = (LayerCase if "kind" in meta else TrainingCase if "steps" in meta
-                else ModelCase if "nr_resnet" in meta.get("config", {}) else Case)
         case = kind(arrays=arrays, **meta)
         results = {dt: {k: tensors[f"{i}/out/{dt}/{k}"] for k in order} for dt in (*DTYPES, MCA)}
         out.append((case, results))
     return metadata, out
 
 
-def record_problems(results: Results) -> list[str]:
+def record_problems(results: Results, plausible_spread: bool = True) -> list[str]:
     """What makes a recorded reference untrustworthy, tensor by tensor. The bound is derived from the
     record, so the record is checked first: its float32 and float64 results must hold NaN/Inf at the
     same positions, and must be within K times the recorded spread (or one ulp at scale) of each
     other, since the unperturbed float32 run is one more draw of that spread (the shipped records sit
-    at 1.65x at most)."""
+    at 1.65x at most). The spread sets every bound of its tensor, so the record cannot vouch for it
+    either: it must be finite and >= 0, at most ``SPREAD_UP_TO`` times the record's own float32 error
+    (the gap, or ulps at scale), and no float32 error may exceed ``LOST_BITS_AT_MOST`` of the tensor's
+    scale (a reference shifted by 0.5 with its spread inflated to match passed before). Not for
+    ``plausible_spread=False`` (training cases, whose float32 runs are chaotic: see :func:`verify`)."""
     problems = []
     for tensor, r32 in results["float32"].items():
-        r64, spread = results["float64"][tensor], float(np.max(results[MCA][tensor]))
+        r64, spreads = results["float64"][tensor], np.asarray(results[MCA][tensor], np.float64)
         if r32.shape != r64.shape or not np.array_equal(np.isfinite(r32), np.isfinite(r64)):
             problems.append(f"{tensor}: float32 and float64 results differ in shape or in NaN/Inf positions")
             continue
-        limit = K * max(spread, EPS["float32"] * finite_max(r64))
-        gap = max_abs_diff(r32, r64)
-        if gap > limit:
-            problems.append(f"{tensor}: float32 and float64 results {gap:.3e} apart, over {K:g} x the recorded "
-                            f"spread ({limit:.3e})")
+        if spreads.size == 0 or not np.all(np.isfinite(spreads)) or np.any(spreads < 0):
+            problems.append(f"{tensor}: the recorded spread is {spreads.ravel()[:3].tolist()}; expected a finite value >= 0")
+            continue
+        spread, scale, gap = float(np.max(spreads)), finite_max(r64), max_abs_diff(r32, r64)
+        if not plausible_spread:
+            problems += _gap_problem(tensor, gap, spread, scale)
+            continue
+        # The spread sets every bound of the tensor (float64's too, scaled by 2^-29), so the record
+        # cannot vouch for it: it must be a float32 rounding error of these values, like the gap
+        # between the record's own float32 and float64 runs (another draw of the same error) ...
+        own = max(gap, (ALLOWANCE_ULPS if r32.size < FEW else 1.0) * EPS["float32"] * scale)
+        if spread > SPREAD_UP_TO * own:
+            problems.append(f"{tensor}: the recorded spread {spread:.3e} is over {SPREAD_UP_TO:g} x the record's own float32 "
+                            f"error ({own:.3e}, its float32 and float64 results' gap or ulps at scale): implausible")
+            continue
+        # ... and a float32 run keeps most of float32's 24 bits: one that lost more than 16 of them would
+        # make a bound that any function passes
+        if max(spread, gap) > LOST_BITS_AT_MOST * scale:
+            problems.append(f"{tensor}: the record's float32 error {max(spread, gap):.3e} is over 2^-8 of the tensor's "
+                            f"scale ({scale:.3e}): implausible for float32 rounding")
+            continue
+        problems += _gap_problem(tensor, gap, spread, scale)
     return problems
 
 
+def _gap_problem(tensor: str, gap: float, spread: float, scale: float) -> list[str]:
+    limit = K * max(spread, EPS["float32"] * scale)
+    if gap > limit:
+        return [f"{tensor}: float32 and float64 results {gap:.3e} apart, over {K:g} x the recorded spread ({limit:.3e})"]
+    return []
+
+
 def verify(path: str | os.PathLike, backend: str = "torch", device: str = "cpu", dtypes: Iterable[str] = DTYPES,
-           tf32: bool = False) -> Report:
-    """Check ``backend`` on ``device`` against a recorded file (the recorded side is the reference).
+           tf32: bool = False, progress: Callable[[str], None] | None = None) -> Report:
+    """Check ``backend`` on ``device`` against a recorded file (the recorded side is the reference;
+    ``progress`` as in :func:`check`).
 
     The record is an input too: an inconsistent one is refused (:func:`record_problems`), and the
     float64 comparison runs whatever ``dtypes`` asks for: with ``float32`` alone, a failing float64
@@ -308,10 +357,14 @@ def verify(path: str | os.PathLike, backend: str = "torch", device: str = "cpu",
     start = time.perf_counter()
     metadata, recorded = load_record(path)
     report = Report(f"{metadata['backend']} (recorded)", backend, settings=settings(device, [backend], tf32))
-    report.settings["reference"] = json.loads(metadata["settings"])
+    report.settings["reference"] = loads_metadata(metadata["settings"])
     dtypes = tuple(dtypes)
-    for case, ref in recorded:
-        problems = record_problems(ref)
+    for i, (case, ref) in enumerate(recorded):
+        if progress:
+            progress(f"[{i + 1}/{len(recorded)}] {case.name}")
+        # a training case's spreads are not judged for plausibility: 20 Adam steps amplify float32
+        # rounding chaotically (measured: errors up to 1e-2 of a tensor's scale, spreads 17 x the gap)
+        problems = record_problems(ref, plausible_spread=not isinstance(case, TrainingCase))
         if problems:
             raise ValueError(f"{path}: case {case.name!r} is not a consistent record ({len(problems)} tensor(s)), "
                              f"first {problems[0]}; record it again")

@@ -179,6 +179,12 @@ def serve(backend: str) -> None:
     global _in_worker
     _in_worker = backend
     sys.meta_path.insert(0, _Refuse(backend))
+    if backend == "tf":
+        # Keras wraps an error raised in a layer's call in a report of the call's arguments (its
+        # first line "Exception encountered when calling ..."); the caller gets the error itself
+        import keras
+
+        keras.config.disable_traceback_filtering()
     inp = os.fdopen(os.dup(0), "rb")
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)

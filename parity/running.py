@@ -19,13 +19,36 @@ from parity import isolation
 from parity.backends import backend_of, build_loaded, get_backend
 from parity.formats import detect_format, format_for_writing, read_any, write_any
 from parity.formats.base import Loaded
-from parity.kinds import kind_of
+from parity.kinds import check_input_shapes, kind_of
 from parity.table import EMA_SUFFIX, dtype_of
 
 
 def _check_ema(weights: str, tensors: Mapping[str, np.ndarray]) -> None:
     if not any(k.endswith(EMA_SUFFIX) for k in tensors):
         raise ValueError(f"--ema: {weights} holds no averaged weights (no {EMA_SUFFIX} tensors); run without --ema")
+
+
+def _check_float(name: str, value: Any) -> None:
+    """Arrays in from files are float32 or float64: int, bool, string, complex or object arrays are
+    refused, never cast."""
+    dtype = np.asarray(value).dtype
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"expected `{name}` of dtype float32 or float64 (no silent casts); received dtype {dtype}")
+
+
+def _check_overflow(weights: str, tensors: Mapping[str, np.ndarray], inputs: Mapping[str, np.ndarray],
+                    outputs: Mapping[str, np.ndarray]) -> None:
+    """Finite weights and inputs that give NaN or Inf are an overflow (e.g. ``g = 3e38``): refused
+    rather than written with exit 0 (where the NaNs land depends on each backend's order of
+    operations, so the twins do not agree on it). NaN or Inf given in the inputs propagate as given."""
+    if not all(np.isfinite(v).all() for v in (*tensors.values(), *inputs.values())):
+        return
+    bad = {k: int(np.size(v) - np.isfinite(v).sum()) for k, v in outputs.items()}
+    bad = {k: n for k, n in bad.items() if n}
+    if bad:
+        largest = max(float(np.max(np.abs(v))) if np.size(v) else 0.0 for v in tensors.values())
+        raise ValueError(f"{weights}: finite weights and inputs gave NaN/Inf ({', '.join(f'{n} in {k}' for k, n in bad.items())}): "
+                         f"the computation overflows {dtype_of(tensors)} (largest weight magnitude {largest:.3g}); nothing written")
 
 
 NEEDS_TF = ("keras", "tf1")  # formats only TensorFlow reads and writes
@@ -60,8 +83,10 @@ def apply_file(weights: str, inputs: Mapping[str, np.ndarray], backend: str = "t
     if unknown:
         raise ValueError(f"expected inputs named {', '.join(names)}; received also {unknown}")
     for k, v in inputs.items():
-        if np.asarray(v).dtype not in (np.float32, np.float64):
-            raise ValueError(f"expected `{k}` of dtype float32 or float64 (no silent casts); received dtype {np.asarray(v).dtype}")
+        _check_float(k, v)
+    check_input_shapes(loaded.config, inputs)
+    if np.shape(inputs["x"])[0] == 0:  # torch wrote an empty output and loss -0, tf raised
+        raise ValueError(f"expected `x` with at least one image; received shape {np.shape(inputs['x'])}")
     tensors, config, initialized = loaded.tensors, loaded.config, loaded.initialized
     if use_ema:
         _check_ema(weights, tensors)
@@ -73,6 +98,7 @@ def apply_file(weights: str, inputs: Mapping[str, np.ndarray], backend: str = "t
         format_for_writing(save_weights)  # a name no format writes is refused before any work
     outputs, exported = isolation.call(backend, "parity.running:apply_here", backend, loaded, dict(inputs), use_ema, init,
                                        bool(save_weights), device)
+    _check_overflow(weights, tensors, inputs, outputs)
     if save_weights:
         _write(save_weights, exported, config)
     return outputs
@@ -101,21 +127,29 @@ def sample_file(weights: str, noise: Mapping[str, np.ndarray], backend: str = "t
     missing = sorted({"u_mix", "u_value"} - set(noise))
     if missing:
         raise ValueError(f"expected the noise file to hold u_mix [B, H, W, {M}] and u_value [B, H, W, 3]; missing {missing}")
+    for name in ("u_mix", "u_value"):
+        _check_float(name, noise[name])
+    if h is not None:
+        _check_float("h", h)
     u_mix, u_value = np.asarray(noise["u_mix"]), np.asarray(noise["u_value"])
     if u_mix.ndim != 4 or u_mix.shape[-1] != M or u_value.shape != (*u_mix.shape[:3], IMAGE_CHANNELS):
         raise ValueError(f"expected u_mix [B, H, W, {M}] and u_value [B, H, W, 3] with the same B, H, W; received "
                          f"{u_mix.shape} and {u_value.shape}")
     check_image_size("sample", u_mix.shape[1], u_mix.shape[2])
-    for name, u in (("u_mix", u_mix), ("u_value", u_value)):
-        if not (np.all(u > 0) and np.all(u < 1)):
-            raise ValueError(f"expected {name} strictly inside (0, 1) (the original draws from [1e-5, 1 - 1e-5)); "
-                             f"received values in [{u.min()}, {u.max()}]")
-    if use_ema:
-        _check_ema(weights, loaded.tensors)
+    if u_mix.shape[0] == 0:
+        raise ValueError(f"expected noise for at least one image; received u_mix of shape {u_mix.shape}")
     dtype = dtype_of(loaded.tensors)
     noise = {"u_mix": u_mix.astype(dtype), "u_value": u_value.astype(dtype)}
-    return {"x": isolation.call(backend, "parity.running:sample_here", backend, loaded, noise,
-                                None if h is None else np.asarray(h, dtype), use_ema, progress, device)}
+    for name, u in noise.items():  # after the cast to the model's dtype: 1 - 1e-10 becomes 1.0 in float32
+        if not (np.all(u > 0) and np.all(u < 1)):
+            raise ValueError(f"expected {name} strictly inside (0, 1) in the model's {dtype} (the original draws from "
+                             f"[1e-5, 1 - 1e-5)); received values in [{u.min()}, {u.max()}]")
+    if use_ema:
+        _check_ema(weights, loaded.tensors)
+    h = None if h is None else np.asarray(h, dtype)
+    x = isolation.call(backend, "parity.running:sample_here", backend, loaded, noise, h, use_ema, progress, device)
+    _check_overflow(weights, loaded.tensors, {**noise, **({} if h is None else {"h": h})}, {"x": x})
+    return {"x": x}
 
 
 def sample_here(backend: str, loaded: Loaded, noise: Mapping[str, np.ndarray], h: np.ndarray | None, use_ema: bool,

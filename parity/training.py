@@ -66,6 +66,9 @@ class TrainOptions:
     test_data: str | None = None
     device: str = "cpu"
     progress: bool = False
+    shadows: str = "own"  # several workers: shadows from each worker's own init (the original's) or the averaged one
+    worker_order: str = "shards"  # several workers: shards of one order, or each its own (parity.distributed)
+    worker_timeout: float = 300.0  # several workers: seconds a collective waits before the run stops
     preloaded: Any = None  # --init-from read by train() where the backend's worker cannot read it (a TF1 checkpoint)
 
     def check(self) -> None:
@@ -84,6 +87,11 @@ class TrainOptions:
                 raise ValueError(f"expected --{name.replace('_', '-')} to be a positive integer; received {value!r}")
         if self.init_from is None and self.init_batch_size < 1:
             raise ValueError(f"expected --init-batch-size >= 1 (or --init-from weights); received {self.init_batch_size}")
+        from parity.distributed import SHADOWS, WORKER_ORDERS
+
+        if self.shadows not in SHADOWS or self.worker_order not in WORKER_ORDERS or not self.worker_timeout > 0:
+            raise ValueError(f"expected --shadows in {list(SHADOWS)}, --worker-order in {list(WORKER_ORDERS)}, --worker-timeout > 0; "
+                             f"received {self.shadows!r}, {self.worker_order!r}, {self.worker_timeout!r}")
         if self.ema not in EMA_ORDERS:
             raise ValueError(f"expected --ema-order one of {list(EMA_ORDERS)}; received {self.ema!r}")
         if not (self.lr > 0 and self.lr_decay > 0 and 0 <= self.mom1 < 1 and 0 <= self.mom2 < 1 and self.eps >= 0):
@@ -163,6 +171,31 @@ def _start_weights(config: dict[str, Any], seed: int) -> dict[str, np.ndarray]:
     return out
 
 
+def _initialise(backend: Any, net: Any, config: dict[str, Any], images: np.ndarray, seed: int, device: str) -> None:
+    """The run's start: the weights drawn from ``seed`` (:func:`_start_weights`), then the data-dependent
+    init on the uint8 ``images`` with the keep-masks of ``(seed, 0)``."""
+    from parity.data import to_model_range
+    from parity.kinds import kind_of
+
+    backend.import_weights(net, _start_weights(config, seed), initialized=False)
+    x = to_model_range(images)
+    given = backend.inputs({"x": x}, kind_of(config).inputs, "float32", device)
+    backend.model_initialize(net, given, _masks(config, (seed, 0), len(x), x.shape[1], x.shape[2]))
+
+
+def initial_weights_here(backend_name: str, config: dict[str, Any], images: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+    """The weights (shadows included) a one-worker run with ``seed`` starts from after its init on ``images``
+    (uint8), in this process: what each worker of a multi-worker run computes before the averaging."""
+    from parity.backends import get_backend
+    from parity.kinds import normalize
+
+    backend, config = get_backend(backend_name), normalize(config)
+    with backend.parity_mode("cpu"):
+        net = backend.build(config, "float32", "cpu")
+        _initialise(backend, net, config, images, seed, "cpu")
+        return backend.export_weights(net)
+
+
 def _bits_per_dim(loss: float, batch: int, height: int, width: int) -> float:
     return loss / (math.log(2.0) * batch * height * width * 3)
 
@@ -183,16 +216,28 @@ def _read_log(path: str, upto: int) -> list[str]:
 
 
 def train_here(options: TrainOptions) -> dict[str, Any]:
-    """:func:`train` in this process (what the worker runs)."""
+    """:func:`train` in this process (what the worker runs); one of several workers where torchrun's
+    environment says so (:mod:`parity.distributed`)."""
+    from parity.distributed import join
+
+    world = join(options.backend, options.device, options.worker_timeout)
+    try:
+        return _train_here(options, world)
+    finally:
+        world.close()
+
+
+def _train_here(options: TrainOptions, world: Any) -> dict[str, Any]:
     from gated_spec.model import check_image_size
     from parity.atomic import atomic_path
     from parity.backends import get_backend
-    from parity.data import Batches, load_images, to_model_range
+    from parity.data import load_images, to_model_range
+    from parity.distributed import INIT
     from parity.formats.canonical import save_canonical
     from parity.formats.training import read_checkpoint, write_checkpoint
-    from parity.kinds import kind_of
 
     options.check()
+    options.device = world.device(options.device)
     images = load_images(options.data)
     N, H, W, _ = images.shape
     check_image_size("train", H, W)
@@ -202,12 +247,15 @@ def train_here(options: TrainOptions) -> dict[str, Any]:
         check_image_size("train --test-data", test_images.shape[1], test_images.shape[2])
         if len(test_images) < options.batch_size:
             raise ValueError(f"--test-data holds {len(test_images)} images, fewer than one batch of {options.batch_size}")
-    batches = Batches(N, options.batch_size, options.seed, options.shuffle, 0 if options.init_from else options.init_batch_size)
+    batches = world.batches(N, options.batch_size, options.seed, options.shuffle, 0 if options.init_from else options.init_batch_size,
+                            options.worker_order)
     total = options.steps if options.steps is not None else options.epochs * batches.per_epoch
     run = {"config": options.config, "batch_size": options.batch_size, "init_batch_size": options.init_batch_size,
            "seed": options.seed, "shuffle": options.shuffle, "lr": options.lr, "lr_decay": options.lr_decay,
            "mom1": options.mom1, "mom2": options.mom2, "eps": options.eps, "ema": options.ema,
            "data": {"n": N, "shape": [H, W, 3], "sha256": _digest(images)}}
+    if world.size > 1:  # recorded, not required to agree on resume: a run may go on with another worker count
+        run.update(workers=world.size, worker_order=options.worker_order, shadows=options.shadows)
     ckpt, last, log = (os.path.join(options.out, name) for name in (CHECKPOINT, LAST, LOG))
     adam_state = None
     if options.resume:
@@ -235,11 +283,14 @@ def train_here(options: TrainOptions) -> dict[str, Any]:
                                      f"moment; the options give mom1={options.mom1}")
     if start > total:
         raise ValueError(f"the run is at step {start}, past the {total} steps asked for (--steps counts from the run's first step)")
+    world.agree({**run, "steps": total, "start": start, "backend": options.backend, "init_from": options.init_from,
+                 "save_every": options.save_every, "device": options.device.split(":")[0]})
     os.makedirs(options.out, exist_ok=True)
+    seed = options.seed + world.rank  # worker r's own starting weights and keep-masks (the original's seed + rank)
 
     backend = get_backend(options.backend)
     config = options.config
-    with backend.parity_mode(options.device):
+    with backend.parity_mode(options.device), world.scope():
         net = backend.build(config, "float32", options.device)
         if options.resume:
             backend.import_weights(net, loaded.tensors, True)
@@ -252,37 +303,41 @@ def train_here(options: TrainOptions) -> dict[str, Any]:
                                  + "; the options give " + ", ".join(f"{k}={own[k]!r}" for k in differ))
             backend.import_weights(net, {k: v.astype(np.float32) for k, v in source.tensors.items()}, True)
         else:
-            backend.import_weights(net, _start_weights(config, options.seed), initialized=False)
-            x_init = to_model_range(images[batches.init()])
-            given = backend.inputs({"x": x_init}, kind_of(config).inputs, "float32", options.device)
-            backend.model_initialize(net, given, _masks(config, (options.seed, 0), len(x_init), H, W))
+            _initialise(backend, net, config, images[batches.init()], seed, options.device)
+            world.average_parameters(net, options.shadows)
+            if world.size > 1 and world.rank == 0:
+                save_canonical(os.path.join(options.out, INIT), backend.export_weights(net), config, True)
         optimizer = backend.model_optimizer(net, options.lr, options.lr_decay, options.mom1, options.mom2, options.eps)
         if adam_state is not None:
             backend.model_set_optimizer_state(net, optimizer, adam_state)
+        world.average_gradients(optimizer)
 
-        lines = _read_log(log, start) if options.resume else []
-        with atomic_path(log) as tmp, open(tmp, "w") as f:
-            f.writelines(lines)
+        if world.rank == 0:  # worker 0 alone writes the log, the checkpoints and the model file
+            lines = _read_log(log, start) if options.resume else []
+            with atomic_path(log) as tmp, open(tmp, "w") as f:
+                f.writelines(lines)
 
         def save(step: int) -> None:
+            if world.rank != 0:
+                return
             tensors = backend.export_weights(net)
             write_checkpoint(ckpt, tensors, backend.model_optimizer_state(net, optimizer), config,
                              {**run, "step": step, "backend": options.backend, "steps_per_epoch": batches.per_epoch})
             save_canonical(last, tensors, config, True)
 
         began, loss = time.perf_counter(), float("nan")
-        with open(log, "a") as f:
+        with open(log if world.rank == 0 else os.devnull, "a") as f:
             for step in range(start + 1, total + 1):
                 x = to_model_range(images[batches.batch(step)])
-                loss = backend.model_train_step(net, optimizer, x, None,
-                                                _masks(config, (options.seed, 1, step), len(x), H, W), options.ema)
-                bpd = _bits_per_dim(loss, len(x), H, W)
+                loss = world.sum(world.step(backend.model_train_step, net, optimizer, x, None,
+                                            _masks(config, (seed, 1, step), len(x), H, W), options.ema))
+                bpd = _bits_per_dim(loss, len(x) * world.size, H, W)
                 f.write(json.dumps({"step": step, "epoch": batches.epoch_of(step), "loss": loss, "bpd": bpd,
                                     "lr": learning_rate(options.lr, options.lr_decay, step)}) + "\n")
                 f.flush()
                 if step % options.save_every == 0 or step == total:
                     save(step)
-                if options.progress:
+                if options.progress and world.rank == 0:
                     rate = (step - start) / max(time.perf_counter() - began, 1e-9)
                     print(f"\rstep {step}/{total}  loss {loss:.1f}  bits/dim {bpd:.4f}  "
                           f"lr {learning_rate(options.lr, options.lr_decay, step):.3g}  {rate:.2f} steps/s  "
@@ -291,8 +346,8 @@ def train_here(options: TrainOptions) -> dict[str, Any]:
                 print(file=sys.stderr)
         if start == total:
             save(total)
-        summary: dict[str, Any] = {"steps": total, "resumed_from": start, "loss": loss, "out": options.out}
-        if test_images is not None:
+        summary: dict[str, Any] = {"steps": total, "resumed_from": start, "loss": loss, "out": options.out, "worker": world.rank}
+        if test_images is not None and world.rank == 0:
             summary["test_bpd_ema"] = _test_bits_per_dim(backend, net, config, test_images, options.batch_size, options.device)
     return summary
 

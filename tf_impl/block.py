@@ -257,9 +257,11 @@ class GatedResnet(keras.layers.Layer):
         """The forward pass with its named intermediate tensors (``STAGES``; ``c1_skip`` only with ``a``)."""
         self._ensure_built()
         x, a, h, dropout_mask = self._check_inputs(x, a, h, dropout_mask)
-        if not self._init_checked and tf.executing_eagerly():
+        if not self._init_checked:
             self._init_checked = True  # once per block: reading the flags costs a device read on every call
-            if not self.initialized:
+            with tf.init_scope():  # eager even while a tf.function traces (the backends run nets that way)
+                initialized = self.initialized
+            if not initialized:
                 warnings.warn(UNINITIALIZED_WARNING.format(owner="GatedResnet"), UserWarning, stacklevel=3)
         hw = None
         if h is not None:

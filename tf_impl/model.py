@@ -68,6 +68,11 @@ class PlannedNetwork(keras.layers.Layer):
                 setattr(self, e.path, m)
         for name, layers in lists.items():
             setattr(self, name, layers)
+            # Keras 3 holds a list attribute as its own TrackedList, which TensorFlow's object tracking
+            # does not follow: tf.train.Checkpoint(model=self) would save and restore none of these
+            # layers. A TensorFlow list wrapper of the same layers makes them the checkpoint's
+            # children `name/0`, `name/1`, ... (Keras' own tracking and .weights are unchanged).
+            self._track_trackable(tf.__internal__.tracking.wrap(list(layers)), name=name, overwrite=True)
 
     def build(self, input_shape: Any = None) -> None:
         for m in self.layers_in_call_order():

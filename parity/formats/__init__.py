@@ -25,9 +25,11 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from parity.atomic import check_outputs
 from parity.formats import canonical, keras, tf1, torch_file, training
 from parity.formats.base import Format, Loaded, file_kind
 from parity.formats.safetensors_io import read_safetensors_header
+from parity.kinds import kind_of
 
 FORMATS: dict[str, Format] = {f.name: f for f in (canonical.FORMAT, torch_file.FORMAT, keras.FORMAT, tf1.FORMAT, training.FORMAT)}
 
@@ -53,8 +55,25 @@ def detect_format(path: str) -> str:
 
 def read_any(path: str, overrides: Mapping[str, Any] | None = None, polyak_decay: float | None = None,
              scope: str = "model", counters: str | None = None) -> Loaded:
-    """Any supported weight file, by its format's reader."""
-    return FORMATS[detect_format(path)].read(path, overrides=overrides, polyak_decay=polyak_decay, scope=scope, counters=counters)
+    """Any supported weight file, by its format's reader; options given (``overrides``: ``model``,
+    ``nr_resnet``, ``conv``, ...) must agree with what the file holds, whatever its format (a reader
+    that infers the config uses them where shapes cannot tell; one that stores it is checked here)."""
+    loaded = FORMATS[detect_format(path)].read(path, overrides=overrides, polyak_decay=polyak_decay, scope=scope, counters=counters)
+    check_agrees(path, overrides or {}, loaded.config)
+    return loaded
+
+
+def check_agrees(path: str, options: Mapping[str, Any], config: Mapping[str, Any]) -> None:
+    """Each option given must agree with the file's config: its kind (``model``) and each key it has."""
+    from parity.configs import MODEL_KEY
+
+    held = kind_of(config)
+    if MODEL_KEY in options and options[MODEL_KEY] != held.name:
+        raise ValueError(f"{path}: holds a {held.what} ({held.name}); the options name {MODEL_KEY}={options[MODEL_KEY]!r}")
+    differ = [k for k, v in options.items() if k != MODEL_KEY and k in config and config[k] != v]
+    if differ:
+        raise ValueError(f"{path}: holds a {held.what} with " + ", ".join(f"{k}={config[k]!r}" for k in differ)
+                         + "; the options say " + ", ".join(f"{k}={options[k]!r}" for k in differ))
 
 
 TF1_PREFIX = re.compile(r"\.ckpt(-\d+)?$")  # model.ckpt, model.ckpt-42: a TF1 Saver prefix to write
@@ -82,9 +101,11 @@ def write_any(path: str, tensors: Mapping[str, np.ndarray], config: Mapping[str,
 def convert(src: str, dst: str, overrides: Mapping[str, Any] | None = None, polyak_decay: float | None = None,
             scope: str = "model", counters: str | None = None) -> str:
     """Convert ``src`` to ``dst`` (formats by name, see :func:`format_for_writing`; a TF1 checkpoint
-    prefix as source); returns a one-line summary."""
-    loaded = read_any(src, overrides, polyak_decay, scope=scope, counters=counters)
+    prefix as source); returns a one-line summary. ``dst`` naming ``src`` is refused
+    (:func:`parity.atomic.check_outputs`)."""
+    check_outputs({"destination": dst}, {"source": src})
     fmt = format_for_writing(dst)
+    loaded = read_any(src, overrides, polyak_decay, scope=scope, counters=counters)
     fmt.write(dst, loaded)
     dropped = loaded.adam is not None and fmt.name != "tf1"  # only TF1 checkpoints hold the trainer's Adam state
     return (f"converted {src} -> {dst}: {loaded.summary}, config {json.dumps(loaded.config)}, initialized={loaded.initialized}"

@@ -15,11 +15,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from parity.atomic import atomic_path
 from parity.errors import WeightError
 from parity.formats.base import Format, Loaded
-from parity.formats.safetensors_io import read_safetensors, read_safetensors_header
-from parity.kinds import kind_of, normalize, table_for
+from parity.formats.safetensors_io import loads_metadata, read_safetensors, read_safetensors_header, write_safetensors
+from parity.kinds import check_declared, kind_of, normalize, table_for
 from parity.table import EMA_SUFFIX, check_tensors, tensor_summary
 
 FORMAT_TAG = "gated-resnet-parity/1"  # the metadata's ``format``
@@ -29,14 +28,11 @@ def save_canonical(
     path: str | os.PathLike, tensors: Mapping[str, np.ndarray], config: Mapping[str, Any], initialized: bool
 ) -> None:
     """Write the canonical safetensors file (checked against the table first)."""
-    from safetensors.numpy import save_file
-
     c = normalize(config)
     check_tensors(table_for(c, shadows=any(k.endswith(EMA_SUFFIX) for k in tensors)), tensors, where="tensors to save",
                   what=kind_of(c).what)
     metadata = {"format": FORMAT_TAG, "config": json.dumps(c), "initialized": json.dumps(bool(initialized))}
-    with atomic_path(path) as tmp:
-        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, tmp, metadata=metadata)
+    write_safetensors(path, tensors, metadata)
 
 
 def load_canonical(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any], bool]:
@@ -46,8 +42,8 @@ def load_canonical(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict
     if metadata.get("format") != FORMAT_TAG:
         raise ValueError(f"{path}: expected metadata format={FORMAT_TAG!r}; received {metadata.get('format')!r}")
     try:
-        config = normalize(json.loads(metadata["config"]))
-        initialized = json.loads(metadata["initialized"])
+        config = normalize(loads_metadata(metadata["config"]))
+        initialized = loads_metadata(metadata["initialized"])
     except (KeyError, json.JSONDecodeError, TypeError) as exc:
         raise ValueError(f"{path}: expected metadata 'config' (JSON) and 'initialized' (true/false); received {metadata}") from exc
     if not isinstance(initialized, bool):
@@ -56,6 +52,7 @@ def load_canonical(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict
     shadows = any(k.endswith(EMA_SUFFIX) for k in header)
     if shadows and config["polyak_decay"] is None:
         raise WeightError([f"holds Polyak shadows (*{EMA_SUFFIX}) but its config has polyak_decay=None"], str(path), what)
+    check_declared(config, len(header), str(path), shadows)
     table = table_for(config, shadows=shadows)
     where = f"{path} (tensors against the config in its metadata: {json.dumps(config)})"
     check_tensors(table, header, where=where, values=False, what=what)

@@ -19,40 +19,65 @@ from parity.atomic import atomic_path
 from parity.configs import infer_config, model_config_from_shapes, shadow_decay
 from parity.formats.base import Format, Loaded
 from parity.kinds import kind_of
-from parity.table import tensor_summary
+from parity.table import EMA_SUFFIX, tensor_summary
 
 Stores = dict[str, dict[str, np.ndarray]]
 BLOCK_SUBLAYERS = ("conv_input", "nin_skip", "conv_output")  # a block's weight-normalised layers, by attribute
 
 
-def _h5_stores(path: str) -> tuple[str, Stores]:
-    """One pass over a ``.weights.h5``: the one layer under ``layers/`` and every ``vars`` group under
-    it, keyed by its group path relative to that layer (``""`` for the layer's own), values by index."""
+def _h5_stores(path: str, f: Any) -> tuple[str, Stores]:
+    """One pass over an open ``.weights.h5``'s groups: the one layer under ``layers/`` and every ``vars``
+    group under it, keyed by its group path relative to that layer (``""`` for the layer's own), the
+    datasets by index, *not read* (h5py handles: shapes and dtypes are checked before any value is read,
+    so a small file declaring a huge compressed dataset costs nothing). What Keras' ``save_weights``
+    never writes is refused: soft and external links (a link loop, or another file's content), and
+    datasets stored outside the file (external or virtual storage: bytes of any local file)."""
     import h5py
 
     stores: Stores = {}
 
     def visit(group: Any, rel: str) -> None:
-        for name, item in group.items():
+        for name in group:
             where = f"{rel}/{name}" if rel else name
+            link = group.get(name, getlink=True)
+            if not isinstance(link, h5py.HardLink):
+                raise ValueError(f"{path}: holds a {type(link).__name__} at layers/{top}/{where}; expected groups and "
+                                 f"datasets only (as Keras writes them), refused")
+            item = group[name]
             if not isinstance(item, h5py.Group):
                 raise ValueError(f"{path}: expected a group at layers/{top}/{where}; found a dataset")
             if name == "vars":
-                stores[rel] = {k: np.asarray(v) for k, v in item.items()}
+                for k in item:
+                    if not isinstance(item.get(k, getlink=True), h5py.HardLink) or not isinstance(item[k], h5py.Dataset):
+                        raise ValueError(f"{path}: expected a dataset at layers/{top}/{where}/{k}; found a link or a group, refused")
+                    if item[k].external or item[k].is_virtual:
+                        raise ValueError(f"{path}: dataset layers/{top}/{where}/{k} is stored outside the file "
+                                         f"({'virtual' if item[k].is_virtual else 'external'} storage), refused")
+                stores[rel] = {k: item[k] for k in item}
             else:
                 visit(item, where)
 
+    layers = f.get("layers", getlink=True)
+    if layers is not None and not isinstance(layers, h5py.HardLink):
+        raise ValueError(f"{path}: holds a {type(layers).__name__} at layers; expected a group, refused")
+    tops = list(f.get("layers", {}))
+    if len(tops) != 1:
+        raise ValueError(f"{path}: expected one GatedResnet or PixelCNNpp under layers/; found {tops}")
+    top = tops[0]
+    top_link = f["layers"].get(top, getlink=True)
+    if not isinstance(top_link, h5py.HardLink):
+        raise ValueError(f"{path}: holds a {type(top_link).__name__} at layers/{top}; expected a group, refused")
+    visit(f["layers"][top], "")
+    return top, stores
+
+
+def _open_h5(path: str) -> Any:
+    import h5py
+
     try:
-        f = h5py.File(path, "r")
+        return h5py.File(path, "r")
     except OSError as exc:
         raise ValueError(f"{path}: expected a Keras .weights.h5 (HDF5) file; could not read it ({exc})") from None
-    with f:
-        tops = list(f.get("layers", {}))
-        if len(tops) != 1:
-            raise ValueError(f"{path}: expected one GatedResnet or PixelCNNpp under layers/; found {tops}")
-        top = tops[0]
-        visit(f["layers"][top], "")
-    return top, stores
 
 
 def _keras_groups(layer: Any, at: str = "") -> dict[str, Any]:
@@ -72,12 +97,29 @@ def _load_layers(path: str, what: str, config: Mapping[str, Any], layers: Mappin
     if extra:
         raise ValueError(f"{path}: holds layers {extra[:4]}{' ...' if len(extra) > 4 else ''} that a {what} with config "
                          f"{json.dumps(config)} does not have")
+    for name, layer in layers.items():  # every dataset's shape and dtype first: nothing is read before they fit
+        store = stores.get(name, {})
+        variables = layer._trainable_variables + layer._non_trainable_variables  # Keras' load_own_variables order
+        problem = _misfit(store, variables)
+        if problem:
+            raise ValueError(f"{path}: layer {name or what!r} does not fit a {what} with config {json.dumps(config)}: {problem}")
     for name, layer in layers.items():
-        try:
-            layer.load_own_variables(stores.get(name, {}))
-        except (ValueError, KeyError) as exc:
-            raise ValueError(f"{path}: layer {name or what!r} does not fit a {what} with config {json.dumps(config)}: "
-                             + " ".join(str(exc).split())) from None
+        layer.load_own_variables({k: v[()] for k, v in stores.get(name, {}).items()})
+
+
+def _misfit(store: Mapping[str, Any], variables: list[Any]) -> str:
+    """Why the datasets of a ``vars`` group cannot be a layer's variables (by index: count, shape, dtype;
+    no casts: an int dataset into a float variable, or float64 values into float32 ones, are refused as
+    the safetensors readers refuse them), or ``""``."""
+    if sorted(store) != sorted(str(i) for i in range(len(variables))):
+        return f"expected {len(variables)} variables (vars/0 .. vars/{len(variables) - 1}); found {sorted(store)[:8]}"
+    for i, v in enumerate(variables):
+        d = store[str(i)]
+        if tuple(d.shape) != tuple(v.shape):
+            return f"vars/{i} has shape {tuple(d.shape)}; expected {tuple(v.shape)}"
+        if np.dtype(d.dtype) != np.dtype(v.dtype):
+            return f"vars/{i} has dtype {np.dtype(d.dtype).name}; expected {np.dtype(v.dtype).name} (no silent casts)"
+    return ""
 
 
 def _read_block(path: str, stores: Stores, overrides: Mapping[str, Any] | None, polyak_decay: float | None) -> Loaded:
@@ -95,10 +137,11 @@ def _read_block(path: str, stores: Stores, overrides: Mapping[str, Any] | None, 
     if "0" in stores.get("", {}):
         shapes["hw"] = stores[""]["0"].shape
     config = infer_config(shapes, overrides, polyak_decay)
+    _check_shapes(path, config, stores)
     from parity.backends import get_backend
 
     tfb = get_backend("tf")
-    block = tfb.build(config)
+    block = tfb.build(config, _file_dtype(path, stores["conv_input"]["0"]))
     _load_layers(path, kind_of(config).what, config, _keras_groups(block), stores)
     tensors = tfb.export_weights(block)
     return Loaded(tensors, config, block.initialized, tensor_summary(tensors))
@@ -132,11 +175,13 @@ def _shape(by_path: Stores, key: str, index: str = "0") -> tuple[int, ...] | Non
 
 
 def _load_network(path: str, config: Mapping[str, Any], by_path: Stores, first: str) -> Loaded:
-    """Build the network of ``config`` in ``tf_impl`` in the dtype of ``first``'s V and load every group into it."""
+    """Check the groups' shapes against ``config`` (nothing read before they fit), build the network in
+    ``tf_impl`` in the dtype of ``first``'s V and load every group into it."""
+    _check_shapes(path, config, by_path)
     from parity.backends import get_backend
 
     tfb = get_backend("tf")
-    model = tfb.build(config, np.asarray(by_path[first]["0"]).dtype.name)
+    model = tfb.build(config, _file_dtype(path, by_path[first]["0"]))
     layers: dict[str, Any] = {"": model}
     for e, layer in zip(model.plan, model.layers_in_call_order()):
         layers.update(_keras_groups(layer, e.path))
@@ -217,11 +262,60 @@ def _stored_kind(stores: Stores) -> str:
     return "pixelcnn_pp" if "u_init" in stores else "block"
 
 
+def _file_dtype(path: str, first_v: Any) -> str:
+    """The dtype of the first layer's V (float32 or float64): the twin is built in it, and every other
+    dataset must have its variable's dtype (:func:`_misfit`), so no value is cast on the way in."""
+    dtype = np.dtype(first_v.dtype).name
+    if dtype not in ("float32", "float64"):
+        raise ValueError(f"{path}: its first V has dtype {dtype}; expected float32 or float64 (no silent casts)")
+    return dtype
+
+
+def _group_of(torch_key: str) -> str:
+    """The ``vars`` group (as :func:`_h5_stores` keys them, lists as ``up_u.3``) of a table row."""
+    parts = torch_key.split(".")[:-1]
+    if len(parts) >= 2 and parts[1].isdigit():
+        parts = [f"{parts[0]}.{parts[1]}", *parts[2:]]
+    return "/".join(parts)
+
+
+def _check_shapes(path: str, config: Mapping[str, Any], stores: Stores) -> None:
+    """Before the twin is built from a config inferred from some shapes and a count of groups: every
+    group the config's table names holds exactly its datasets, each of its shape (Keras' order: V, g,
+    b, the ``initialized`` flag, then the shadows), and no depth beyond twice the file's datasets
+    (``parity.kinds.check_declared``): empty groups or one huge dataset cannot make a huge twin out of
+    a small file, and nothing is read before it fits."""
+    from parity.kinds import check_declared, table_for
+
+    what = kind_of(config).what
+    shadows = config.get("polyak_decay") is not None
+    check_declared(config, sum(len(store) for store in stores.values()), path, shadows)
+    expected: dict[str, list[tuple[int, ...]]] = {}
+    table = table_for(config, shadows)
+    for row in table:
+        if not row.tf1_name.endswith(EMA_SUFFIX):
+            expected.setdefault(_group_of(row.torch_key), []).append(row.shape)
+    for group, shapes in expected.items():
+        if len(shapes) == 3:  # a weight-normalised layer: V, g, b, then its initialized flag
+            shapes.append(())
+    for row in table:
+        if row.tf1_name.endswith(EMA_SUFFIX):
+            expected[_group_of(row.torch_key)].append(row.shape)
+    for group, shapes in expected.items():
+        store = stores.get(group, {})
+        found = [tuple(store[str(i)].shape) if str(i) in store else None for i in range(len(shapes))]
+        if len(store) != len(shapes) or found != shapes:
+            raise ValueError(f"{path}: layer {group or what!r} does not fit a {what} with config {json.dumps(config)}: "
+                             f"expected datasets of shapes {shapes}; found {[tuple(store[k].shape) for k in sorted(store, key=lambda k: (len(k), k))][:8]}")
+
+
 def read_keras_file(path: str, overrides: Mapping[str, Any] | None = None, polyak_decay: float | None = None, **_: Any) -> Loaded:
     """Read a ``.weights.h5`` of a one-layer Keras model holding a block or a network (as
-    :func:`write_keras_file` writes it), in one pass over the file; the config from its shapes."""
-    _, stores = _h5_stores(path)
-    return READERS[_stored_kind(stores)](path, stores, overrides, polyak_decay)
+    :func:`write_keras_file` writes it), in one pass over the file; the config from its shapes, each
+    dataset read only once its shape and dtype fit the twin built from them."""
+    with _open_h5(path) as f:
+        _, stores = _h5_stores(path, f)
+        return READERS[_stored_kind(stores)](path, stores, overrides, polyak_decay)
 
 
 def _keras_holder(layer: Any) -> Any:

@@ -1,10 +1,12 @@
-"""Reading safetensors files for every format built on them (canonical, torch ``state_dict``, records):
-the header first, without tensor data, and never a pickle."""
+"""Reading and writing safetensors files for every format built on them (canonical, torch
+``state_dict``, training checkpoints, records): the header first, without tensor data, and never a
+pickle; every write atomic (:mod:`parity.atomic`), a failed one an ``OSError`` (full disk)."""
 
 from __future__ import annotations
 
+import json
 import os
-from typing import Iterable
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
@@ -59,3 +61,30 @@ def read_safetensors(path: str | os.PathLike, names: Iterable[str] | None = None
     except Exception as exc:  # safetensors raises SafetensorError, OSError, ...
         raise ValueError(f"{path}: expected a safetensors file; could not read it ({type(exc).__name__}: {exc})") from None
     return tensors, metadata
+
+
+def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str]) -> None:
+    """Write ``tensors`` (made contiguous) and ``metadata`` atomically. safetensors reports a failed
+    write (a full disk, a file-size limit) as its own ``SafetensorError``; it comes out as the
+    ``OSError`` it is, with safetensors' message, and the destination keeps its old content."""
+    from safetensors.numpy import save_file
+
+    from parity.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        try:
+            save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, tmp, metadata=dict(metadata))
+        except Exception as exc:  # SafetensorError has no OSError base
+            if isinstance(exc, OSError) or type(exc).__name__ != "SafetensorError":
+                raise
+            raise OSError(f"{os.fspath(path)}: could not write it ({exc})") from None
+
+
+def loads_metadata(text: str) -> Any:
+    """A JSON value from a file's metadata. A nesting deeper than Python's recursion limit
+    (``[[[[...`` a few KB long) is a ``json.JSONDecodeError`` like any other bad JSON, not a
+    ``RecursionError`` traceback."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply", str(text)[:40], 0) from None

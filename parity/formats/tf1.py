@@ -22,6 +22,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from gated_spec.training import ADAM_COUNTER, ADAM_SLOTS, slot_name
+from parity.atomic import destination
 from parity.configs import infer_config, infer_model_config, normalize_config, shadow_decay
 from parity.errors import WeightError
 from parity.formats.base import Format, Loaded
@@ -229,6 +230,12 @@ def map_checkpoint(
     whole = namer is None
     namer = namer or TF1Namer()
     model, slots, outside = _scoped(variables, scope, "block")
+    layers = {k.split("/")[0] for k in model if k.endswith("/V")}
+    if whole and any(k.startswith("deconv2d_") for k in layers):
+        # transposed convs, which no block has: a network (without --model the elu / relu question
+        # of a block's inference would be asked of it)
+        raise ValueError(f"{getattr(variables, 'prefix', 'the checkpoint')}: holds {len(layers)} weight-normalised layers under {scope!r}, a whole network, not one "
+                         f"block; convert it with --model pixelcnn_pp, or place one block with --counters")
     config = _infer(model, dict(namer.counters), overrides, polyak_decay)
     has_shadows = any(k.endswith(EMA_SUFFIX) for k in model)
     start = dict(namer.counters)
@@ -366,6 +373,7 @@ def write_tf1(prefix: str, tensors: Mapping[str, np.ndarray], config: Mapping[st
     import tensorflow as tf
 
     v1 = tf.compat.v1
+    destination(prefix + ".index", stream_ok=False)  # a place no write may take is refused before any work
     rows = table_for(config, shadows=False)
     full = table_for(config, shadows=True)
     check_tensors(full, tensors, allow_missing_shadows=True, target_dtype=dtype, where="tensors to write",
@@ -388,11 +396,13 @@ def write_tf1(prefix: str, tensors: Mapping[str, np.ndarray], config: Mapping[st
             sess.run(v1.variables_initializer(variables))
             v1.train.Saver(variables).save(sess, os.path.join(tmp, "ckpt"), write_meta_graph=False, write_state=False)
         parts = sorted(f for f in os.listdir(tmp) if f.startswith("ckpt.data-"))
-        if os.path.exists(prefix + ".index"):
-            os.remove(prefix + ".index")
+        # each file's place as every writer decides it (links followed, devices refused: several files)
+        places = {part: destination(prefix + part[len("ckpt"):], stream_ok=False)[0] for part in [*parts, "ckpt.index"]}
+        if os.path.exists(places["ckpt.index"]):
+            os.remove(places["ckpt.index"])
         for part in parts:
-            os.replace(os.path.join(tmp, part), prefix + part[len("ckpt"):])
-        os.replace(os.path.join(tmp, "ckpt.index"), prefix + ".index")
+            os.replace(os.path.join(tmp, part), places[part])
+        os.replace(os.path.join(tmp, "ckpt.index"), places["ckpt.index"])
 
 
 def read_tf1_checkpoint(path: str, overrides: Mapping[str, Any] | None = None, polyak_decay: float | None = None,

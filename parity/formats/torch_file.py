@@ -15,12 +15,11 @@ from typing import Any, Mapping
 import numpy as np
 
 from gated_spec import SHADOW_SUFFIX
-from parity.atomic import atomic_path
 from parity.configs import infer_config
 from parity.errors import WeightError
 from parity.formats.base import Format, Loaded
-from parity.formats.safetensors_io import read_safetensors, read_safetensors_header
-from parity.kinds import kind_of, normalize, table_for
+from parity.formats.safetensors_io import loads_metadata, read_safetensors, read_safetensors_header, write_safetensors
+from parity.kinds import check_declared, kind_of, normalize, table_for
 from parity.table import EMA_SUFFIX, check_tensors, tensor_summary, tf_layout_shape
 
 TORCH_FORMAT = "torch_impl-state-dict/1"
@@ -36,10 +35,10 @@ def read_torch_file(path: str, overrides: Mapping[str, Any] | None = None, polya
     shadows = any(k.endswith(SHADOW_SUFFIX) for k in header)
     if "config" in metadata:
         try:
-            stored = json.loads(metadata["config"])
+            stored = loads_metadata(metadata["config"])
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path}: expected a JSON block config in the metadata; received {metadata['config'][:60]!r} ({exc})") from exc
-        config = normalize({**stored, **{k: v for k, v in (overrides or {}).items() if k in stored}})
+        config = normalize(stored)  # options given must agree with it (parity.formats.read_any checks)
     else:
         if shadows and polyak_decay is None:
             raise ValueError(f"{path}: holds Polyak shadows (*{SHADOW_SUFFIX}) but no config, so their decay is not "
@@ -47,6 +46,7 @@ def read_torch_file(path: str, overrides: Mapping[str, Any] | None = None, polya
         tf_shapes = {k: tf_layout_shape(k, tuple(np.shape(v))) for k, v in header.items()}
         config = infer_config(dict(tf_shapes.values()), overrides, polyak_decay, names={p: k for k, (p, _) in tf_shapes.items()})
     what = kind_of(config).what
+    check_declared(config, len(header), path, shadows)
     table = table_for(config, shadows=shadows)
     layers = {r.torch_key.rsplit(".", 1)[0] for r in table if "." in r.torch_key}
     flag_names = {k for k in header if k.endswith(".initialized") and k.rsplit(".", 1)[0] in layers}
@@ -63,16 +63,13 @@ def read_torch_file(path: str, overrides: Mapping[str, Any] | None = None, polya
 
 def write_torch_file(path: str, tensors: Mapping[str, np.ndarray], config: Mapping[str, Any], initialized: bool) -> None:
     """A torch ``state_dict`` as safetensors (loadable by ``safetensors.torch.load_file`` + ``load_state_dict``)."""
-    from safetensors.numpy import save_file
-
     config = normalize(config)
     table = table_for(config, shadows=any(k.endswith(EMA_SUFFIX) for k in tensors))
     check_tensors(table, tensors, where="tensors to save", what=kind_of(config).what)
     state = {r.torch_key: r.to_torch_layout(np.asarray(tensors[r.tf1_name])) for r in table}
     for layer in dict.fromkeys(r.torch_key.rsplit(".", 1)[0] for r in table if r.torch_key.endswith(".V")):
         state[f"{layer}.initialized"] = np.array(bool(initialized))
-    with atomic_path(path) as tmp:
-        save_file(state, tmp, metadata={"format": TORCH_FORMAT, "config": json.dumps(config)})
+    write_safetensors(path, state, {"format": TORCH_FORMAT, "config": json.dumps(config)})
 
 
 FORMAT = Format("torch", read_torch_file, lambda path, loaded: write_torch_file(path, loaded.tensors, loaded.config, loaded.initialized))

@@ -20,11 +20,10 @@ from typing import Any, Mapping
 import numpy as np
 
 from gated_spec.training import ADAM_COUNTER, ADAM_SLOTS, slot_name
-from parity.atomic import atomic_path
 from parity.errors import WeightError
 from parity.formats.base import Format, Loaded
-from parity.formats.safetensors_io import read_safetensors, read_safetensors_header
-from parity.kinds import kind_of, normalize, table_for
+from parity.formats.safetensors_io import loads_metadata, read_safetensors, read_safetensors_header, write_safetensors
+from parity.kinds import check_declared, kind_of, normalize, table_for
 from parity.table import WeightRow, check_tensors, tensor_summary
 
 TRAIN_TAG = "gated-resnet-parity-train/1"
@@ -42,8 +41,6 @@ def slot_table(config: Mapping[str, Any], first_moment: bool) -> list[WeightRow]
 def write_checkpoint(path: str | os.PathLike, tensors: Mapping[str, np.ndarray], slots: Mapping[str, np.ndarray],
                      config: Mapping[str, Any], state: Mapping[str, Any]) -> None:
     """Write a training checkpoint (atomically: the old one stays whole until the new one is)."""
-    from safetensors.numpy import save_file
-
     c = normalize(config)
     check_tensors(table_for(c), tensors, where="tensors to save", what=kind_of(c).what)
     check_tensors(slot_table(c, float(state["mom1"]) > 0), {k: v for k, v in slots.items() if k != COUNTER},
@@ -53,8 +50,7 @@ def write_checkpoint(path: str | os.PathLike, tensors: Mapping[str, np.ndarray],
     metadata = {"format": TRAIN_TAG, "config": json.dumps(c), "initialized": "true", "state": json.dumps(dict(state))}
     arrays = {**{k: np.ascontiguousarray(v) for k, v in tensors.items()},
               **{k: np.ascontiguousarray(v) for k, v in slots.items()}}
-    with atomic_path(path) as tmp:
-        save_file(arrays, tmp, metadata=metadata)
+    write_safetensors(path, arrays, metadata)
 
 
 def read_checkpoint(path: str | os.PathLike) -> tuple[Loaded, dict[str, np.ndarray], dict[str, Any]]:
@@ -64,12 +60,13 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[Loaded, dict[str, np.ndarr
         raise ValueError(f"{path}: expected a training checkpoint (metadata format={TRAIN_TAG!r}); received "
                          f"format={metadata.get('format')!r}")
     try:
-        config = normalize(json.loads(metadata["config"]))
-        state = json.loads(metadata["state"])
+        config = normalize(loads_metadata(metadata["config"]))
+        state = loads_metadata(metadata["state"])
         step, mom1 = int(state["step"]), float(state["mom1"])
     except (KeyError, json.JSONDecodeError, TypeError, ValueError) as exc:
         raise ValueError(f"{path}: expected metadata 'config' and 'state' (JSON, with step and mom1); could not read them ({exc})") from None
     what = kind_of(config).what
+    check_declared(config, len(header), str(path))
     table = table_for(config)
     slots = slot_table(config, mom1 > 0)
     where = f"{path} (a training checkpoint against the config in its metadata: {json.dumps(config)})"

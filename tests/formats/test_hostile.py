@@ -125,6 +125,7 @@ HOSTILE = [
     ("metadata-unknown-key", "w.safetensors", _meta(config='{"num_filters": 4, "filters": 4}'), r"unknown keys: \['filters'\]"),
     ("metadata-initialized", "w.safetensors", _meta(initialized='"yes"'), r"expected metadata initialized to be true or false; received 'yes'"),
     ("metadata-not-json", "w.safetensors", _meta(config="num_filters=4"), r"expected metadata 'config' \(JSON\)"),
+    ("metadata-nested-json", "w.safetensors", _meta(config="[" * 100000 + "]" * 100000), r"expected metadata 'config' \(JSON\)"),
     ("metadata-config-types", "w.safetensors", _meta(config='{"num_filters": 4.0, "a_channels": 3, "h_channels": 2, "conv": "down_shifted_conv2d"}'),
      r"Expected a strictly positive integer. Received: num_filters=4.0"),
     ("metadata-dropout-range", "w.safetensors", _meta(config='{"num_filters": 4, "a_channels": 3, "h_channels": 2, "conv": "down_shifted_conv2d", "dropout_p": 5}'),
@@ -399,6 +400,25 @@ def test_a_block_called_before_initialize_warns_once(twin):
     assert not [w for w in caught if "before initialize()" in str(w.message)]
 
 
+@pytest.mark.parametrize("backend", BACKEND_PARAMS)
+def test_a_model_run_by_its_backend_before_initialize_warns(backend):
+    """The backends run nets inside tf.function / as torch modules: an uninitialised model warns in
+    both (TensorFlow's check read the flags only when eager, and a traced call skipped it)."""
+    import warnings
+
+    from parity.backends import get_backend
+    from parity.case import random_weights
+
+    module = get_backend(backend)
+    config = {"model": "pixelcnn_pp", "nr_resnet": 1, "nr_filters": 4, "nr_logistic_mix": 2, "polyak_decay": None}
+    model = module.build(config, "float32")
+    module.import_weights(model, random_weights(config, 0), False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        module.apply(model, {"x": np.zeros((1, 4, 4, 3), np.float32)}, use_ema=False, init=False)
+    assert any("called before initialize()" in str(w.message) for w in caught)
+
+
 @pytest.mark.parametrize("value,message", [(1e39, "beyond float32's range"), (1e-40, "below float32's smallest normal")])
 def test_float64_values_that_float32_cannot_hold_are_refused_on_load(twin, tmp_path, value, message):
     """Checked in the dtype they will have after loading: a float64 file into a float32 block."""
@@ -471,12 +491,42 @@ def _npz(**arrays):
     return write
 
 
+def _edit_canonical(path, name, value):
+    from parity.formats.canonical import load_canonical, save_canonical
+
+    tensors, config, initialized = load_canonical(path)
+    tensors[name] = np.full_like(tensors[name], value)
+    save_canonical(path, tensors, config, initialized)
+
+
+def _npz_with_huge_member(path, name):
+    """An .npz whose member ``name`` declares 4 GiB (a sparse hole, stored uncompressed): reading it would cost 4 GiB."""
+    import zipfile
+
+    header = b"\x93NUMPY\x01\x00" + b"{'descr': '<f4', 'fortran_order': False, 'shape': (1073741824,), }".ljust(118) + b"\n"
+    with zipfile.ZipFile(path, "a") as z, z.open(name + ".npy", "w", force_zip64=True) as member:
+        member.write(header)
+        member.write(bytes(1 << 20))  # the first MiB of the 4 GiB it declares is enough to make it a member
+
+
 CLI_CASES = [  # (case id, how to spoil the files, extra arguments, message). Listed in docs/hostile_files.md.
     ("npy-inputs", lambda t, i: np.save(t / "x.npz.npy", i["x"]), ["--inputs", "{t}/x.npz.npy"], "expected an .npz archive of named arrays"),
     ("input-int", _npz(x=np.zeros((2, 4, 5, 4), np.int32)), [], "expected `x` of dtype float32 or float64 (no silent casts); received dtype int32"),
     ("input-complex", _npz(h=np.zeros((2, 2), np.complex64)), [], "expected `h` of dtype float32 or float64 (no silent casts); received dtype complex64"),
-    ("input-unknown-name", _npz(y=np.zeros(1, np.float32)), [], "expected inputs named x, a, h; received also ['y']"),
+    ("input-unknown-name", _npz(y=np.zeros(1, np.float32)), [], "x, and a, h where the block or model has them); received also ['y']"),
     ("input-missing-a", _npz(a=None), [], "expected `a` (this block was built with a_channels=3); received none"),
+    ("weights-overflow", lambda t, i: _edit_canonical(t / "w.safetensors", "conv2d_0/g", 3e38), [],
+     "finite weights and inputs gave NaN/Inf ("),
+    ("input-batch-0", _npz(x=np.zeros((0, 4, 5, 4), np.float32), a=np.zeros((0, 4, 5, 3), np.float32), h=np.zeros((0, 2), np.float32)),
+     ["--backend", "tf"], "expected `x` with at least one image; received shape (0, 4, 5, 4)"),
+    ("input-nhwc-channels", _npz(x=np.zeros((2, 4, 5, 5), np.float32)), [],
+     "GatedResnet: expected `x` with 4 channels on axis 3, NHWC (B, H, W, C); received shape (2, 4, 5, 5)"),
+    ("input-nhwc-a-size", _npz(a=np.zeros((2, 4, 6, 3), np.float32)), [],
+     "GatedResnet: expected `a` with the B/H/W of `x` (B=2, H=4, W=5); received shape (2, 4, 6, 3)"),
+    ("npz-text", lambda t, i: (t / "x.npz").write_text("x = 1, 2, 3\n"), [], "received a file that is not a zip archive"),
+    ("npz-empty", lambda t, i: (t / "x.npz").write_bytes(b""), [], "received an empty file"),
+    ("npz-truncated", lambda t, i: (t / "x.npz").write_bytes((t / "x.npz").read_bytes()[:-200]), [], "x.npz: expected an .npz archive"),
+    ("npz-huge-member", lambda t, i: _npz_with_huge_member(t / "x.npz", "y"), [], "received also ['y']"),
     ("directory-as-weights", lambda t, i: os.mkdir(t / "dir.safetensors"), ["--weights", "{t}/dir.safetensors"], "error: "),
     ("symlink-loop", lambda t, i: (os.symlink(t / "b.safetensors", t / "a.safetensors"), os.symlink(t / "a.safetensors", t / "b.safetensors")),
      ["--weights", "{t}/a.safetensors"], "Too many levels of symbolic links"),
@@ -653,3 +703,212 @@ def test_check_and_verify_refuse_a_device_they_cannot_use_in_one_line(capsys):
                 assert main([command, "--device", "cuda"]) == 2
                 err = capsys.readouterr().err
                 assert err.startswith("error: expected a CUDA device for device='cuda'") and "Traceback" not in err
+
+
+def _with_metadata(src, dst, change):
+    from safetensors import safe_open
+    from safetensors.numpy import load_file, save_file
+
+    with safe_open(str(src), "np") as f:
+        metadata = f.metadata()
+    save_file(load_file(str(src)), str(dst), metadata=change(dict(metadata)))
+
+
+def test_a_config_declaring_a_huge_network_is_refused_from_the_header_count(tmp_path):
+    """``nr_resnet: 1000000`` in a small file's metadata (model file, torch file, record) is one line,
+    checked against the number of tensors the header lists before any table is built."""
+    import json
+    import tracemalloc
+
+    from parity.case import random_weights
+    from parity.cli import BUILTIN_RECORD
+    from parity.formats import read_any, write_any
+    from parity.harness import load_record
+
+    config = {"model": "pixelcnn_pp", "nr_resnet": 1, "nr_filters": 4, "nr_logistic_mix": 2, "polyak_decay": None}
+    huge = lambda m: {**m, "config": json.dumps({**json.loads(m["config"]), "nr_resnet": 1000000})}  # noqa: E731
+    for name in ("m.safetensors", "m.torch.safetensors"):
+        write_any(str(tmp_path / name), random_weights(config, 0), config, True)
+        _with_metadata(tmp_path / name, tmp_path / ("huge-" + name), huge)
+        tracemalloc.start()
+        try:
+            with pytest.raises(ValueError, match=r"its config declares a model of 99000072 tensors \(nr_resnet=1000000\); "
+                                                 r"the file holds \d+$"):
+                read_any(str(tmp_path / ("huge-" + name)))
+            assert tracemalloc.get_traced_memory()[1] < 4 << 20
+        finally:
+            tracemalloc.stop()
+
+    def record_case(m, **change):
+        cases = json.loads(m["cases"])
+        cases[0].update(change)
+        return {**m, "cases": json.dumps(cases)}
+
+    _with_metadata(BUILTIN_RECORD, tmp_path / "r.safetensors", lambda m: record_case(m, filters=4))
+    with pytest.raises(ValueError, match=r"case 0 \(Case\) has metadata keys \['filters'\] it does not know"):
+        load_record(tmp_path / "r.safetensors")
+    _with_metadata(BUILTIN_RECORD, tmp_path / "r.safetensors",
+                   lambda m: record_case(m, config={"model": "pixelcnn_pp", "nr_resnet": 1000000}))
+    with pytest.raises(ValueError, match=r"case 0: its config declares a model of \d+ tensors \(nr_resnet=1000000\)"):
+        load_record(tmp_path / "r.safetensors")
+
+
+def test_options_that_disagree_with_a_stored_config_are_refused(tmp_path, capsys):
+    """``--nr-resnet``, ``--model``, ``--nonlinearity`` must agree with what a canonical or torch file
+    holds (they were ignored, or overrode the stored config: a relu block read as elu)."""
+    from parity.case import random_weights
+    from parity.cli import main
+    from parity.formats import write_any
+
+    model = {"model": "pixelcnn_pp", "nr_resnet": 1, "nr_filters": 4, "nr_logistic_mix": 2, "polyak_decay": None}
+    block = {**CONFIG, "nonlinearity": "elu", "polyak_decay": None}
+    for name, config in (("m", model), ("b", block)):
+        for suffix in (".safetensors", ".torch.safetensors"):
+            write_any(str(tmp_path / (name + suffix)), random_weights(config, 0), config, True)
+    out = str(tmp_path / "o.safetensors")
+    for src, options, message in (
+        ("m", ["--model", "pixelcnn_pp", "--nr-resnet", "3"], "holds a model with nr_resnet=1; the options say nr_resnet=3"),
+        ("b", ["--model", "pixelcnn_pp"], "holds a block (block); the options name model='pixelcnn_pp'"),
+        ("b", ["--nonlinearity", "relu"], "holds a block with nonlinearity='elu'; the options say nonlinearity='relu'"),
+    ):
+        for suffix in (".safetensors", ".torch.safetensors"):
+            assert main(["convert", str(tmp_path / (src + suffix)), out, *options]) == 2, (src, suffix, options)
+            err = capsys.readouterr().err
+            assert message in err and len(err.splitlines()) == 1, (suffix, err)
+    assert not os.path.exists(out)
+
+
+@pytest.mark.skipif(not HAVE["tf"], reason="needs TensorFlow (Keras files)")
+def test_keras_files_are_read_lazily_and_refuse_links_outside_storage_and_casts(tmp_path, capsys):
+    """A ``.weights.h5`` is checked from its groups, shapes and dtypes before any value is read: a
+    huge compressed dataset (claimed or not) costs nothing, empty groups cannot declare a deep network,
+    and what Keras never writes (soft or external links, external or virtual storage) is refused, as
+    are the casts the safetensors readers refuse (int weights, float64 values into float32)."""
+    import tracemalloc
+
+    import h5py
+
+    from parity.case import random_weights
+    from parity.cli import main
+    from parity.formats import write_any
+
+    good = tmp_path / "good.weights.h5"
+    write_any(str(good), _good(), CONFIG, True)
+    model = {"model": "pixelcnn_pp", "nr_resnet": 1, "nr_filters": 4, "nr_logistic_mix": 2, "polyak_decay": None}
+    good_model = tmp_path / "model.weights.h5"
+    write_any(str(good_model), random_weights(model, 0), model, True)
+    (tmp_path / "secret.bin").write_bytes(np.arange(192, dtype=np.float32).tobytes())
+    with h5py.File(good, "r") as f:
+        top = list(f["layers"])[0]
+    with h5py.File(good_model, "r") as f:
+        mtop = list(f["layers"])[0]
+    block, root = f"layers/{top}", f"layers/{mtop}"
+
+    def replace(f, name, **kw):
+        del f[name]
+        f.create_dataset(name, **kw)
+
+    huge = dict(shape=(1 << 15, 1 << 15), dtype=np.float32, chunks=(1024, 1024), compression="gzip")  # 4 GiB declared
+    for src, name, edit, message in (
+        (good, "external", lambda f: replace(f, f"{block}/conv_input/vars/0", shape=(2, 3, 8, 4), dtype=np.float32,
+                                               external=[(str(tmp_path / "secret.bin"), 0, 192 * 4)]),
+         "conv_input/vars/0 is stored outside the file (external storage), refused"),
+        (good, "external-link", lambda f: (f.__delitem__(f"{block}/nin_skip"), f.__setitem__(f"{block}/nin_skip", h5py.ExternalLink(str(good_model), root))),
+         "holds a ExternalLink at layers/"),
+        (good, "soft-link-loop", lambda f: (f.__delitem__(f"{block}/conv_output"),
+                                            f.__setitem__(f"{block}/conv_output", h5py.SoftLink(f"/{block}/conv_output"))),
+         "holds a SoftLink at layers/"),
+        (good, "huge-claimed", lambda f: replace(f, f"{block}/conv_output/vars/0", **huge), "layer 'conv_output' does not fit"),
+        (good, "huge-extra", lambda f: f.create_dataset(f"{block}/attention/vars/0", **huge), "holds layers ['attention']"),
+        (good, "int-weights", lambda f: replace(f, f"{block}/conv_output/vars/1", data=np.ones(8, np.int32)),
+         "vars/1 has dtype int32; expected float32 (no silent casts)"),
+        (good, "float64-into-float32", lambda f: replace(f, f"{block}/conv_output/vars/1", data=np.full(8, 1e-40)),
+         "vars/1 has dtype float64; expected float32 (no silent casts)"),
+        (good_model, "empty-groups", lambda f: [f.create_group(f"{root}/up_u/gated_resnet_{k}/conv_input/vars") for k in range(3, 1500)],
+         "its config declares a model of"),
+    ):
+        path = tmp_path / f"{name}.weights.h5"
+        path.write_bytes(src.read_bytes())
+        with h5py.File(path, "a") as f:
+            edit(f)
+        tracemalloc.start()
+        try:
+            assert main(["convert", str(path), str(tmp_path / "o.safetensors")]) == 2, name
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, (name, err)
+        assert peak < 64 << 20, (name, peak)
+        assert not (tmp_path / "o.safetensors").exists()
+
+
+@pytest.mark.skipif(not HAVE["torch"], reason="needs PyTorch")
+def test_sample_refuses_what_run_refuses_and_checks_noise_in_the_models_dtype(tmp_path, capsys):
+    """``sample --inputs`` refuses int, string and complex ``h`` and complex noise as ``run`` does (no
+    silent casts), and float64 noise is checked inside (0, 1) after the cast to the model's float32
+    (``1 - 1e-10`` becomes 1.0 there, which would force a pixel)."""
+    from parity.case import random_weights
+    from parity.cli import main
+    from parity.formats import write_any
+
+    model = {"model": "pixelcnn_pp", "nr_resnet": 1, "nr_filters": 4, "nr_logistic_mix": 2, "h_channels": 2, "polyak_decay": None}
+    write_any(str(tmp_path / "m.safetensors"), random_weights(model, 0), model, True)
+    rng = np.random.default_rng(0)
+    noise = {"u_mix": rng.uniform(0.1, 0.9, (1, 4, 4, 2)), "u_value": rng.uniform(0.1, 0.9, (1, 4, 4, 3))}
+    h = rng.normal(size=(1, 2))
+    for name, n, hh, message in (
+        ("h-int", noise, h.astype(np.int32), "expected `h` of dtype float32 or float64 (no silent casts); received dtype int32"),
+        ("h-string", noise, np.array([["a", "b"]]), "expected `h` of dtype float32 or float64 (no silent casts); received dtype <U1"),
+        ("h-complex", noise, h.astype(np.complex64), "received dtype complex64"),
+        ("noise-complex", {**noise, "u_mix": noise["u_mix"].astype(np.complex128)}, h, "expected `u_mix` of dtype float32 or float64"),
+        ("noise-rounds-to-1", {**noise, "u_value": np.full((1, 4, 4, 3), 1 - 1e-10)}, h,
+         "expected u_value strictly inside (0, 1) in the model's float32"),
+        ("weights-overflow", noise, h, "finite weights and inputs gave NaN/Inf ("),
+    ):
+        if name == "weights-overflow":
+            _edit_canonical(tmp_path / "m.safetensors", "conv2d_0/g", 3e38)
+        np.savez(tmp_path / "noise.npz", **n)
+        np.savez(tmp_path / "h.npz", h=hh)
+        assert main(["sample", "--weights", str(tmp_path / "m.safetensors"), "--noise", str(tmp_path / "noise.npz"),
+                     "--inputs", str(tmp_path / "h.npz"), "--out", str(tmp_path / "x.npz")]) == 2, name
+        err = capsys.readouterr().err
+        assert message in err and len(err.splitlines()) == 1, (name, err)
+    assert not (tmp_path / "x.npz").exists()
+
+
+@pytest.mark.skipif(not HAVE["tf"], reason="needs TensorFlow")
+def test_the_tf_worker_gives_a_layers_error_itself_not_keras_call_report(tmp_path, capsys):
+    """Keras wraps an error raised in a layer's call in a report of its arguments ("Exception
+    encountered when calling PixelCNNpp.call()." as the first line); the worker turns that off."""
+    from parity.case import random_weights
+    from parity.cli import main
+    from parity.formats import write_any
+
+    model = {"model": "pixelcnn_pp", "nr_resnet": 1, "nr_filters": 4, "nr_logistic_mix": 2, "polyak_decay": None}
+    write_any(str(tmp_path / "m.safetensors"), random_weights(model, 0), model, True)
+    np.savez(tmp_path / "x.npz", x=np.zeros((1, 5, 4, 3), np.float32))
+    assert main(["run", "--backend", "tf", "--weights", str(tmp_path / "m.safetensors"), "--inputs", str(tmp_path / "x.npz"),
+                 "--out", str(tmp_path / "y.npz")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: PixelCNNpp: expected H a positive multiple of 4") and len(err.splitlines()) == 1, err
+
+
+@pytest.mark.skipif(not HAVE["torch"], reason="needs PyTorch")
+def test_long_commands_show_progress_on_a_terminal_and_keep_json_clean(capsys, monkeypatch):
+    """check, record, verify and pitfalls print one line per case on stderr when it is a terminal;
+    stdout (the report, --json) stays as it was, and nothing is printed when stderr is not a terminal."""
+    import json
+    import sys
+
+    from parity.cli import main
+
+    assert main(["verify", "--json"]) == 0
+    quiet = capsys.readouterr()
+    assert "verify: [" not in quiet.err
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert main(["verify", "--json"]) == 0
+    shown = capsys.readouterr()
+    lines = [line for line in shown.err.splitlines() if line.startswith("verify: [")]
+    assert lines[0].startswith("verify: [1/8] ") and lines[-1].startswith("verify: [8/8] ")
+    assert len(json.loads(shown.out)["cases"]) == 8

@@ -258,3 +258,28 @@ def test_a_checkpoint_is_read_variable_by_variable_for_the_block_only(tmp_path_f
     read = set(lazy._read)
     assert read == {f"model/{k}" for k in mapped.tensors}
     assert mapped.skipped_slots and not read & set(mapped.skipped_slots)
+
+
+def test_a_network_checkpoint_without_model_and_a_scalar_v_are_named(tmp_path):
+    """A whole network's checkpoint converted as a block is named as a network (it asked for
+    --nonlinearity); a scalar V in a network's checkpoint is a WeightError line, not an IndexError."""
+    import tensorflow as tf
+
+    from parity.case import random_weights
+    from parity.errors import WeightError
+    from parity.formats import read_any, write_any
+
+    config = {"model": "pixelcnn_pp", "nr_resnet": 1, "nr_filters": 4, "nr_logistic_mix": 2, "nonlinearity": "elu", "polyak_decay": None}
+    write_any(str(tmp_path / "m.ckpt"), random_weights(config, 0), config, True)
+    with pytest.raises(ValueError, match=r"holds 57 weight-normalised layers under 'model', a whole network, not one block; "
+                                         r"convert it with --model pixelcnn_pp"):
+        read_any(str(tmp_path / "m.ckpt"))
+    v1 = tf.compat.v1
+    graph = tf.Graph()
+    with graph.as_default():
+        variables = [v1.Variable(np.float32(1.0), name="model/conv2d_0/V", use_resource=False)]
+        with v1.Session(graph=graph) as sess:
+            sess.run(v1.variables_initializer(variables))
+            v1.train.Saver(variables).save(sess, str(tmp_path / "s.ckpt"), write_meta_graph=False, write_state=False)
+    with pytest.raises(WeightError, match=r"tensor 'conv2d_0/V' has shape \(\); expected a 4-D one"):
+        read_any(str(tmp_path / "s.ckpt"), {"model": "pixelcnn_pp"})

@@ -170,8 +170,9 @@ def _tampered(tmp_path, change):
 @pytest.mark.skipif(not HAVE["torch"], reason="torch not installed")
 def test_a_tampered_record_is_refused_or_fails_the_float64_gate(tmp_path):
     """One float64 element moved by 0.01 would widen every float32 bound of that tensor; the record's
-    own consistency check refuses it. Moved together with its recorded spread, the record is
-    consistent again, and the float64 comparison (run even with --dtype float32) fails it."""
+    own consistency check refuses it. Moved together with its recorded spread, the spread is refused
+    as implausible (over 16 x the record's own float32 error, negative, NaN, or over 2^-8 of the
+    scale); moved by a plausible amount, the float64 comparison (run even with --dtype float32) fails it."""
     from parity.harness import verify
 
     key = "0/out/float64/forward/out"
@@ -183,11 +184,27 @@ def test_a_tampered_record_is_refused_or_fails_the_float64_gate(tmp_path):
     with pytest.raises(ValueError, match="not a consistent record.*forward/out"):
         verify(_tampered(tmp_path, move), "torch", dtypes=("float32",))
 
-    def move_with_spread(tensors):
-        move(tensors)
-        tensors["0/out/mca/forward/out"] = np.array(1.0)
+    def move_with_spread(tensors, by=0.01, spread=1.0):
+        tensors[key] = tensors[key].copy()
+        tensors[key].flat[0] += by
+        tensors["0/out/mca/forward/out"] = np.array(spread)
 
-    report = verify(_tampered(tmp_path, move_with_spread), "torch", dtypes=("float32",))
+    def shift_all(tensors, spread):  # the reference moved by 0.5 in both dtypes, its spread inflated to hide it
+        for dtype in ("float32", "float64"):
+            tensors[f"0/out/{dtype}/forward/out"] = tensors[f"0/out/{dtype}/forward/out"] + 0.5
+        tensors["0/out/mca/forward/out"] = np.array(spread)
+
+    for spoil, message in ((move_with_spread, "spread 1.000e\\+00 is over 16 x the record's own float32 error"),
+                           (lambda t: move_with_spread(t, 0.0, -1.0), "the recorded spread is \\[-1.0\\]; expected a finite value >= 0"),
+                           (lambda t: move_with_spread(t, 0.0, np.nan), "expected a finite value >= 0"),
+                           (lambda t: shift_all(t, 1e8), "spread 1.000e\\+08 is over 16 x"),
+                           (lambda t: (shift_all(t, 1e8), t.__setitem__("0/out/float32/forward/out", t["0/out/float32/forward/out"] + 1e8)),
+                            "over 2\\^-8 of the tensor's scale")):
+        with pytest.raises(ValueError, match=message):
+            verify(_tampered(tmp_path, spoil), "torch", dtypes=("float32",))
+
+    # a shift and spread small enough to be plausible pass the float32 bound; the float64 gate fails them
+    report = verify(_tampered(tmp_path, lambda t: move_with_spread(t, 1e-4, 1e-4)), "torch", dtypes=("float32",))
     assert not report.passed
     bad = [c for c in report.cases[0].comparisons if not c.passed]
     assert [(c.dtype, c.tensor) for c in bad][:1] == [("float64", "forward/out")] and "float64 gate" in bad[0].note

@@ -59,7 +59,7 @@ def test_npz_images_in_both_layouts_and_bad_ones_are_one_line_errors(tmp_path):
     with pytest.raises(ValueError, match=r"expected x uint8 \[N, H, W, 3\]; received float32"):
         load_images(str(tmp_path / "f.npz"))
     (tmp_path / "t.npz").write_text("not an archive")
-    with pytest.raises(ValueError, match="could not read it"):
+    with pytest.raises(ValueError, match="received a file that is not a zip archive"):
         load_images(str(tmp_path / "t.npz"))
 
 
