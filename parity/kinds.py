@@ -3,10 +3,12 @@
 A config names its kind under ``model`` (``{"model": "pixelcnn_pp", ...}``); a config without it is
 one gated residual block. For each kind the registry holds its config validation, its weight table
 (TF1 names, Keras paths, torch keys) and the class both twins build it from, so the formats, the
-runner and the backends ask the kind instead of branching on it. Adding a network (the PixelSNAIL
-family next): its config rules in :mod:`parity.configs`, its table in :mod:`parity.table`, its twin
-classes, and one entry in :data:`KINDS`; a format that needs per-kind reading registers it by
-``Kind.name`` in its own module.
+runner and the backends ask the kind instead of branching on it. The networks: PixelCNN++
+(``pixelcnn_pp``) and the four PixelSNAIL specs (``h12_noup_smallkey``, ``h8_noup_smallkey``,
+``h12_pool2_smallkey``, ``model_spec``: one twin class, the spec its argument and the net's ``spec``
+attribute). Adding a network: its config rules in :mod:`parity.configs`, its table in
+:mod:`parity.table`, its twin classes, and one entry in :data:`KINDS`; a format that needs per-kind
+reading registers it in its own module.
 """
 
 from __future__ import annotations

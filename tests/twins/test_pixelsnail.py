@@ -267,3 +267,14 @@ def test_a_pixelsnail_models_suite_case_passes_in_both_dtypes():
     assert {c.dtype for c in comparisons} == {"float32", "float64"}
     names = [c.tensor for c in comparisons if c.dtype == "float32"]
     assert names[:3] == ["forward/out", "loss/sum", "loss/bits_per_dim"] and "grad/dense_2/V" in names and "sample/x" in names
+
+
+def test_the_table_size_is_known_without_building_it():
+    """``parity.kinds.table_rows`` interpolates a PixelSNAIL's table in R and attn_rep (R blocks in each
+    of attn_rep groups), so a file declaring a huge one is refused before its table is built."""
+    from parity.kinds import table_for, table_rows
+
+    for spec in ("h12_noup_smallkey", "model_spec"):
+        config = {"model": spec, "nr_resnet": 3, "nr_filters": 4, "nr_logistic_mix": 1, "attn_rep": 4, "h_channels": 2}
+        assert table_rows(config) == len(table_for(config))
+    assert table_rows({"model": "h12_noup_smallkey", "nr_resnet": 4, "attn_rep": 1_000_000}) > 10 ** 8
