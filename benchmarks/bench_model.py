@@ -1,10 +1,12 @@
-"""Benchmark the whole PixelCNN++ in both twins, side by side, each in its own subprocess.
+"""Benchmark the whole PixelCNN++ or PixelSNAIL in both twins, side by side, each in its own subprocess.
 
 Per twin: forward+backward of the summed loss w.r.t. every weight (torch eager; tf_impl as one
 ``tf.function``), the data-dependent init of a fresh model, and sampling (``sample``'s loop: one
 network forward per pixel; timed over the first ``--sample-steps`` steps and given per step and, at
 that rate, per image of the size). Sizes: ``moderate`` (R=2, F=64, batch 8, 32x32) and ``pixelcnn``
-(R=5, F=160, batch 4, 32x32: the CIFAR-10 network on one small batch).
+(R=5, F=160, batch 4, 32x32: the CIFAR-10 network on one small batch). PixelSNAIL's released
+``h12_noup_smallkey`` (F=256, elu, batch 1, 32x32): ``snail-small`` (R=1, 2 attention blocks) and
+``snail-released`` (R=4, 12 attention blocks).
 
     python -m benchmarks.bench_model                       # both sizes, CPU
     python -m benchmarks.bench_model --size tiny --repeats 1   # seconds; what the tests run
@@ -21,8 +23,20 @@ from typing import Any
 
 from benchmarks.bench_block import _ms, _timeit, run_worker
 
-SIZES = {"moderate": (2, 64, 8, 32), "pixelcnn": (5, 160, 4, 32), "tiny": (1, 8, 2, 8)}  # R, F, batch, H = W
+SIZES = {"moderate": (2, 64, 8, 32), "pixelcnn": (5, 160, 4, 32), "tiny": (1, 8, 2, 8),  # R, F, batch, H = W
+         "snail-small": (1, 256, 1, 32), "snail-released": (4, 256, 1, 32)}
+SNAIL = {"snail-small": 2, "snail-released": 12}  # PixelSNAIL sizes: attention blocks of h12_noup_smallkey
 M = 10
+
+
+def _network(impl: Any, size: tuple[int, int, int, int]) -> tuple[Any, dict[str, Any]]:
+    """The twin's class and its config for ``size``: PixelSNAIL (elu, as released) for a ``SNAIL`` size."""
+    R, F_, _, _ = size
+    for name, attn_rep in SNAIL.items():
+        if SIZES[name] == tuple(size):
+            return impl.PixelSNAIL, {"spec": "h12_noup_smallkey", "attn_rep": attn_rep, "nr_resnet": R, "nr_filters": F_,
+                                     "nr_logistic_mix": M, "dropout_p": 0.0, "nonlinearity": "elu"}
+    return impl.PixelCNNpp, {"nr_resnet": R, "nr_filters": F_, "nr_logistic_mix": M, "dropout_p": 0.0}
 
 
 def _torch_worker(size: tuple[int, int, int, int], repeats: int, sample_steps: int) -> dict[str, Any]:
@@ -30,11 +44,11 @@ def _torch_worker(size: tuple[int, int, int, int], repeats: int, sample_steps: i
 
     import torch_impl
 
-    R, F_, B, S = size
+    _, _, B, S = size
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(B, 3, S, S, generator=gen) * 2 - 1
-    config = {"nr_resnet": R, "nr_filters": F_, "nr_logistic_mix": M, "dropout_p": 0.0}
-    model = torch_impl.PixelCNNpp(**config)
+    net, config = _network(torch_impl, size)
+    model = net(**config)
     model.initialize(x)
     params = list(model.parameters())
 
@@ -42,7 +56,7 @@ def _torch_worker(size: tuple[int, int, int, int], repeats: int, sample_steps: i
         torch.autograd.grad(torch_impl.discretized_mix_logistic_loss(x, model(x)), params)
 
     def init() -> None:
-        torch_impl.PixelCNNpp(**config).initialize(x)
+        net(**config).initialize(x)
 
     def steps() -> None:
         img = torch.zeros_like(x)
@@ -62,10 +76,10 @@ def _tf_worker(size: tuple[int, int, int, int], repeats: int, sample_steps: int)
 
     import tf_impl
 
-    R, F_, B, S = size
+    _, _, B, S = size
     x = tf.constant(np.random.default_rng(0).uniform(-1, 1, (B, S, S, 3)).astype(np.float32))
-    config = {"nr_resnet": R, "nr_filters": F_, "nr_logistic_mix": M, "dropout_p": 0.0}
-    model = tf_impl.PixelCNNpp(**config)
+    net, config = _network(tf_impl, size)
+    model = net(**config)
     model.initialize(x)
     params = model.trainable_variables
 
@@ -81,7 +95,7 @@ def _tf_worker(size: tuple[int, int, int, int], repeats: int, sample_steps: int)
         grads(x)[0].numpy()
 
     def init() -> None:
-        tf_impl.PixelCNNpp(**config).initialize(x).numpy()
+        net(**config).initialize(x).numpy()
 
     def steps() -> None:
         img = np.zeros(x.shape, np.float32)
@@ -128,17 +142,18 @@ def main(argv: list[str] | None = None) -> int:
 
     backends = [b for b, mod in (("tf", "tensorflow"), ("torch", "torch")) if importlib.util.find_spec(mod)]
     rows = []
-    print(f"PixelCNN++ (M={M}, concat_elu), float32, {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}")
-    print(f"{'size':<9} {'twin':<6} {'fwd+bwd ms':>11} {'init ms':>9} {'sample ms/step':>15} {'s/image':>8}")
+    print(f"PixelCNN++ (M={M}, concat_elu) / PixelSNAIL h12_noup_smallkey (M={M}, elu), float32, {os.cpu_count()} CPUs, "
+          f"{platform.processor() or platform.machine()}")
+    print(f"{'size':<14} {'twin':<6} {'fwd+bwd ms':>11} {'init ms':>9} {'sample ms/step':>15} {'s/image':>8}")
     for name in args.size or ["moderate", "pixelcnn"]:
         for backend in backends:
             row = {"size": name, "shape": SIZES[name], "backend": backend,
                    **run(backend, SIZES[name], args.repeats, args.sample_steps, args.timeout)}
             rows.append(row)
             if "error" in row:
-                print(f"{name:<9} {backend:<6} error: {row['error'][:120]}")
+                print(f"{name:<14} {backend:<6} error: {row['error'][:120]}")
                 continue
-            print(f"{name:<9} {backend:<6} {row['forward_backward_ms']['median']:11.1f} {row['init_ms']['median']:9.1f} "
+            print(f"{name:<14} {backend:<6} {row['forward_backward_ms']['median']:11.1f} {row['init_ms']['median']:9.1f} "
                   f"{row['sample_step_ms']['median']:15.1f} {row['sample_s_per_image']:8.2f}")
         got = {r["backend"]: r for r in rows if r["size"] == name and "error" not in r}
         if len(got) == 2:

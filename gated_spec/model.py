@@ -22,6 +22,7 @@ RESOLUTIONS = 3  # the up and the down pass each run at H, H/2, H/4
 SPATIAL_MULTIPLE = 2 ** (RESOLUTIONS - 1)  # H and W must be multiples of this
 DEFAULT_MODEL = {"nr_resnet": 5, "nr_filters": 160, "nr_logistic_mix": 10, "nonlinearity": "concat_elu",
                  "h_channels": None, "dropout_p": 0.5, "polyak_decay": None}  # the CIFAR-10 settings
+COUNT_KEYS = ("attn_rep",)  # further positive counts a network's config may hold (PixelSNAIL's)
 OUTPUT_PER_MIXTURE = 10  # logit, and for each of 3 channels: mean, log scale, coefficient
 MIXTURE_PARTS = ("means", "log_scales", "coeffs")  # per channel, each M wide, after the M logits
 
@@ -69,13 +70,15 @@ class PlanEntry:
         return self.path.replace(".", "_")
 
 
-def normalize_model_config(config: dict) -> dict:
-    """The full model config (defaults filled in), checked; raises ``ValueError`` naming the field."""
-    unknown = sorted(set(config) - set(DEFAULT_MODEL))
+def normalize_model_config(config: dict, defaults: dict | None = None) -> dict:
+    """The full model config (``defaults`` filled in: PixelCNN++'s unless given), checked; raises
+    ``ValueError`` naming the field. Every key of ``defaults`` that counts something must be positive."""
+    defaults = DEFAULT_MODEL if defaults is None else defaults
+    unknown = sorted(set(config) - set(defaults))
     if unknown:
-        raise ValueError(f"expected model config keys among {sorted(DEFAULT_MODEL)}; received also {unknown}")
-    c = {**DEFAULT_MODEL, **config}
-    for key in ("nr_resnet", "nr_filters", "nr_logistic_mix"):
+        raise ValueError(f"expected model config keys among {sorted(defaults)}; received also {unknown}")
+    c = {**defaults, **config}
+    for key in ("nr_resnet", "nr_filters", "nr_logistic_mix", *(k for k in COUNT_KEYS if k in defaults)):
         check_positive(key, c[key])
     check_choice("nonlinearity", c["nonlinearity"], list(NONLINEARITIES))
     if c["h_channels"] is not None:
@@ -132,10 +135,17 @@ def block_count(config: dict) -> int:
 def dropout_mask_shapes(config: dict, batch: int, height: int, width: int) -> list[tuple[int, int, int, int]]:
     """The NHWC shape of each block's dropout keep-mask (the shape of its ``c1``), in call order."""
     c = normalize_model_config(config)
-    mult = CHANNEL_MULTIPLIER[c["nonlinearity"]]
+    return plan_dropout_mask_shapes(pixelcnn_pp_plan(c), c["nonlinearity"], batch, height, width)
+
+
+def plan_dropout_mask_shapes(plan: list[PlanEntry], nonlinearity: str, batch: int, height: int,
+                             width: int) -> list[tuple[int, int, int, int]]:
+    """Each block's keep-mask shape for a network's ``plan``: the resolution halves after each
+    ``downsample_ul`` layer and doubles after each ``upsample_ul`` one."""
+    mult = CHANNEL_MULTIPLIER[nonlinearity]
     shapes = []
     scale = 1
-    for e in pixelcnn_pp_plan(c):
+    for e in plan:
         if e.kind == "gated_resnet":
             shapes.append((batch, height // scale, width // scale, mult * e.in_channels))
         elif e.path.startswith("downsample_ul"):

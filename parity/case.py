@@ -16,9 +16,9 @@ import numpy as np
 from gated_spec import CHANNEL_MULTIPLIER, CONV_PERM, DEFAULT_POLYAK_DECAY, LAYER_KINDS
 from gated_spec import TF1_SHADOW_SUFFIX as EMA_SUFFIX
 from gated_spec.training import DEFAULT_EMA_ORDER, DEFAULT_EPS, DEFAULT_LR, DEFAULT_LR_DECAY, DEFAULT_MOM1, DEFAULT_MOM2
-from parity.configs import normalize_config
+from parity.configs import model_args, normalize_config
 from parity.kinds import table_for, with_kind
-from parity.table import WeightRow, model_weight_table, weight_table
+from parity.table import WeightRow, weight_table
 
 
 class _CaseFields:
@@ -184,13 +184,15 @@ def wide_cases() -> list[Case | ModelCase]:
     """The block at PixelCNN++ width (F = 160: each conv sums 1920 products per output), on a small
     image: what the F = 4 suite cannot show, a kernel whose float32 error grows with the sum's length
     faster than the reference's. The down-shifted stream without ``a``, the down-right one with ``a``;
-    then the whole model at that width (``wide_model_case``)."""
+    then the whole model at that width (``wide_model_case``), and the released PixelSNAIL at its width
+    (F = 256, M = 10, elu) with one block and one attention block, on 8x8."""
     specs = [("down_shifted_conv2d", None), ("down_right_shifted_conv2d", 160)]
     return [
         Case(f"wide-{conv}-a{a or 0}", {"num_filters": 160, "a_channels": a, "conv": conv, "nonlinearity": "concat_elu"},
              batch=2, height=8, width=8, seed=5 + i)
         for i, (conv, a) in enumerate(specs)
-    ] + [wide_model_case()]
+    ] + [wide_model_case(), ModelCase("wide-model-h12_noup_smallkey-R1-F256-M10-a1", {
+        "nr_resnet": 1, "nr_filters": 256, "nr_logistic_mix": 10, "attn_rep": 1, "dropout_p": 0.5}, seed=8, model="h12_noup_smallkey")]
 
 
 # -- one weight-normalised layer (the transposed convs are not part of the block) ------------------
@@ -271,11 +273,11 @@ def layer_cases() -> list[LayerCase]:
 
 @dataclass
 class ModelCase(_CaseFields):
-    """A whole PixelCNN++ (``gated_spec.model``) and everything both backends are fed: images on the
-    8-bit grid (edges included), ``h`` where the model has it, weights with shadows, one dropout
-    keep-mask per block, the live weights after ``ema_steps`` optimiser steps, and the sampler's noise."""
+    """A whole network (PixelCNN++, or the PixelSNAIL spec named by ``model``) and everything both
+    backends are fed: images on the 8-bit grid (edges included), ``h`` where the model has it, weights
+    with shadows, one dropout keep-mask per block, the live weights after ``ema_steps`` optimiser
+    steps, and the sampler's noise."""
 
-    kind: ClassVar[str] = "pixelcnn_pp"  # the network's kind (parity.kinds); its config carries no ``model`` key
     name: str
     config: dict[str, Any]
     batch: int = 2
@@ -284,12 +286,17 @@ class ModelCase(_CaseFields):
     seed: int = 0
     ema_steps: int = 2
     log_scale_shift: float = 0.0
+    model: str = "pixelcnn_pp"  # the network's kind (parity.kinds); its config carries no ``model`` key
     arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
-        from gated_spec.model import normalize_model_config
+        from parity.kinds import normalize
 
-        self._settle(normalize_model_config, make_model_arrays)
+        self._settle(lambda c: model_args(normalize(with_kind(self.model, c))), make_model_arrays)
+
+    @property
+    def kind(self) -> str:
+        return self.model
 
     def dropout_masks(self) -> list[np.ndarray]:
         n = sum(k.startswith("dropout_mask/") for k in self.arrays)
@@ -306,7 +313,8 @@ class ModelCase(_CaseFields):
 
 
 def make_model_arrays(case: ModelCase) -> dict[str, np.ndarray]:
-    from gated_spec.model import IMAGE_CHANNELS, SAMPLER_U_MIN, dropout_mask_shapes, output_channels
+    from gated_spec.model import IMAGE_CHANNELS, SAMPLER_U_MIN, output_channels
+    from parity.kinds import dropout_mask_shapes
 
     c = case.config
     rng = np.random.default_rng(case.seed)
@@ -318,16 +326,16 @@ def make_model_arrays(case: ModelCase) -> dict[str, np.ndarray]:
     if c["h_channels"]:
         arrays["h"] = _f32(rng.normal(0.0, 1.0, (B, c["h_channels"])))
     p = c["dropout_p"] if c["dropout_p"] > 0 else 0.5
-    for i, shape in enumerate(dropout_mask_shapes(c, B, H, W)):
+    for i, shape in enumerate(dropout_mask_shapes(with_kind(case.kind, c), B, H, W)):
         arrays[f"dropout_mask/{i}"] = _f32(rng.uniform(size=shape) >= p)
     weights = random_weights(with_kind(case.kind, c), seed=case.seed + 1, shadows=True)
     if case.log_scale_shift:  # a sharper (or flatter) mixture, as a trained network's: every log scale moved
-        name = next(r.tf1_name for r in model_weight_table(c, shadows=False) if r.keras_path == "nin_out/b")
+        name = next(r.tf1_name for r in table_for(with_kind(case.kind, c), shadows=False) if r.keras_path == "nin_out/b")
         b = weights[name] = weights[name].copy()
         for ch in range(IMAGE_CHANNELS):
             b[output_channels(c["nr_logistic_mix"], "log_scales", ch)] += case.log_scale_shift
     arrays.update({f"weights/{k}": v for k, v in weights.items()})
-    current = {r.tf1_name: weights[r.tf1_name] for r in model_weight_table(c, shadows=False)}
+    current = {r.tf1_name: weights[r.tf1_name] for r in table_for(with_kind(case.kind, c), shadows=False)}
     for s in range(1, case.ema_steps + 1):
         current = {k: _f32(v + rng.normal(0.0, 0.01, v.shape)) for k, v in current.items()}
         arrays.update({f"ema_step_{s}/{k}": v for k, v in current.items()})
@@ -348,6 +356,32 @@ def model_cases() -> list[ModelCase]:
                                                         "nonlinearity": "elu", "dropout_p": 0.5}, seed=1),
         ModelCase("model-pixelcnn_pp-R1-F4-M2-sharp", {"nr_resnet": 1, "nr_filters": 4, "nr_logistic_mix": 2, "dropout_p": 0.5},
                   seed=2, log_scale_shift=-6.0),
+    ] + pixelsnail_cases()
+
+
+def pixelsnail_cases() -> list[ModelCase]:
+    """Tiny PixelSNAIL networks (R = 1, F = 8, one or two attention blocks; docs/pixelsnail.md): each
+    spec of the family and ``model_spec``, ``h`` in the released one, keys and values pooled by 2 in
+    ``h12_pool2_smallkey``, and a sharp one.
+
+    The first and the fourth move every log scale by -2 (``log_scale_shift``): with the random
+    weights alone their mixtures are flat where some 8-bit bins hold ~1e-3 of a component's mass, and
+    there the float64 gradient of the loss w.r.t. the network output differs between the twins by up
+    to 2e4 ulp at its scale (TensorFlow's and torch's float64 sigmoids differ by an ulp; the bin's
+    ``sigmoid(plus) - sigmoid(minus)`` and the difference of their slopes amplify it), beyond the
+    float64 bound the float32 spread extrapolates to (docs/pixelsnail.md "Float64 and flat mixtures").
+    The network's own backward agrees to 16 ulp there."""
+    small = {"nr_resnet": 1, "nr_filters": 8, "nr_logistic_mix": 2, "dropout_p": 0.5}
+    return [
+        ModelCase("model-h12_noup_smallkey-R1-F8-M2-a2-h2", {**small, "attn_rep": 2, "h_channels": 2}, seed=3,
+                  log_scale_shift=-2.0, model="h12_noup_smallkey"),
+        ModelCase("model-h8_noup_smallkey-R1-F8-M2-a1-concat_elu", {**small, "attn_rep": 1, "nonlinearity": "concat_elu"},
+                  seed=4, model="h8_noup_smallkey"),
+        ModelCase("model-h12_pool2_smallkey-R1-F8-M2-a2", {**small, "attn_rep": 2}, seed=5, model="h12_pool2_smallkey"),
+        ModelCase("model-model_spec-R1-F8-M2-a1", {**small, "attn_rep": 1, "nonlinearity": "concat_elu"}, seed=6,
+                  log_scale_shift=-2.0, model="model_spec"),
+        ModelCase("model-h12_noup_smallkey-R1-F8-M2-a1-sharp", {**small, "attn_rep": 1}, seed=7, log_scale_shift=-6.0,
+                  model="h12_noup_smallkey"),
     ]
 
 

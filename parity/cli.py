@@ -24,7 +24,7 @@ from parity.atomic import atomic_path, check_outputs
 from parity.case import SUITES
 from parity.harness import DTYPES, Report, first_step_beyond
 from parity.isolation import WorkerDied
-from parity.kinds import MODELS
+from parity.kinds import MODEL_NAMES, model_name
 from parity.protocol import SAMPLE_TENSOR
 from parity.tolerance import policy
 
@@ -129,6 +129,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
                         tf32=args.tf32, progress=_progress("verify")), args)
 
 
+def _model(name: str) -> str:
+    """``--model``: a network's kind, train.py's aliases resolved (argparse answers any other value, exit 2)."""
+    try:
+        return model_name(name)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
     from parity.formats import convert
 
@@ -139,7 +147,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
             raise ValueError("--conv names a block's conv kind; a model (--model) has its own")
         overrides.update({"model": args.model, **{k: v for k, v in model_options.items() if v is not None}})
     elif any(v is not None for v in model_options.values()):
-        raise ValueError("--nr-resnet, --nr-filters and --nr-logistic-mix go with --model pixelcnn_pp")
+        raise ValueError("--nr-resnet, --nr-filters and --nr-logistic-mix go with --model")
     summary = convert(args.src, args.dst, overrides=overrides, polyak_decay=args.polyak_decay,
                       scope=args.scope, counters=args.counters)
     print(summary)
@@ -289,7 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scope", default="model", help="TF1 checkpoint: the template scope holding the block (default: model)")
     p.add_argument("--counters", default=None,
                    help="TF1 checkpoint: where the block starts in a whole model, e.g. conv2d=4,dense=2 (default: all 0)")
-    p.add_argument("--model", choices=list(MODELS), help="convert a whole network instead of one block")
+    p.add_argument("--model", type=_model, metavar="{" + ",".join(MODEL_NAMES) + "}",
+                   help="convert a whole network instead of one block (train.py's names; pixelsnail = h12_noup_smallkey)")
     p.add_argument("--nr-resnet", type=int, help="with --model: R (inferred from the shapes; must agree)")
     p.add_argument("--nr-filters", type=int, help="with --model: F (inferred; must agree)")
     p.add_argument("--nr-logistic-mix", type=int, help="with --model: M (inferred; must agree)")
@@ -312,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a network as the original's train.py does (Adam with epsilon inside the root, "
                        "the decayed learning rate, Polyak averaging), resumable from its checkpoint")
-    p.add_argument("--model", default="pixelcnn_pp", choices=list(MODELS))
+    p.add_argument("--model", default="pixelcnn_pp", type=_model, metavar="{" + ",".join(MODEL_NAMES) + "}")
     p.add_argument("--nr-resnet", type=int)
     p.add_argument("--nr-filters", type=int)
     p.add_argument("--nr-logistic-mix", type=int)

@@ -69,6 +69,18 @@ def normalize_pixelcnn_pp(config: Mapping[str, Any]) -> dict[str, Any]:
     return {MODEL_KEY: "pixelcnn_pp", **normalize_model_config(model_args(config))}
 
 
+def normalize_pixelsnail(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A PixelSNAIL config (``gated_spec.pixelsnail``; its spec under ``model``) with its ``model`` key."""
+    from gated_spec.pixelsnail import normalize_pixelsnail_config
+
+    return {MODEL_KEY: config[MODEL_KEY], **normalize_pixelsnail_config(config[MODEL_KEY], model_args(config))}
+
+
+def pixelsnail_args(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A PixelSNAIL config as ``PixelSNAIL``'s keyword arguments: its ``model`` is the ``spec``."""
+    return {"spec": config[MODEL_KEY], **model_args(config)}
+
+
 def shadow_decay(has_shadows: bool, polyak_decay: float | None) -> float | None:
     """The decay a file's shadows were made with: the one given, else the original scripts' where the
     file has shadows (no file format stores it), else none."""
@@ -118,6 +130,8 @@ def infer_model_config(shapes: Mapping[str, tuple[int, ...]], overrides: Mapping
     ``conditional_weights_0/hw``, ``concat_elu`` from the first block's input (elu vs relu: ``overrides``)."""
     from gated_spec.model import OUTPUT_PER_MIXTURE
 
+    if (overrides or {}).get(MODEL_KEY, "pixelcnn_pp") != "pixelcnn_pp":
+        return infer_pixelsnail_config(overrides[MODEL_KEY], shapes, overrides, polyak_decay)
     if "conv2d_0/V" not in shapes:
         raise WeightError(["missing tensor 'conv2d_0/V' (the network's first conv; cannot infer the model config)"], "tensors", "model")
     ranks = {"conv2d_0/V": 4, "conv2d_3/V": 4, "conditional_weights_0/hw": 2}
@@ -140,6 +154,55 @@ def infer_model_config(shapes: Mapping[str, tuple[int, ...]], overrides: Mapping
     return model_config_from_shapes(R, F_, last[-1] // OUTPUT_PER_MIXTURE, None if first is None else first[2],
                                     None if hw is None else hw[0], any(k.endswith(EMA_SUFFIX) for k in shapes),
                                     overrides, polyak_decay)
+
+
+def infer_pixelsnail_config(spec: str, shapes: Mapping[str, tuple[int, ...]], overrides: Mapping[str, Any] | None = None,
+                            polyak_decay: float | None = None) -> dict[str, Any]:
+    """A PixelSNAIL ``spec``'s config from TF1-named shapes (model scope), checked against the options:
+    ``F`` from ``conv2d_0/V``; with ``A`` attention blocks the smallkey family has ``2 + 2 R A`` convs
+    and ``9 A + 1`` denses, ``model_spec`` ``3 + 4 R A`` convs and ``9 A + R A + 1`` denses; ``M``
+    from the output nin; ``concat_elu`` from the first block's input (elu vs relu: the options);
+    ``h_channels`` from ``conditional_weights_0/hw``. Shapes cannot tell ``h12_noup_smallkey`` from
+    ``h12_pool2_smallkey``: ``spec`` (``--model``) does."""
+    from gated_spec.model import OUTPUT_PER_MIXTURE
+    from gated_spec.pixelsnail import normalize_pixelsnail_config, spec_of
+
+    two = spec_of(spec).two_streams
+    if "conv2d_0/V" not in shapes:
+        raise WeightError(["missing tensor 'conv2d_0/V' (the network's first conv; cannot infer the model config)"], "tensors", "model")
+    F_ = shapes["conv2d_0/V"][-1]
+    count = lambda kind: len({k.split("/")[0] for k in shapes if k.startswith(kind + "_") and k.endswith("/V")})  # noqa: E731
+    n_conv, n_dense = count("conv2d"), count("dense")
+    if two:
+        ra, left = divmod(n_conv - 3, 4)
+        A, left2 = divmod(n_dense - 1 - ra, 9)
+    else:
+        A, left2 = divmod(n_dense - 1, 9)
+        ra, left = divmod(n_conv - 2, 2)
+    R, left3 = divmod(ra, A) if A > 0 else (0, 1)
+    if left or left2 or left3 or R < 1:
+        rule = "3 + 4 R A convs and 9 A + R A + 1 denses" if two else "2 + 2 R A convs and 9 A + 1 denses"
+        raise WeightError([f"{n_conv} conv2d and {n_dense} dense layers; a {spec} with R blocks per attention block and A "
+                           f"attention blocks has {rule}"], "tensors", "model")
+    last = shapes.get(f"dense_{n_dense - 1}/V")
+    if last is None or last[-1] % OUTPUT_PER_MIXTURE:
+        raise WeightError([f"the output nin dense_{n_dense - 1}/V has shape {last}; expected [F, 10 M]"], "tensors", "model")
+    first = shapes.get("conv2d_3/V" if two else "conv2d_2/V")  # the first ul block's first conv: 2 F inputs after concat_elu
+    over = {k: v for k, v in dict(overrides or {}).items() if v is not None and k != MODEL_KEY}
+    nl = over.get("nonlinearity")
+    if nl is None:
+        if first is None or first[2] != 2 * F_:
+            raise ValueError("cannot tell elu from relu by the shapes; pass --nonlinearity (the released runs: elu)")
+        nl = "concat_elu"
+    hw = shapes.get("conditional_weights_0/hw")
+    inferred = {"nr_resnet": R, "nr_filters": F_, "nr_logistic_mix": last[-1] // OUTPUT_PER_MIXTURE, "attn_rep": A,
+                "nonlinearity": nl, "h_channels": None if hw is None else hw[0],
+                "polyak_decay": shadow_decay(any(k.endswith(EMA_SUFFIX) for k in shapes), polyak_decay)}
+    differ = [k for k in ("nr_resnet", "nr_filters", "nr_logistic_mix", "attn_rep") if k in over and over[k] != inferred[k]]
+    if differ:
+        raise ValueError("the shapes say " + ", ".join(f"{k}={inferred[k]}" for k in differ) + "; the options say "
+                         + ", ".join(f"{k}={over[k]}" for k in differ))
+    return {MODEL_KEY: spec, **normalize_pixelsnail_config(spec, {**inferred, "dropout_p": over.get("dropout_p", 0.0)})}
 
 
 def model_config_from_shapes(nr_resnet: int, nr_filters: int, nr_logistic_mix: int, block_input_channels: int | None,

@@ -27,11 +27,11 @@ import numpy as np
 
 from gated_spec import CHANNEL_MULTIPLIER, CONV_PERM, DENSE_PERM, LAYER_KINDS, SHADOW_SUFFIX, v_from_torch, v_tf_shape, v_to_torch
 from gated_spec import TF1_SHADOW_SUFFIX as EMA_SUFFIX
-from parity.configs import DEFAULT_FILTER, model_args, normalize_config
+from parity.configs import DEFAULT_FILTER, MODEL_KEY, model_args, normalize_config
 from parity.errors import WeightError
 
 __all__ = ["EMA_SUFFIX", "TF1Namer", "WeightError", "WeightRow", "block_layers", "cast_problems", "check_tensors", "dtype_of",
-           "model_weight_table", "tensor_summary", "tf_layout_shape", "weight_table"]
+           "model_weight_table", "pixelsnail_weight_table", "plan_weight_table", "tensor_summary", "tf_layout_shape", "weight_table"]
 
 
 class TF1Namer:
@@ -147,9 +147,26 @@ def model_weight_table(config: Mapping[str, Any], shadows: bool | None = None) -
     from gated_spec.model import normalize_model_config, pixelcnn_pp_plan
 
     c = normalize_model_config(model_args(config))
+    return plan_weight_table(pixelcnn_pp_plan(c), c, shadows)
+
+
+def pixelsnail_weight_table(config: Mapping[str, Any], shadows: bool | None = None) -> list[WeightRow]:
+    """Every tensor of a ``PixelSNAIL`` whose spec is the config's ``model`` (``gated_spec.pixelsnail``),
+    named as :func:`model_weight_table` names PixelCNN++'s (``key_block_0/conv_input/V``,
+    ``key_block.0.conv_input.V``; the attention's nins and blocks are ``dense_<k>`` in TF1)."""
+    from gated_spec.pixelsnail import normalize_pixelsnail_config, pixelsnail_plan
+
+    spec = config[MODEL_KEY]
+    c = normalize_pixelsnail_config(spec, model_args(config))
+    return plan_weight_table(pixelsnail_plan(spec, c), c, shadows)
+
+
+def plan_weight_table(plan: list, c: Mapping[str, Any], shadows: bool | None = None) -> list[WeightRow]:
+    """The rows of a network's ``plan`` (``gated_spec.model.PlanEntry`` in call order) with config ``c``:
+    one :class:`TF1Namer` walks it, so every name carries the model-wide counter the original gives it."""
     namer = TF1Namer()
     raw: list[WeightRow] = []
-    for e in pixelcnn_pp_plan(c):
+    for e in plan:
         if e.kind == "gated_resnet":
             block = {"num_filters": e.in_channels, "a_channels": e.a_channels or None, "h_channels": c["h_channels"],
                      "conv": e.conv, "nonlinearity": c["nonlinearity"]}

@@ -138,14 +138,13 @@ def _digest(images: np.ndarray) -> str:
 
 def _masks(config: dict[str, Any], seed: tuple[int, ...], batch: int, height: int, width: int) -> list[np.ndarray] | None:
     """The step's keep-masks, one per block in call order (NHWC float32), or none without dropout."""
-    from gated_spec.model import dropout_mask_shapes
-    from parity.configs import model_args
+    from parity.kinds import dropout_mask_shapes
 
     p = config["dropout_p"]
     if p == 0:
         return None
     rng = np.random.default_rng(seed)
-    return [(rng.uniform(size=s) >= p).astype(np.float32) for s in dropout_mask_shapes(model_args(config), batch, height, width)]
+    return [(rng.uniform(size=s) >= p).astype(np.float32) for s in dropout_mask_shapes(config, batch, height, width)]
 
 
 def _tf1_adam(path: str, config: dict[str, Any]) -> dict[str, np.ndarray] | None:

@@ -378,3 +378,67 @@ def adam_updates(p: np.ndarray, g: np.ndarray, state: dict, lr: float, mom1: flo
     mg_hat = mg_t / d(bias_correction(mom2, t, p.dtype.name))
     state["mg"], state["t"] = mg_t, t + 1
     return p - d(lr) * (v_hat / np.sqrt(mg_hat + d(eps)))
+
+
+# -- PixelSNAIL (docs/pixelsnail.md) ------------------------------------------------------------------
+def _pool_windows(size, d):
+    """``SAME`` pooling's windows along one axis: (start, stop) of the valid pixels of each output."""
+    top = same_pads(size, d, d)[0]
+    return [(max(o * d - top, 0), min(o * d - top + d, size)) for o in range(-(-size // d))]
+
+
+def causal_attention(key, mixin, query, downsample=1):
+    """The original's attention on NHWC arrays, from the formulas: key j is a pixel (or with
+    ``downsample`` a pooled window of pixels); query i may use it only if every pixel in it comes
+    strictly before i in raster order."""
+    B, H, W, K = query.shape
+    rows, cols = _pool_windows(H, downsample), _pool_windows(W, downsample)
+    keys, values, members = [], [], []
+    for r0, r1 in rows:
+        for c0, c1 in cols:
+            keys.append(key[:, r0:r1, c0:c1].max(axis=(1, 2)))
+            values.append(mixin[:, r0:r1, c0:c1].max(axis=(1, 2)))
+            members.append([i * W + j for i in range(r0, r1) for j in range(c0, c1)])
+    k, v = np.stack(keys, 1), np.stack(values, 1)  # (B, n_keys, .)
+    mask = np.array([[float(max(m) < q) for m in members] for q in range(H * W)])
+    dot = query.reshape(B, H * W, K) @ k.transpose(0, 2, 1) - (1 - mask) * 1e10
+    dot = dot - dot.max(-1, keepdims=True)
+    e = np.exp(dot / float(np.float32(np.sqrt(K)))) * mask
+    probs = e / (e.sum(-1, keepdims=True) + 1e-6)
+    return (probs @ v).reshape(B, H, W, -1)
+
+
+def pixelsnail(x, w, spec, nr_resnet, attn_rep, nonlinearity="elu", h=None, masks=None, p=0.0, init=False):
+    """The original ``_base_noup_smallkey_spec`` (``spec`` one of its partials) or ``model_spec`` on
+    NHWC ``x`` with canonical weights ``w``; with ``init``, returns (out, {layer name: (g, b)})."""
+    names = _Names()
+    new = {}
+    masks = iter(masks) if masks is not None else None
+    two = spec == "model_spec"
+    downsample = 2 if spec == "h12_pool2_smallkey" else 1
+
+    def layer(kind, t):
+        return _layer(kind, t, w, names("dense" if kind == "nin" else "conv2d"), (1, 1), init, new)
+
+    def block(t, conv, a=None):
+        return _block(t, w, names, conv, nonlinearity, a, h, None if masks is None else next(masks), p, init, new)
+
+    B, H, W, _ = x.shape
+    rows = np.broadcast_to(((np.arange(H) - H / 2) / H)[None, :, None, None], x.shape)
+    cols = np.broadcast_to(((np.arange(W) - W / 2) / W)[None, None, :, None], x.shape)
+    bg = np.concatenate([rows, cols], axis=-1)
+    xp = np.concatenate([x, np.ones(x.shape[:-1] + (1,))], axis=-1)
+    u = down_shift(layer("down_shifted_conv2d", xp)) if two else None
+    ul = down_shift(layer("down_shifted_conv2d", xp)) + right_shift(layer("down_right_shifted_conv2d", xp))
+    F_ = ul.shape[-1]
+    n_key = F_ if two else 16
+    for _ in range(attn_rep):
+        for _ in range(nr_resnet):
+            if two:
+                u = block(u, "down_shifted_conv2d")
+            ul = block(ul, "down_right_shifted_conv2d", u)
+        raw = layer("nin", block(np.concatenate([x, ul, bg], axis=-1), "nin"))
+        query = layer("nin", block(np.concatenate([ul, bg], axis=-1), "nin"))
+        ul = block(ul, "nin", causal_attention(raw[..., :n_key], raw[..., n_key:], query, downsample))
+    out = layer("nin", elu(ul))
+    return (out, new) if init else out

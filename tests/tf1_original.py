@@ -205,6 +205,57 @@ def pixelcnn_pp(x, h=None, *, nr_resnet=5, nr_filters=160, nr_logistic_mix=10, n
     return nin(tf.nn.elu(ul), 10 * nr_logistic_mix, **kw)
 
 
+def causal_attention(key, mixin, query, downsample, H, W):
+    """docs/pixelsnail.md's attention in graph ops on H x W images: the strictly lower-triangular mask
+    built as a constant, pooled as ``-max_pool(-mask)`` with the keys' ``max_pool``."""
+    K = int(key.shape[-1])
+    key, mixin, query = (tf.reshape(t, [-1, H, W, int(t.shape[-1])]) for t in (key, mixin, query))
+    n = H * W
+    mask = tf.constant(np.tril(np.ones((n, n), np.float32), -1))
+    if downsample > 1:
+        pool = [1, downsample, downsample, 1]
+        key, mixin = tf.nn.max_pool2d(key, pool, pool, "SAME"), tf.nn.max_pool2d(mixin, pool, pool, "SAME")
+        mask = -tf.nn.max_pool2d(-tf.reshape(mask, [n, H, W, 1]), pool, pool, "SAME")
+    mask = tf.reshape(mask, [1, n, -1])
+    C = int(mixin.shape[-1])
+    dot = tf.matmul(tf.reshape(query, [-1, n, K]), tf.reshape(key, [-1, int(key.shape[1]) * int(key.shape[2]), K]),
+                    transpose_b=True) - (1.0 - mask) * 1e10
+    dot = dot - tf.reduce_max(dot, axis=-1, keepdims=True)
+    e = tf.exp(dot / np.sqrt(K).astype(np.float32)) * mask
+    probs = e / (tf.reduce_sum(e, axis=-1, keepdims=True) + 1e-6)
+    return tf.reshape(tf.matmul(probs, tf.reshape(mixin, [-1, int(mixin.shape[1]) * int(mixin.shape[2]), C])), [-1, H, W, C])
+
+
+def pixelsnail(x, h=None, *, spec="h12_noup_smallkey", nr_resnet=4, nr_filters=256, nr_logistic_mix=10, attn_rep=12,
+               nonlinearity="elu", init=False, ema=None, dtype=tf.float32):
+    """docs/pixelsnail.md's networks: ``_base_noup_smallkey_spec`` (``spec`` one of its partials) or
+    ``model_spec``, one counter dictionary for the whole model (no dropout)."""
+    counters: dict[str, int] = {}
+    kw = dict(counters=counters, init=init, ema=ema, dtype=dtype)
+    F_, R, two = nr_filters, nr_resnet, spec == "model_spec"
+
+    def block(t, conv, a=None):
+        return gated_resnet(t, a, h, nonlinearity, conv, counters=counters, init=init, ema=ema, dtype=dtype)
+
+    H, W = int(x.shape[1]), int(x.shape[2])
+    background = tf.concat([((tf.range(H, dtype=dtype) - H / 2) / H)[None, :, None, None] + 0.0 * x,
+                            ((tf.range(W, dtype=dtype) - W / 2) / W)[None, None, :, None] + 0.0 * x], axis=3)
+    xp = tf.concat([x, tf.ones_like(x[..., :1])], axis=3)
+    u = down_shift(down_shifted_conv2d(xp, F_, (2, 3), **kw)) if two else None
+    ul = down_shift(down_shifted_conv2d(xp, F_, (1, 3), **kw)) + right_shift(down_right_shifted_conv2d(xp, F_, (2, 1), **kw))
+    n_key = F_ if two else 16
+    for _ in range(attn_rep):
+        for _ in range(R):
+            if two:
+                u = block(u, "down_shifted_conv2d")
+            ul = block(ul, "down_right_shifted_conv2d", u)
+        raw = nin(block(tf.concat([x, ul, background], axis=3), "nin"), 2 * F_ if two else F_ // 2 + n_key, **kw)
+        query = nin(block(tf.concat([ul, background], axis=3), "nin"), n_key, **kw)
+        mixed = causal_attention(raw[..., :n_key], raw[..., n_key:], query, 2 if spec == "h12_pool2_smallkey" else 1, H, W)
+        ul = block(ul, "nin", mixed)
+    return nin(tf.nn.elu(ul), 10 * nr_logistic_mix, **kw)
+
+
 def _initialize(sess: Any, params: list, ema: Any, feed: Mapping, skip: list = ()) -> None:
     """``global_variables_initializer`` in dependency order: the directions (``V``, ``hw``), then the
     data-dependent ``g`` and ``b`` (from ``V.initialized_value()``), then the shadows, then the rest.
@@ -316,11 +367,14 @@ def write_model_checkpoint(prefix: str, config: Mapping[str, Any], init_batch: M
     and ``ema_out`` on ``test_batch``."""
     rng = np.random.default_rng(seed)
     graph = tf.Graph()
-    args = {k: config[k] for k in ("nr_resnet", "nr_filters", "nr_logistic_mix", "nonlinearity") if k in config}
+    args = {k: config[k] for k in ("nr_resnet", "nr_filters", "nr_logistic_mix", "nonlinearity", "attn_rep") if k in config}
+    network = pixelcnn_pp
+    if config.get("model", "pixelcnn_pp") != "pixelcnn_pp":  # a PixelSNAIL spec
+        network, args["spec"] = pixelsnail, config["model"]
     with graph.as_default():
         v1.set_random_seed(seed)
         ph = {k: v1.placeholder(tf.float32, [None, *v.shape[1:]], name=f"{k}_in") for k, v in init_batch.items()}
-        model = v1.make_template("model", pixelcnn_pp)
+        model = v1.make_template("model", network)
         model(ph["x"], ph.get("h"), init="assign", **args)
         init_pass = v1.get_collection(INIT_ASSIGNS)
         params = v1.trainable_variables()

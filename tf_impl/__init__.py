@@ -18,6 +18,7 @@ from tf_impl.layers import (
 )
 from tf_impl.mixture import bits_per_dim, discretized_mix_logistic_loss, sample, sample_from_discretized_mix_logistic
 from tf_impl.model import PixelCNNpp
+from tf_impl.pixelsnail import PixelSNAIL, causal_attention
 from tf_impl.ops import concat_elu, down_shift, elu, l2_normalize, left_shift, relu, right_shift
 
 __all__ = [
@@ -30,6 +31,8 @@ __all__ = [
     "GatedResnet",
     "Nin",
     "PixelCNNpp",
+    "PixelSNAIL",
+    "causal_attention",
     "WeightNormConv2D",
     "WeightNormConv2DTranspose",
     "WeightNormDense",

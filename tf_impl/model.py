@@ -37,37 +37,26 @@ def with_ones(x: tf.Tensor) -> tf.Tensor:
     return tf.concat([x, tf.ones_like(x[..., :1])], axis=-1)
 
 
-@_serializable
-class PixelCNNpp(keras.layers.Layer):
-    """The original ``pxpp_spec``: ``x`` (B, H, W, 3) in [-1, 1] -> mixture parameters (B, H, W, 10 M).
-    Arguments as ``torch_impl.model.PixelCNNpp``; ``dtype`` as any Keras layer's (mixed precision refused)."""
+class PlannedNetwork(keras.layers.Layer):
+    """A network built from a plan (``gated_spec.model.PlanEntry`` list, the original's call order):
+    one sublayer per entry, named after its path (``a.3`` is the layer ``a_3``, held in the list
+    ``a``). Twin: ``torch_impl.model.PlannedNetwork``; each subclass writes ``_run``."""
 
-    def __init__(
-        self,
-        nr_resnet: int = 5,
-        nr_filters: int = 160,
-        nr_logistic_mix: int = 10,
-        nonlinearity: str = "concat_elu",
-        h_channels: int | None = None,
-        dropout_p: float = 0.5,
-        polyak_decay: float | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
+    owner = "network"
+
+    def _build(self, config: dict, plan: list) -> None:
         refuse_mixed_precision(self)
-        self.config = normalize_model_config({
-            "nr_resnet": nr_resnet, "nr_filters": nr_filters, "nr_logistic_mix": nr_logistic_mix, "nonlinearity": nonlinearity,
-            "h_channels": h_channels, "dropout_p": dropout_p, "polyak_decay": polyak_decay})
-        self.plan = pixelcnn_pp_plan(self.config)
+        self.config = config
+        self.plan = plan
         self._convert_input_args = False
         self._allow_non_tensor_positional_args = True
-        common = {"polyak_decay": polyak_decay, "dtype": self.dtype_policy}
+        common = {"polyak_decay": config["polyak_decay"], "dtype": self.dtype_policy}
         self._layers_by_path: dict[str, keras.layers.Layer] = {}
         lists: dict[str, list[keras.layers.Layer]] = {}
         for e in self.plan:
             if e.kind == "gated_resnet":
-                m = GatedResnet(e.in_channels, e.a_channels or None, h_channels, e.conv, nonlinearity, dropout_p,
-                                name=e.keras_name, **common)
+                m = GatedResnet(e.in_channels, e.a_channels or None, config["h_channels"], e.conv, config["nonlinearity"],
+                                config["dropout_p"], name=e.keras_name, **common)
             elif e.kind == "nin":
                 m = L.Nin(e.in_channels, e.out_channels, name=e.keras_name, **common)
             else:
@@ -111,14 +100,17 @@ class PixelCNNpp(keras.layers.Layer):
         self._ensure_built()
         return all(m.is_initialized for m in self.wn_layers)
 
+    def _check_size(self, height: int | None, width: int | None) -> None:
+        """Raise unless the network runs on images of this size (every size, unless a subclass says)."""
+
     # -- checks ------------------------------------------------------------------------------
     def _check_inputs(self, x: Any, h: Any, dropout_masks: Sequence[Any] | None) -> tuple[tf.Tensor, Any]:
-        owner = "PixelCNNpp"
+        owner = self.owner
         check_rank(owner, "x", x, LAYOUT)
         check_channels(owner, "x", x, IMAGE_CHANNELS, -1, LAYOUT)
         x = tf.convert_to_tensor(x)
         check_dtype(owner, "x", x.dtype.name, self.variable_dtype)
-        check_image_size(owner, x.shape[1], x.shape[2])
+        self._check_size(x.shape[1], x.shape[2])
         if (h is None) != (self.config["h_channels"] is None):
             raise ValueError(f"{owner}: built with h_channels={self.config['h_channels']}; received h={'None' if h is None else 'a tensor'}")
         if h is not None:
@@ -130,6 +122,67 @@ class PixelCNNpp(keras.layers.Layer):
             if len(dropout_masks) != n:
                 raise ValueError(f"{owner}: expected {n} dropout masks (one per block, in call order); received {len(dropout_masks)}")
         return x, h
+
+    def compute_output_spec(self, x: Any, h: Any = None, training: bool | None = None, use_ema: bool = False,
+                            dropout_masks: Any = None) -> Any:
+        return keras.KerasTensor((*x.shape[:-1], 10 * self.config["nr_logistic_mix"]), dtype=x.dtype)
+
+    def call(self, x: Any, h: Any = None, training: bool | None = None, use_ema: bool = False,
+             dropout_masks: Sequence[Any] | None = None) -> tf.Tensor:
+        """Mixture parameters (B, H, W, 10 M); ``use_ema`` reads every shadow; dropout with
+        ``training=True`` or on ``dropout_masks``."""
+        self._ensure_built()
+        x, h = self._check_inputs(x, h, dropout_masks)
+        return self._run(
+            x, h, lambda m, t: m(t, use_ema=use_ema),
+            lambda m, t, a, hh, mask: m(t, a, hh, training=training, use_ema=use_ema, dropout_mask=mask), dropout_masks)
+
+    def initialize(self, x: Any, h: Any = None, dropout: bool = True, dropout_masks: Sequence[Any] | None = None) -> tf.Tensor:
+        """The original's ``init=True`` pass over the init batch, in call order; returns its output.
+        All or nothing: on an error every variable is as before. Eager only."""
+        eager_only(self.owner)
+        self._ensure_built()
+        if any(m.is_initialized for m in self.wn_layers):
+            raise already_initialized(self.owner)
+        x, h = self._check_inputs(x, h, dropout_masks)
+        check_batch(self.owner, x)
+        saved = [(v, tf.identity(v.value)) for v in self.weights]
+        try:
+            return self._run(
+                x, h, lambda m, t: m.initialize(t),
+                lambda m, t, a, hh, mask: m.initialize(t, a, hh, dropout_mask=mask, dropout=dropout), dropout_masks)
+        except BaseException:
+            for v, value in saved:
+                v.assign(value)
+            raise
+
+
+@_serializable
+class PixelCNNpp(PlannedNetwork):
+    """The original ``pxpp_spec``: ``x`` (B, H, W, 3) in [-1, 1] -> mixture parameters (B, H, W, 10 M).
+    Arguments as ``torch_impl.model.PixelCNNpp``; ``dtype`` as any Keras layer's (mixed precision refused)."""
+
+    owner = "PixelCNNpp"
+
+    def __init__(
+        self,
+        nr_resnet: int = 5,
+        nr_filters: int = 160,
+        nr_logistic_mix: int = 10,
+        nonlinearity: str = "concat_elu",
+        h_channels: int | None = None,
+        dropout_p: float = 0.5,
+        polyak_decay: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        config = normalize_model_config({
+            "nr_resnet": nr_resnet, "nr_filters": nr_filters, "nr_logistic_mix": nr_logistic_mix, "nonlinearity": nonlinearity,
+            "h_channels": h_channels, "dropout_p": dropout_p, "polyak_decay": polyak_decay})
+        self._build(config, pixelcnn_pp_plan(config))
+
+    def _check_size(self, height: int | None, width: int | None) -> None:
+        check_image_size(self.owner, height, width)
 
     # -- the network -------------------------------------------------------------------------
     def _run(self, x: tf.Tensor, h: Any, layer: Callable[[Any, tf.Tensor], tf.Tensor], block: Callable[..., tf.Tensor],
@@ -165,36 +218,3 @@ class PixelCNNpp(keras.layers.Layer):
                 ul = layer(self.upsample_ul[res], ul)
         assert not U and not Lst, "the down pass consumes every entry of the up pass"
         return layer(self.nin_out, elu(ul))
-
-    def compute_output_spec(self, x: Any, h: Any = None, training: bool | None = None, use_ema: bool = False,
-                            dropout_masks: Any = None) -> Any:
-        return keras.KerasTensor((*x.shape[:-1], 10 * self.config["nr_logistic_mix"]), dtype=x.dtype)
-
-    def call(self, x: Any, h: Any = None, training: bool | None = None, use_ema: bool = False,
-             dropout_masks: Sequence[Any] | None = None) -> tf.Tensor:
-        """Mixture parameters (B, H, W, 10 M); ``use_ema`` reads every shadow; dropout with
-        ``training=True`` or on ``dropout_masks``."""
-        self._ensure_built()
-        x, h = self._check_inputs(x, h, dropout_masks)
-        return self._run(
-            x, h, lambda m, t: m(t, use_ema=use_ema),
-            lambda m, t, a, hh, mask: m(t, a, hh, training=training, use_ema=use_ema, dropout_mask=mask), dropout_masks)
-
-    def initialize(self, x: Any, h: Any = None, dropout: bool = True, dropout_masks: Sequence[Any] | None = None) -> tf.Tensor:
-        """The original's ``init=True`` pass over the init batch, in call order; returns its output.
-        All or nothing: on an error every variable is as before. Eager only."""
-        eager_only("PixelCNNpp")
-        self._ensure_built()
-        if any(m.is_initialized for m in self.wn_layers):
-            raise already_initialized("PixelCNNpp")
-        x, h = self._check_inputs(x, h, dropout_masks)
-        check_batch("PixelCNNpp", x)
-        saved = [(v, tf.identity(v.value)) for v in self.weights]
-        try:
-            return self._run(
-                x, h, lambda m, t: m.initialize(t),
-                lambda m, t, a, hh, mask: m.initialize(t, a, hh, dropout_mask=mask, dropout=dropout), dropout_masks)
-        except BaseException:
-            for v, value in saved:
-                v.assign(value)
-            raise

@@ -19,6 +19,7 @@ from torch_impl.layers import (
 )
 from torch_impl.mixture import bits_per_dim, discretized_mix_logistic_loss, sample, sample_from_discretized_mix_logistic
 from torch_impl.model import PixelCNNpp
+from torch_impl.pixelsnail import PixelSNAIL, causal_attention
 from torch_impl.ops import concat_elu, down_shift, elu, l2_normalize, left_shift, relu, right_shift
 
 __all__ = [
@@ -32,6 +33,8 @@ __all__ = [
     "GatedResnet",
     "Nin",
     "PixelCNNpp",
+    "PixelSNAIL",
+    "causal_attention",
     "WeightNormConv2D",
     "WeightNormConv2DTranspose",
     "WeightNormDense",

@@ -47,44 +47,24 @@ def with_ones(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([x, torch.ones_like(x[:, :1])], dim=1)
 
 
-class PixelCNNpp(nn.Module):
-    """The original ``pxpp_spec(x, h, init, ema, dropout_p, nr_resnet, nr_filters, nr_logistic_mix,
-    resnet_nonlinearity)``: ``x`` (B, 3, H, W) in [-1, 1] -> mixture parameters (B, 10 M, H, W).
+class PlannedNetwork(nn.Module):
+    """A network built from a plan (``gated_spec.model.PlanEntry`` list, the original's call order):
+    one module per entry, at the entry's attribute path (``a.3`` is ``a[3]`` of a ``ModuleList``).
+    The checks, the forward with its dropout masks and EMA, and the all-or-nothing init are the same
+    for every network; each subclass writes ``_run``, the network once in call order."""
 
-    Args:
-        nr_resnet: ``R``, blocks per resolution in the up pass (``R + 1`` below the top in the down pass).
-        nr_filters: ``F``, the channel count of both streams.
-        nr_logistic_mix: ``M``, mixture components of the output distribution.
-        nonlinearity: the blocks' nonlinearity (the output uses plain ``elu`` whatever this is).
-        h_channels: size of the conditioning vector ``h``; ``None`` for an unconditional model.
-        dropout_p: the blocks' dropout (the original trains with 0.5); active in ``train()``.
-        polyak_decay: keep Polyak shadows of every weight with this decay; ``None`` for none.
-    """
+    owner = "network"
 
-    def __init__(
-        self,
-        nr_resnet: int = 5,
-        nr_filters: int = 160,
-        nr_logistic_mix: int = 10,
-        nonlinearity: str = "concat_elu",
-        h_channels: int | None = None,
-        dropout_p: float = 0.5,
-        polyak_decay: float | None = None,
-        *,
-        device: Any = None,
-        dtype: Any = None,
-    ) -> None:
-        super().__init__()
-        self.config = normalize_model_config({
-            "nr_resnet": nr_resnet, "nr_filters": nr_filters, "nr_logistic_mix": nr_logistic_mix, "nonlinearity": nonlinearity,
-            "h_channels": h_channels, "dropout_p": dropout_p, "polyak_decay": polyak_decay})
-        self.plan = pixelcnn_pp_plan(self.config)
+    def _build(self, config: dict, plan: list, device: Any, dtype: Any) -> None:
+        self.config = config
+        self.plan = plan
         factory = {"device": device, "dtype": dtype}
+        polyak_decay, h_channels = config["polyak_decay"], config["h_channels"]
         lists: dict[str, list[nn.Module]] = {}
         for e in self.plan:
             if e.kind == "gated_resnet":
-                m: nn.Module = GatedResnet(e.in_channels, e.a_channels or None, h_channels, e.conv, nonlinearity, dropout_p,
-                                           polyak_decay, **factory)
+                m: nn.Module = GatedResnet(e.in_channels, e.a_channels or None, h_channels, e.conv, config["nonlinearity"],
+                                           config["dropout_p"], polyak_decay, **factory)
             elif e.kind == "nin":
                 m = L.Nin(e.in_channels, e.out_channels, polyak_decay=polyak_decay, **factory)
             else:
@@ -116,14 +96,17 @@ class PixelCNNpp(nn.Module):
     def initialized(self) -> bool:
         return all(m.is_initialized for m in self.wn_layers)
 
+    def _check_size(self, height: int, width: int) -> None:
+        """Raise unless the network runs on images of this size (every size, unless a subclass says)."""
+
     # -- checks ------------------------------------------------------------------------------
     def _check_inputs(self, x: torch.Tensor, h: torch.Tensor | None, dropout_masks: Sequence[torch.Tensor] | None) -> None:
-        owner = "PixelCNNpp"
-        dtype = str(self.u_init.V.dtype).replace("torch.", "")
+        owner = self.owner
+        dtype = str(next(self.parameters()).dtype).replace("torch.", "")
         check_rank(owner, "x", x, LAYOUT)
         check_channels(owner, "x", x, IMAGE_CHANNELS, 1, LAYOUT)
         check_dtype(owner, "x", str(x.dtype).replace("torch.", ""), dtype)
-        check_image_size(owner, x.shape[2], x.shape[3])
+        self._check_size(x.shape[2], x.shape[3])
         if (h is None) != (self.config["h_channels"] is None):
             raise ValueError(f"{owner}: built with h_channels={self.config['h_channels']}; received h={'None' if h is None else 'a tensor'}")
         if h is not None:
@@ -133,6 +116,76 @@ class PixelCNNpp(nn.Module):
             n = sum(e.kind == "gated_resnet" for e in self.plan)
             if len(dropout_masks) != n:
                 raise ValueError(f"{owner}: expected {n} dropout masks (one per block, in call order); received {len(dropout_masks)}")
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor | None = None, *, use_ema: bool = False,
+                dropout_masks: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        """Mixture parameters ``(B, 10 M, H, W)``; ``use_ema`` reads every shadow. Dropout: in
+        ``train()`` mode, or on ``dropout_masks`` in any mode."""
+        self._check_inputs(x, h, dropout_masks)
+        return self._run(
+            x, h, lambda m, t: m(t, use_ema=use_ema),
+            lambda m, t, a, hh, mask: m(t, a, hh, use_ema=use_ema, dropout_mask=mask), dropout_masks)
+
+    @torch.no_grad()
+    def initialize(self, x: torch.Tensor, h: torch.Tensor | None = None, *, dropout: bool = True,
+                   dropout_masks: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        """The original's ``init=True`` pass: one pass over the init batch in call order, each layer
+        initialising on the output of the ones before it; returns the network output of that pass.
+
+        Dropout as in the original's init (on when ``dropout_p > 0``; ``dropout=False`` for none;
+        ``dropout_masks`` for given masks). All or nothing: on an error every weight is as before.
+        """
+        if any(m.is_initialized for m in self.wn_layers):
+            raise already_initialized(self.owner)
+        self._check_inputs(x, h, dropout_masks)
+        check_batch(self.owner, x)
+        saved = {k: v.clone() for k, v in self.state_dict().items()}
+        try:
+            return self._run(
+                x, h, lambda m, t: m.initialize(t),
+                lambda m, t, a, hh, mask: m.initialize(t, a, hh, dropout_mask=mask, dropout=dropout), dropout_masks)
+        except BaseException:
+            self.load_state_dict(saved)
+            raise
+
+
+class PixelCNNpp(PlannedNetwork):
+    """The original ``pxpp_spec(x, h, init, ema, dropout_p, nr_resnet, nr_filters, nr_logistic_mix,
+    resnet_nonlinearity)``: ``x`` (B, 3, H, W) in [-1, 1] -> mixture parameters (B, 10 M, H, W).
+
+    Args:
+        nr_resnet: ``R``, blocks per resolution in the up pass (``R + 1`` below the top in the down pass).
+        nr_filters: ``F``, the channel count of both streams.
+        nr_logistic_mix: ``M``, mixture components of the output distribution.
+        nonlinearity: the blocks' nonlinearity (the output uses plain ``elu`` whatever this is).
+        h_channels: size of the conditioning vector ``h``; ``None`` for an unconditional model.
+        dropout_p: the blocks' dropout (the original trains with 0.5); active in ``train()``.
+        polyak_decay: keep Polyak shadows of every weight with this decay; ``None`` for none.
+    """
+
+    owner = "PixelCNNpp"
+
+    def __init__(
+        self,
+        nr_resnet: int = 5,
+        nr_filters: int = 160,
+        nr_logistic_mix: int = 10,
+        nonlinearity: str = "concat_elu",
+        h_channels: int | None = None,
+        dropout_p: float = 0.5,
+        polyak_decay: float | None = None,
+        *,
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
+        super().__init__()
+        config = normalize_model_config({
+            "nr_resnet": nr_resnet, "nr_filters": nr_filters, "nr_logistic_mix": nr_logistic_mix, "nonlinearity": nonlinearity,
+            "h_channels": h_channels, "dropout_p": dropout_p, "polyak_decay": polyak_decay})
+        self._build(config, pixelcnn_pp_plan(config), device, dtype)
+
+    def _check_size(self, height: int, width: int) -> None:
+        check_image_size(self.owner, height, width)
 
     # -- the network -------------------------------------------------------------------------
     def _run(self, x: torch.Tensor, h: torch.Tensor | None, layer: Callable[[nn.Module, torch.Tensor], torch.Tensor],
@@ -168,34 +221,3 @@ class PixelCNNpp(nn.Module):
                 ul = layer(self.upsample_ul[res], ul)
         assert not U and not Lst, "the down pass consumes every entry of the up pass"
         return layer(self.nin_out, elu(ul))
-
-    def forward(self, x: torch.Tensor, h: torch.Tensor | None = None, *, use_ema: bool = False,
-                dropout_masks: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
-        """Mixture parameters ``(B, 10 M, H, W)``; ``use_ema`` reads every shadow. Dropout: in
-        ``train()`` mode, or on ``dropout_masks`` in any mode."""
-        self._check_inputs(x, h, dropout_masks)
-        return self._run(
-            x, h, lambda m, t: m(t, use_ema=use_ema),
-            lambda m, t, a, hh, mask: m(t, a, hh, use_ema=use_ema, dropout_mask=mask), dropout_masks)
-
-    @torch.no_grad()
-    def initialize(self, x: torch.Tensor, h: torch.Tensor | None = None, *, dropout: bool = True,
-                   dropout_masks: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
-        """The original's ``init=True`` pass: one pass over the init batch in call order, each layer
-        initialising on the output of the ones before it; returns the network output of that pass.
-
-        Dropout as in the original's init (on when ``dropout_p > 0``; ``dropout=False`` for none;
-        ``dropout_masks`` for given masks). All or nothing: on an error every weight is as before.
-        """
-        if any(m.is_initialized for m in self.wn_layers):
-            raise already_initialized("PixelCNNpp")
-        self._check_inputs(x, h, dropout_masks)
-        check_batch("PixelCNNpp", x)
-        saved = {k: v.clone() for k, v in self.state_dict().items()}
-        try:
-            return self._run(
-                x, h, lambda m, t: m.initialize(t),
-                lambda m, t, a, hh, mask: m.initialize(t, a, hh, dropout_mask=mask, dropout=dropout), dropout_masks)
-        except BaseException:
-            self.load_state_dict(saved)
-            raise

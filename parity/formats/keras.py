@@ -16,7 +16,7 @@ import numpy as np
 
 from gated_spec import SHADOW_SUFFIX
 from parity.atomic import atomic_path
-from parity.configs import infer_config, model_config_from_shapes
+from parity.configs import infer_config, model_config_from_shapes, shadow_decay
 from parity.formats.base import Format, Loaded
 from parity.kinds import kind_of
 from parity.table import EMA_SUFFIX, tensor_summary
@@ -154,14 +154,10 @@ def _keras_list_index(name: str) -> int:
     return int(last) if base and last.isdigit() else 0
 
 
-def _read_pixelcnn_pp(path: str, stores: Stores, overrides: Mapping[str, Any] | None, polyak_decay: float | None) -> Loaded:
-    """A whole ``PixelCNNpp``: groups ``<attr>/vars`` for single layers (``u_init``, ``nin_out``) and
-    ``<attr>/<class>[_<k>]/[<sublayer>/]vars`` for the k-th layer of a list (``up_u``, ...); the
-    config from ``u_init``'s V (F), the number of ``up_u`` blocks (3 R), ``nin_out``'s V (10 M), the
-    first block's ``hw`` (K) and first conv (2 F for concat_elu), and whether ``u_init`` holds shadows."""
-    from gated_spec.model import OUTPUT_PER_MIXTURE
-
-    by_path: Stores = {}  # "up_u.1/conv_input" -> values
+def _by_path(path: str, stores: Stores) -> Stores:
+    """A network's groups keyed by plan path: ``<attr>/vars`` for single layers (``u_init``, ``nin_out``)
+    and ``<attr>/<class>[_<k>]/[<sublayer>/]vars`` for the k-th layer of a list (``up_u.1/conv_input``)."""
+    by_path: Stores = {}
     for key, values in stores.items():
         parts = key.split("/") if key else []
         if len(parts) >= 2 and parts[0] not in stores:  # a list attribute: no vars of its own, one group per layer
@@ -170,27 +166,22 @@ def _read_pixelcnn_pp(path: str, stores: Stores, overrides: Mapping[str, Any] | 
         if name in by_path:
             raise ValueError(f"{path}: two groups hold layer {name} (Keras numbers a list's layers name, name_1, name_2, ...)")
         by_path[name] = values
+    return by_path
 
-    def shape(key: str, index: str = "0") -> tuple[int, ...] | None:
-        v = by_path.get(key, {}).get(index)
-        return None if v is None else tuple(v.shape)
 
-    first, out = shape("u_init"), shape("nin_out")
-    if first is None or len(first) != 4 or out is None or len(out) != 2:
-        raise ValueError(f"{path}: expected u_init's V [2, 3, 4, F] and nin_out's V [F, 10 M]; found {first} and {out}")
-    n_up = len({k.split("/")[0] for k in by_path if k.startswith("up_u.")})
-    R, left = divmod(n_up, 3)
-    if left or R < 1 or out[-1] % OUTPUT_PER_MIXTURE:
-        raise ValueError(f"{path}: {n_up} up_u blocks and an output of {out[-1]} channels; a PixelCNN++ has 3 R blocks and 10 M")
-    conv = shape("up_u.0/conv_input")
-    hw = shape("up_u.0")
-    config = model_config_from_shapes(R, first[-1], out[-1] // OUTPUT_PER_MIXTURE, None if conv is None or len(conv) != 4 else conv[2],
-                                      None if hw is None else hw[0], len(by_path["u_init"]) > 4, overrides, polyak_decay)
+def _shape(by_path: Stores, key: str, index: str = "0") -> tuple[int, ...] | None:
+    v = by_path.get(key, {}).get(index)
+    return None if v is None else tuple(v.shape)
+
+
+def _load_network(path: str, config: Mapping[str, Any], by_path: Stores, first: str) -> Loaded:
+    """Check the groups' shapes against ``config`` (nothing read before they fit), build the network in
+    ``tf_impl`` in the dtype of ``first``'s V and load every group into it."""
     _check_shapes(path, config, by_path)
     from parity.backends import get_backend
 
     tfb = get_backend("tf")
-    model = tfb.build(config, _file_dtype(path, by_path["u_init"]["0"]))
+    model = tfb.build(config, _file_dtype(path, by_path[first]["0"]))
     layers: dict[str, Any] = {"": model}
     for e, layer in zip(model.plan, model.layers_in_call_order()):
         layers.update(_keras_groups(layer, e.path))
@@ -199,14 +190,75 @@ def _read_pixelcnn_pp(path: str, stores: Stores, overrides: Mapping[str, Any] | 
     return Loaded(tensors, config, model.initialized, tensor_summary(tensors))
 
 
+def _read_pixelcnn_pp(path: str, stores: Stores, overrides: Mapping[str, Any] | None, polyak_decay: float | None) -> Loaded:
+    """A whole ``PixelCNNpp`` (groups as :func:`_by_path` reads them); the config from ``u_init``'s V
+    (F), the number of ``up_u`` blocks (3 R), ``nin_out``'s V (10 M), the first block's ``hw`` (K) and
+    first conv (2 F for concat_elu), and whether ``u_init`` holds shadows."""
+    from gated_spec.model import OUTPUT_PER_MIXTURE
+
+    by_path = _by_path(path, stores)
+    first, out = _shape(by_path, "u_init"), _shape(by_path, "nin_out")
+    if first is None or len(first) != 4 or out is None or len(out) != 2:
+        raise ValueError(f"{path}: expected u_init's V [2, 3, 4, F] and nin_out's V [F, 10 M]; found {first} and {out}")
+    n_up = len({k.split("/")[0] for k in by_path if k.startswith("up_u.")})
+    R, left = divmod(n_up, 3)
+    if left or R < 1 or out[-1] % OUTPUT_PER_MIXTURE:
+        raise ValueError(f"{path}: {n_up} up_u blocks and an output of {out[-1]} channels; a PixelCNN++ has 3 R blocks and 10 M")
+    conv = _shape(by_path, "up_u.0/conv_input")
+    hw = _shape(by_path, "up_u.0")
+    config = model_config_from_shapes(R, first[-1], out[-1] // OUTPUT_PER_MIXTURE, None if conv is None or len(conv) != 4 else conv[2],
+                                      None if hw is None else hw[0], len(by_path["u_init"]) > 4, overrides, polyak_decay)
+    return _load_network(path, config, by_path, "u_init")
+
+
+def _read_pixelsnail(path: str, stores: Stores, overrides: Mapping[str, Any] | None, polyak_decay: float | None) -> Loaded:
+    """A whole ``PixelSNAIL``; its spec from ``overrides['model']`` (the shapes cannot tell a pooled
+    spec from an unpooled one). The config from ``ul_init_down``'s V (F), the numbers of ``key_block``
+    (A) and ``ul`` blocks (R A), ``nin_out``'s V (10 M), the first ``ul`` block's ``hw`` (K) and first
+    conv (2 F for concat_elu), and whether ``ul_init_down`` holds shadows."""
+    from gated_spec.model import OUTPUT_PER_MIXTURE
+    from gated_spec.pixelsnail import SPECS, normalize_pixelsnail_config
+
+    spec = (overrides or {}).get("model")
+    if spec not in SPECS:
+        raise ValueError(f"{path}: holds a PixelSNAIL (key_block layers); name its spec with --model, one of {list(SPECS)}")
+    by_path = _by_path(path, stores)
+    first, out = _shape(by_path, "ul_init_down"), _shape(by_path, "nin_out")
+    A = len({k.split("/")[0] for k in by_path if k.startswith("key_block.")})
+    n_ul = len({k.split("/")[0] for k in by_path if k.startswith("ul.")})
+    R, left = divmod(n_ul, A) if A else (0, 1)
+    if first is None or out is None or len(out) != 2 or left or R < 1 or out[-1] % OUTPUT_PER_MIXTURE:
+        raise ValueError(f"{path}: ul_init_down's V {first}, {A} key blocks, {n_ul} ul blocks, nin_out's V {out}; a {spec} "
+                         f"has [1, 3, 4, F], A, R A and [F, 10 M]")
+    F_ = first[-1]
+    over = {k: v for k, v in dict(overrides or {}).items() if v is not None and k != "model"}
+    conv = _shape(by_path, "ul.0/conv_input")
+    nl = over.get("nonlinearity") or ("concat_elu" if conv is not None and conv[2] == 2 * F_ else None)
+    if nl is None:
+        raise ValueError("cannot tell elu from relu by the shapes; pass --nonlinearity (the released runs: elu)")
+    hw = _shape(by_path, "ul.0")
+    inferred = {"nr_resnet": R, "nr_filters": F_, "nr_logistic_mix": out[-1] // OUTPUT_PER_MIXTURE, "attn_rep": A,
+                "nonlinearity": nl, "h_channels": None if hw is None else hw[0],
+                "polyak_decay": shadow_decay(len(by_path["ul_init_down"]) > 4, polyak_decay)}
+    differ = [k for k in ("nr_resnet", "nr_filters", "nr_logistic_mix", "attn_rep") if k in over and over[k] != inferred[k]]
+    if differ:
+        raise ValueError("the shapes say " + ", ".join(f"{k}={inferred[k]}" for k in differ) + "; the options say "
+                         + ", ".join(f"{k}={over[k]}" for k in differ))
+    config = {"model": spec, **normalize_pixelsnail_config(spec, {**inferred, "dropout_p": over.get("dropout_p", 0.0)})}
+    return _load_network(path, config, by_path, "ul_init_down")
+
+
 # By kind name (parity.kinds): how a file of that kind is read, and how its groups say which kind it holds.
 READERS: dict[str, Callable[[str, Stores, Mapping[str, Any] | None, float | None], Loaded]] = {
     "block": _read_block,
     "pixelcnn_pp": _read_pixelcnn_pp,
+    "pixelsnail": _read_pixelsnail,  # the four PixelSNAIL kinds: the spec comes from --model
 }
 
 
 def _stored_kind(stores: Stores) -> str:
+    if any(k.startswith("key_block") for k in stores):
+        return "pixelsnail"
     return "pixelcnn_pp" if "u_init" in stores else "block"
 
 

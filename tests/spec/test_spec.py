@@ -40,19 +40,19 @@ def test_the_v_permutation_round_trips_and_takes_tf_layouts_to_torchs():
 def test_every_kind_has_a_config_a_table_and_a_twin_class():
     from parity.kinds import KINDS, MODELS, kind_of, kind_of_net, normalize, table_for
 
-    assert MODELS == ("pixelcnn_pp",)
+    assert MODELS == ("pixelcnn_pp", "h12_noup_smallkey", "h8_noup_smallkey", "h12_pool2_smallkey", "model_spec")
     block = {"num_filters": 2}
     model = {"model": "pixelcnn_pp", "nr_resnet": 1, "nr_filters": 2, "nr_logistic_mix": 1}
     assert kind_of(block) is KINDS["block"] and kind_of(model) is KINDS["pixelcnn_pp"]
     assert normalize(model)["model"] == "pixelcnn_pp" and "model" not in normalize(block)
     assert [r.tf1_name for r in table_for(block)][:3] == ["conv2d_0/V", "conv2d_0/g", "conv2d_0/b"]
     assert len(table_for(model)) > len(table_for(block))
-    for kind in KINDS.values():  # a twin's class, or a user's subclass of it, is of its kind
-        twin = type(kind.twin_class, (), {})
+    for kind in KINDS.values():  # a twin's class, or a user's subclass of it, is of its kind (a PixelSNAIL's spec names it)
+        twin = type(kind.twin_class, (), {"spec": kind.name} if kind.twin_class == "PixelSNAIL" else {})
         assert kind_of_net(twin()) is kind and kind_of_net(type("Mine", (twin,), {})()) is kind
-    with pytest.raises(ValueError, match="expected a twin's GatedResnet or PixelCNNpp; received a dict"):
+    with pytest.raises(ValueError, match="expected a twin's GatedResnet or PixelCNNpp or PixelSNAIL; received a dict"):
         kind_of_net({})
-    with pytest.raises(ValueError, match=r"expected model one of \['pixelcnn_pp'\]; received model='pixelsnail9'"):
+    with pytest.raises(ValueError, match=r"expected model one of \['pixelcnn_pp', 'h12_noup_smallkey', .*\]; received model='pixelsnail9'"):
         kind_of({"model": "pixelsnail9"})
 
 
