@@ -43,26 +43,22 @@ import torch.nn.functional as F
 from gated_spec import CHANNEL_MULTIPLIER
 from gated_spec.model import IMAGE_CHANNELS, check_image_size, raster
 from torch_impl.block import GatedResnet
-from torch_impl.layers import (DownRightShiftedConv2D, DownRightShiftedConv2DTranspose, DownShiftedConv2D,
-                               DownShiftedConv2DTranspose, Nin, WeightNormConv2D, WeightNormConv2DTranspose)
+from torch_impl.layers import DownRightShiftedConv2D, DownShiftedConv2D, Nin, WeightNormConv2D, WeightNormConv2DTranspose
 from torch_impl.mixture import sample_from_discretized_mix_logistic, sampler_noise
 from torch_impl.model import PixelCNNpp, down_pass_a
 from torch_impl.ops import elu
 
 PAD = 1  # zero columns each side of a cached row: the widest shifted kernel (3 columns) needs one
 
-# The zero columns each shifted kind pads on the left (convs), or crops on the left (transposed convs),
-# for a filter ``kw`` columns wide (docs/spec.md, the shifted convolutions).
+# The zero columns each shifted conv pads on the left for a filter ``kw`` columns wide (docs/spec.md).
 LEFT_PADDING: dict[type, Callable[[int], int]] = {
     DownShiftedConv2D: lambda kw: (kw - 1) // 2,
     DownRightShiftedConv2D: lambda kw: kw - 1,
-    DownShiftedConv2DTranspose: lambda kw: (kw - 1) // 2,
-    DownRightShiftedConv2DTranspose: lambda kw: 0,
 }
 
 
-def left_columns(layer: WeightNormConv2D | WeightNormConv2DTranspose) -> int:
-    """``LEFT_PADDING`` of a shifted layer (of its kind, subclasses included)."""
+def left_columns(layer: WeightNormConv2D) -> int:
+    """``LEFT_PADDING`` of a shifted conv (of its kind, subclasses included)."""
     for kind, left in LEFT_PADDING.items():
         if isinstance(layer, kind):
             return left(layer.filter_size[1])
@@ -117,9 +113,12 @@ class _Conv:
         start = PAD + s * c0 - self.left
         return slice(start, start + s * (c1 - 1 - c0) + self.kw)
 
+    def apply(self, window: torch.Tensor) -> torch.Tensor:
+        """The convolution (``'VALID'``, bias added) of an already padded window."""
+        return F.conv2d(window, self.W, self.b, self.stride)
+
     def __call__(self, rows: "RowCache | _Nonlinear", c0: int, c1: int) -> torch.Tensor:
-        window = rows.window(self.columns(c0, c1))
-        return F.conv2d(window, self.W, self.b, self.stride)  # (B, out, 1, c1 - c0)
+        return self.apply(rows.window(self.columns(c0, c1)))  # (B, out, 1, c1 - c0)
 
 
 class _Dense:
@@ -185,7 +184,7 @@ class CachedSampler:
 
     def _compile(self) -> tuple[list[_Op], Callable[[int], torch.Tensor]]:
         """The network's call order (``PixelCNNpp._run``) with caches in place of tensors."""
-        m, F_, R = self.model, self.model.config["nr_filters"], self.model.config["nr_resnet"]
+        m, R = self.model, self.model.config["nr_resnet"]
         prog: list[_Op] = []
         U = [self._first_u(prog)]
         Lst = [self._first_ul(prog)]
@@ -222,7 +221,7 @@ class CachedSampler:
             if r == 0:
                 out.write(c0, torch.zeros_like(out.current(c0, c1)))
             else:
-                out.write(c0, F.conv2d(self.xp[:, :, r - 1:r + 1, conv.columns(c0, c1)], conv.W, conv.b))
+                out.write(c0, conv.apply(self.xp[:, :, r - 1:r + 1, conv.columns(c0, c1)]))
 
         prog.append(_Op(0, "u", run))
         return out
@@ -237,8 +236,8 @@ class CachedSampler:
 
         def run(r: int, c0: int, c1: int) -> None:
             zeros = torch.zeros_like(out.current(c0, c1))
-            above = zeros if r == 0 else F.conv2d(self.xp[:, :, r:r + 1, down.columns(c0, c1)], down.W, down.b)
-            left = F.conv2d(self.xp[:, :, r:r + 2, right.columns(c0 - 1, c1 - 1)], right.W, right.b)
+            above = zeros if r == 0 else down.apply(self.xp[:, :, r:r + 1, down.columns(c0, c1)])
+            left = right.apply(self.xp[:, :, r:r + 2, right.columns(c0 - 1, c1 - 1)])
             if c0 == 0:  # column 0 has nothing on its left: the shift's zero, not the conv's bias
                 left = torch.cat([zeros[..., :1], left[..., 1:]], dim=3)
             out.write(c0, above + left)
@@ -283,24 +282,20 @@ class CachedSampler:
 
     def _transposed(self, prog: list[_Op], layer: WeightNormConv2DTranspose, stream: str, level: int, x: RowCache) -> RowCache:
         """A stride-2 shifted transposed conv: coarser row ``r`` (pixel ``(r, c)``) gives finer rows ``2r``,
-        ``2r + 1`` (a 2 x 2 block), computed at the even finer row (and column) and kept for the odd one.
-        Kernel rows equal the stride, so rows never overlap; a pixel at a time needs columns that do
-        not overlap either (the ``[2, 2]`` kernel), a whole row any kernel."""
-        W, b = layer.kernel(self.use_ema), layer.raw_weights(self.use_ema)[2]
-        kh, kw = layer.filter_size
-        side = left_columns(layer)  # the columns the original crops on the left
-        width = self.width >> level
-        pending = torch.zeros(self.batch, layer.num_filters, kh, width, dtype=self._like.dtype, device=self._like.device)
-        out = self._cache(layer.num_filters, level)
-        if stream == "ul" and kw != layer.stride[1]:
+        ``2r + 1`` (a 2 x 2 block), computed by the layer itself at the even finer row (and column) and
+        kept for the odd one. Kernel rows equal the stride, so rows never overlap; a pixel at a time needs
+        columns that do not overlap either (the ``[2, 2]`` kernel), a whole row any kernel."""
+        if stream == "ul" and layer.filter_size[1] != layer.stride[1]:
             raise ValueError(f"CachedSampler: a pixel at a time needs non-overlapping columns; {type(layer).__name__} "
                              f"has filter {layer.filter_size} at stride {layer.stride}")
+        pending = torch.zeros(self.batch, layer.num_filters, layer.stride[0], self.width >> level, dtype=self._like.dtype,
+                              device=self._like.device)
+        out = self._cache(layer.num_filters, level)
 
         def run(r: int, c0: int, c1: int) -> None:
             if r % 2 == 0 and c0 % 2 == 0:
                 lo, hi = c0 // 2, (c1 + 1) // 2
-                full = F.conv_transpose2d(x.current(lo, hi), W, None, layer.stride) + b.view(1, -1, 1, 1)
-                pending[:, :, :, 2 * lo:2 * hi] = full[:, :, :, side:side + 2 * (hi - lo)]
+                pending[:, :, :, 2 * lo:2 * hi] = layer(x.current(lo, hi), use_ema=self.use_ema)
             out.write(c0, pending[:, :, r % 2:r % 2 + 1, c0:c1])
 
         prog.append(_Op(level, stream, run))

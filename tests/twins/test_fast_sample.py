@@ -46,9 +46,20 @@ class Sampling(Adapter):
             h = self.tensor(rng.normal(size=(B, config["h_channels"])).astype(np.float32), dtype)
         return {**u, "h": h}
 
-    def draw(self, m, noise: dict, cached: bool, use_ema: bool = False) -> np.ndarray:
+    def draw(self, m, noise: dict, cached: bool, use_ema: bool = False, **kwargs) -> np.ndarray:
         draw = self.fast.sample if cached else self.impl.sample
-        return self.numpy(draw(m, B, H, W, noise["h"], u_mix=noise["u_mix"], u_value=noise["u_value"], use_ema=use_ema))
+        return self.numpy(draw(m, B, H, W, noise["h"], u_mix=noise["u_mix"], u_value=noise["u_value"], use_ema=use_ema,
+                               **kwargs))
+
+    def naive_draws(self, outputs: np.ndarray, noise: dict) -> np.ndarray:
+        """The pixel the naive sampler draws at every step from the network's output there (H, W, B, 10 M)."""
+        x = np.zeros((B, H, W, 3), outputs.dtype)
+        for i in range(H):
+            for j in range(W):
+                l = self.tensor(outputs[i, j].reshape(B, 1, 1, -1))
+                x[:, i, j] = self.numpy(self.impl.sample_from_discretized_mix_logistic(
+                    l, noise["u_mix"][:, i:i + 1, j:j + 1], noise["u_value"][:, i:i + 1, j:j + 1]))[:, 0, 0]
+        return x
 
     def cached_outputs(self, m, images: np.ndarray, h, use_ema: bool = False) -> np.ndarray:
         """The cached network's output at every step (H, W, B, 10 M), fed the pixels of ``images``."""
@@ -64,13 +75,22 @@ class Sampling(Adapter):
         """The naive sampler's network output at every step (H, W, B, 10 M): the full pass on ``images``
         with the pixels from ``(i, j)`` on still zero, read at ``(i, j)``."""
         out = np.zeros((H, W, B, m.config["nr_logistic_mix"] * 10), images.dtype)
+        network = self.network(m, h, use_ema)
         for i in range(H):
             for j in range(W):
                 x = images.copy().reshape(B, H * W, 3)
                 x[:, i * W + j:] = 0.0
-                l = self.backend.model_forward(m, {"x": self.tensor(x.reshape(B, H, W, 3)), "h": h}, use_ema=use_ema)
-                out[i, j] = l[:, i, j]
+                out[i, j] = network(self.tensor(x.reshape(B, H, W, 3)))[:, i, j]
         return out
+
+    def network(self, m, h, use_ema: bool):
+        """The full pass, NHWC NumPy out: as the naive samplers run it (one ``tf.function`` in TensorFlow)."""
+        if self.name == "tf":
+            import tensorflow as tf
+
+            graph = tf.function(lambda x: m(x, h, use_ema=use_ema), autograph=False)
+            return lambda x: graph(x).numpy()
+        return lambda x: self.backend.model_forward(m, {"x": x, "h": h}, use_ema=use_ema)
 
 
 @pytest.fixture(params=BACKEND_PARAMS)
@@ -85,36 +105,40 @@ def _agreement(naive: np.ndarray, cached: np.ndarray) -> str:
     return sample_agreement(np.round(naive * 127.5), np.round(cached * 127.5), 0.0)
 
 
-@pytest.mark.parametrize("config, use_ema", [(TINY, False), (CONDITIONAL, True)], ids=["concat_elu", "elu-h-ema"])
-def test_the_cached_sampler_draws_the_naive_samplers_images(sampling, config, use_ema):
-    m = sampling.model(config, "float32")
-    noise = sampling.noise(config, "float32")
-    naive, cached = sampling.draw(m, noise, False, use_ema), sampling.draw(m, noise, True, use_ema)
+def test_the_cached_sampler_draws_the_naive_samplers_images(sampling):
+    """concat_elu, unconditional, live weights (the conditional elu network with averaged weights: below)."""
+    m = sampling.model(TINY, "float32")
+    noise = sampling.noise(TINY, "float32")
+    naive, cached = sampling.draw(m, noise, False), sampling.draw(m, noise, True)
     assert np.array_equal(np.round(naive * 127.5), np.round(cached * 127.5)), _agreement(naive, cached)
-    # not the same bits everywhere: a convolution over two cached rows rounds like the full map's, not as it
+    # torch's convolution over two cached rows may round differently from the full map's (TensorFlow's
+    # did not, here): the draws fed back differ by float32 rounding, never by more
     np.testing.assert_allclose(cached, naive, rtol=0, atol=1e-5)
 
 
 def test_each_steps_output_is_within_the_full_passs_float32_bound(sampling):
-    """Teacher-forced on the naive sampler's images: the cached output at every step against the full
-    pass at that step, in float32 under the bound ``parity.tolerance.compare`` derives from both float64
-    runs; in float64 the two agree to float64 rounding."""
+    """The conditional elu network with averaged weights, teacher-forced on the cached sampler's own
+    images: at every step the full pass (what the naive sampler computes there) and its draw with that
+    step's noise, against the cached output and the pixel it drew: the same pixels on the 8-bit grid, the
+    outputs within the float32 bound ``parity.tolerance.compare`` derives from both float64 runs (and
+    within the float64 bound in float64)."""
     from parity.tolerance import compare
 
-    config = CONDITIONAL
-    runs = {}
-    for dtype in ("float32", "float64"):
-        m = sampling.model(config, dtype)
-        noise = sampling.noise(config, dtype)
-        if dtype == "float32":
-            images = sampling.draw(m, noise, False)
-        x = images.astype(dtype)
-        runs[dtype] = (sampling.full_pass_outputs(m, x, noise["h"]), sampling.cached_outputs(m, x, noise["h"]))
-    naive, cached = ({d: runs[d][k] for d in runs} for k in (0, 1))
+    m = sampling.model(CONDITIONAL, "float32")
+    noise = sampling.noise(CONDITIONAL, "float32")
+    seen = {}
+    images = sampling.draw(m, noise, True, use_ema=True, on_step=lambda i, j, l: seen.update({(i, j): sampling.numpy(l)}))
+    naive = {"float32": sampling.full_pass_outputs(m, images, noise["h"], True)}
+    cached = {"float32": np.stack([seen[i, j][:, 0, 0] for i in range(H) for j in range(W)]).reshape(naive["float32"].shape)}
+    drawn = sampling.naive_draws(naive["float32"], noise)
+    assert np.array_equal(np.round(drawn * 127.5), np.round(images * 127.5)), _agreement(drawn, images)
+    m64 = sampling.model(CONDITIONAL, "float64")
+    h64 = sampling.noise(CONDITIONAL, "float64")["h"]
+    naive["float64"] = sampling.full_pass_outputs(m64, images.astype(np.float64), h64, True)
+    cached["float64"] = sampling.cached_outputs(m64, images.astype(np.float64), h64, True)
     for dtype in ("float32", "float64"):
         c = compare("cached sampler", "output per step", dtype, naive, cached)
         assert c.passed, c
-    assert compare("cached sampler", "output per step", "float32", naive, cached).identical < 1  # not a copy of the full pass
 
 
 def test_bad_arguments_are_one_line_errors(sampling):
