@@ -154,11 +154,17 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     noise = _npz(args.noise, "u_mix, u_value")
     h = _npz(args.inputs, "h").get("h") if args.inputs else None
+    if args.png and not (args.png.lower().endswith(".png") and os.path.isdir(os.path.dirname(os.path.abspath(args.png)))):
+        raise ValueError(f"--png: expected a file name ending in .png in an existing folder; received {args.png!r}")
     outputs = sample_file(args.weights, noise, backend=args.backend, use_ema=args.ema, h=h, device=args.device,
-                          progress=sys.stderr.isatty())
+                          progress=sys.stderr.isatty(), naive=args.naive)
     with atomic_path(args.out) as tmp, open(tmp, "wb") as f:
         np.savez(f, **outputs)
-    print(f"wrote x {tuple(outputs['x'].shape)} to {args.out}")
+    if args.png:
+        from parity.images import save_png_grid
+
+        save_png_grid(outputs["x"], args.png)
+    print(f"wrote x {tuple(outputs['x'].shape)} to {args.out}" + (f" and a grid of them to {args.png}" if args.png else ""))
     return EXIT_OK
 
 
@@ -269,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help=".npz that gets x [B, H, W, 3]")
     p.add_argument("--ema", action="store_true", help="sample with the averaged weights")
     p.add_argument("--inputs", default=None, help=".npz with h [B, K] for a conditional model")
+    p.add_argument("--naive", action="store_true", help="the naive sampler: the whole network at every pixel (the "
+                   "reference; default: the cached sampler, same images, docs/sampler.md)")
+    p.add_argument("--png", default=None, help="also write the images as one 8-bit PNG grid here")
     device(p)
     p.set_defaults(func=cmd_sample)
 

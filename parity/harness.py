@@ -22,7 +22,7 @@ from parity import isolation, protocol
 from parity.atomic import atomic_path
 from parity.backends import get_backend
 from parity.case import Case, LayerCase, ModelCase, TrainingCase, default_cases, under_prefix
-from parity.protocol import SAMPLE_TENSOR
+from parity.protocol import CACHED_SAMPLE_TENSOR, SAMPLE_TENSOR
 from parity.tolerance import EPS, MCA, MCA_SAMPLES, K, Comparison, compare, finite_max, max_abs_diff
 
 DTYPES = ("float32", "float64")
@@ -155,10 +155,12 @@ def _compare_all(case_name: str, ref: dict[str, dict[str, np.ndarray]], other: d
                                               float("inf"), float("inf"), 0, 0.0, 0.0, 0.0, "missing", False,
                                               "not produced by the backend under test"))
                 continue
-            pair_r = {d: ref[d][tensor] for d in (*DTYPES, MCA) if d in ref}
+            # the cached sampler's draw is held to the reference's naive draw (the naive sampler is the reference)
+            source = SAMPLE_TENSOR if tensor == CACHED_SAMPLE_TENSOR else tensor
+            pair_r = {d: ref[d][source] for d in (*DTYPES, MCA) if d in ref}
             pair_o = {d: other[d][tensor] for d in DTYPES}
             c = compare(case_name, tensor, dtype, pair_r, pair_o, exact=is_exact(tensor))
-            if tensor == SAMPLE_TENSOR:
+            if tensor in (SAMPLE_TENSOR, CACHED_SAMPLE_TENSOR):
                 c.note = (c.note + "; " if c.note else "") + sample_agreement(pair_r[dtype], pair_o[dtype], c.bound)
             comparisons.append(c)
     return comparisons
@@ -167,19 +169,25 @@ def _compare_all(case_name: str, ref: dict[str, dict[str, np.ndarray]], other: d
 def sample_agreement(ref: np.ndarray, other: np.ndarray, bound: float) -> str:
     """How two draws ``[B, H, W, 3]`` from the same noise agree, pixel by pixel in raster order (the
     sampler's step order): the fraction of pixels equal in all three sub-pixels of every image, the
-    first step where any bit differs, and the first where they part by more than ``bound``."""
+    first step where any bit differs, and the first where they part by more than ``bound``; then the
+    same two figures on the 8-bit grid (the draws rounded as ``parity.images.to_uint8`` rounds them)."""
+    from parity.images import to_uint8
+
     a, b = np.asarray(ref, np.float64), np.asarray(other, np.float64)
     if a.shape != b.shape or a.ndim != 4:
         return "samples not comparable pixel by pixel"
-    differs = np.any(a != b, axis=(0, 3))  # (H, W): some image or channel differs at that step
     beyond = np.any(~(np.abs(a - b) <= bound), axis=(0, 3))  # NaN counts as beyond
-    equal = np.all(a == b, axis=3).mean()
 
     def first(m: np.ndarray) -> str:
         hits = np.argwhere(m)  # row-major: raster order
         return f"({hits[0][0]}, {hits[0][1]})" if len(hits) else "never"
 
-    return f"pixels identical {equal:.0%}, first differing step {first(differs)}, first step beyond the bound {first(beyond)}"
+    def agree(x: np.ndarray, y: np.ndarray) -> str:
+        differs = np.any(x != y, axis=(0, 3))  # (H, W): some image or channel differs at that step
+        return f"pixels identical {np.all(x == y, axis=3).mean():.0%}, first differing step {first(differs)}"
+
+    return (f"{agree(a, b)}, first step beyond the bound {first(beyond)}; "
+            f"8-bit grid: {agree(to_uint8(np.nan_to_num(a)), to_uint8(np.nan_to_num(b)))}")
 
 
 def describe_here(backend: str, device: str) -> str:

@@ -22,7 +22,8 @@ from parity.backends.interface import Backend
 from parity.kinds import KINDS, with_kind
 from parity.table import EMA_SUFFIX, weight_table
 
-SAMPLE_TENSOR = "sample/x"  # the images a model case draws with its noise (NHWC)
+SAMPLE_TENSOR = "sample/x"  # the images a model case draws with its noise (NHWC), by the naive sampler
+CACHED_SAMPLE_TENSOR = "sample/x_cached"  # the same by the cached sampler, compared with the reference's SAMPLE_TENSOR
 
 
 def _init_outputs(exported: dict[str, np.ndarray], rows: list) -> dict[str, np.ndarray]:
@@ -94,7 +95,8 @@ def run_model_case(backend: Backend, case: Any, dtype: str = "float32", device: 
     every raw weight in call order (so the first failing one names the first diverging layer), the
     forward on the case's dropout masks, the init pass of a fresh model from the same ``V`` and
     ``hw`` with those masks (``g``, ``b`` in call order, then its output), the Polyak shadows after
-    the case's steps and the forward with them, and the images drawn with the case's noise."""
+    the case's steps and the forward with them, and the images drawn with the case's noise by the naive
+    sampler and by the cached one."""
     arr = case.arrays
     weights = case.weights()
     config = with_kind(case.kind, case.config)
@@ -125,7 +127,9 @@ def run_model_case(backend: Backend, case: Any, dtype: str = "float32", device: 
         out.update(_shadow_outputs(backend.export_weights(model), rows))
         out["ema/out"] = backend.model_forward(model, inputs, use_ema=True)
         noise = {k: arr[f"noise/{k}"].astype(dtype) for k in ("u_mix", "u_value")}
-        out[SAMPLE_TENSOR] = backend.sample(model, noise, None if arr.get("h") is None else arr["h"].astype(dtype), use_ema=True)
+        h = None if arr.get("h") is None else arr["h"].astype(dtype)
+        out[SAMPLE_TENSOR] = backend.sample(model, noise, h, use_ema=True, naive=True)
+        out[CACHED_SAMPLE_TENSOR] = backend.sample(model, noise, h, use_ema=True)
     return out
 
 
