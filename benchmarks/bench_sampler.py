@@ -136,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--size", default="pixelcnn", choices=sorted(SIZES))
     p.add_argument("--batch", type=int, action="append", help="repeatable; default: 1 and 16")
+    p.add_argument("--backend", action="append", choices=["tf", "torch"], help="repeatable; default: both (where installed)")
     p.add_argument("--naive-steps", type=int, default=2)
     p.add_argument("--cached-rows", type=int, default=4, help="rows of cached steps timed (a multiple of 4: whole periods)")
     p.add_argument("--threads", type=int, default=None,
@@ -154,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     R, F_, S = SIZES[args.size]
     if args.cached_rows % 4 or not 0 < args.cached_rows <= S:
         raise SystemExit(f"--cached-rows: expected a multiple of 4 up to {S}; received {args.cached_rows}")
-    backends = [b for b, mod in (("tf", "tensorflow"), ("torch", "torch")) if importlib.util.find_spec(mod)]
+    backends = [b for b, mod in (("tf", "tensorflow"), ("torch", "torch"))
+                if importlib.util.find_spec(mod) and b in (args.backend or ["tf", "torch"])]
     print(f"PixelCNN++ sampling (R={R}, F={F_}, M={M}, {S}x{S}, concat_elu), float32, {os.cpu_count()} CPUs, "
           f"{platform.processor() or platform.machine()}; naive: {args.naive_steps} steps timed, cached: "
           f"{args.cached_rows} rows timed, both extrapolated to {S * S} steps; threads: {args.threads or 'default'}")
