@@ -25,7 +25,7 @@ from parity.case import SUITES
 from parity.harness import DTYPES, Report
 from parity.isolation import WorkerDied
 from parity.kinds import MODELS
-from parity.protocol import SAMPLE_TENSOR
+from parity.protocol import CACHED_SAMPLE_TENSOR, SAMPLE_TENSOR
 from parity.tolerance import policy
 
 EXIT_OK, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
@@ -53,7 +53,7 @@ def format_report(report: Report, verbose: bool = False) -> str:
             if not rows:
                 continue
             shown = rows if verbose else [next((c for c in rows if not c.passed), max(rows, key=lambda c: c.ratio))]
-            shown += [c for c in rows if c.tensor == SAMPLE_TENSOR and c not in shown]  # the draws' agreement
+            shown += [c for c in rows if c.tensor in (SAMPLE_TENSOR, CACHED_SAMPLE_TENSOR) and c not in shown]  # the draws' agreement
             for c in shown:
                 status = "pass" if c.passed else (f"FAIL{' (first: ' + c.tensor + ')' if not verbose else ''}: "
                                                   f"{c.over} of {math.prod(c.shape)} over, worst at {c.worst_index}")
