@@ -22,9 +22,9 @@ So each step computes one pixel of every ``ul`` layer at level 0 (a row of every
 of its input, with the same kernels, biases and steps as the full pass: the same weights (live or
 averaged), ``h`` included, dropout off. The draw at ``(i, j)`` is ``sample_from_discretized_mix_logistic``
 on the output at ``(i, j)`` with the noise at ``(i, j)``, as in the naive sampler. The outputs agree
-with the full pass's to float32 rounding (a convolution over a window rounds like one over the whole
-map, not always bit for bit), so the images agree on the 8-bit grid except where a value sits within
-rounding of a bin edge or a component's tie.
+with the full pass's to float32 rounding (a convolution over a window is the same sum as over the
+whole map, which the library may round differently), so the images agree on the 8-bit grid except
+where a drawn value sits within rounding of a bin edge or a component choice is a near-tie.
 
 The network is compiled once into a *program*: the original's call order (``PixelCNNpp._run``) with
 every layer an op that owns its state and computes its output at one level-``l`` row ``r`` and columns
