@@ -73,24 +73,13 @@ class Sampling(Adapter):
 
     def full_pass_outputs(self, m, images: np.ndarray, h, use_ema: bool = False) -> np.ndarray:
         """The naive sampler's network output at every step (H, W, B, 10 M): the full pass on ``images``
-        with the pixels from ``(i, j)`` on still zero, read at ``(i, j)``."""
-        out = np.zeros((H, W, B, m.config["nr_logistic_mix"] * 10), images.dtype)
-        network = self.network(m, h, use_ema)
-        for i in range(H):
-            for j in range(W):
-                x = images.copy().reshape(B, H * W, 3)
-                x[:, i * W + j:] = 0.0
-                out[i, j] = network(self.tensor(x.reshape(B, H, W, 3)))[:, i, j]
-        return out
-
-    def network(self, m, h, use_ema: bool):
-        """The full pass, NHWC NumPy out: as the naive samplers run it (one ``tf.function`` in TensorFlow)."""
-        if self.name == "tf":
-            import tensorflow as tf
-
-            graph = tf.function(lambda x: m(x, h, use_ema=use_ema), autograph=False)
-            return lambda x: graph(x).numpy()
-        return lambda x: self.backend.model_forward(m, {"x": x, "h": h}, use_ema=use_ema)
+        with the pixels from ``(i, j)`` on still zero, read at ``(i, j)``; all steps' images in one batch."""
+        x = np.repeat(images.reshape(1, B, H * W, 3), H * W, axis=0)  # (step, B, pixel, 3)
+        x *= (np.arange(H * W)[None, :] < np.arange(H * W)[:, None])[:, None, :, None]  # step k sees the pixels before k
+        hh = None if h is None else self.tensor(np.tile(self.numpy(h), (H * W, 1)))
+        l = self.backend.model_forward(m, {"x": self.tensor(x.reshape(H * W * B, H, W, 3)), "h": hh}, use_ema=use_ema)
+        l = l.reshape(H * W, B, H * W, -1)
+        return l[np.arange(H * W), :, np.arange(H * W)].reshape(H, W, B, -1)
 
 
 @pytest.fixture(params=BACKEND_PARAMS)
