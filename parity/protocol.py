@@ -89,14 +89,15 @@ def run_layer_case(backend: Backend, case: Any, dtype: str = "float32", device: 
     return out
 
 
-def run_model_case(backend: Backend, case: Any, dtype: str = "float32", device: str = "cpu") -> dict[str, np.ndarray]:
+def run_model_case(backend: Backend, case: Any, dtype: str = "float32", device: str = "cpu",
+                   cached_draw: bool = True) -> dict[str, np.ndarray]:
     """Every compared tensor of one whole-model case (``parity.case.ModelCase``), in this order: the
     network output, the summed loss and its bits per dimension, the gradients of the loss w.r.t.
     every raw weight in call order (so the first failing one names the first diverging layer), the
     forward on the case's dropout masks, the init pass of a fresh model from the same ``V`` and
     ``hw`` with those masks (``g``, ``b`` in call order, then its output), the Polyak shadows after
     the case's steps and the forward with them, and the images drawn with the case's noise by the naive
-    sampler and by the cached one."""
+    sampler and (``cached_draw``) by the cached one."""
     arr = case.arrays
     weights = case.weights()
     config = with_kind(case.kind, case.config)
@@ -129,7 +130,8 @@ def run_model_case(backend: Backend, case: Any, dtype: str = "float32", device: 
         noise = {k: arr[f"noise/{k}"].astype(dtype) for k in ("u_mix", "u_value")}
         h = None if arr.get("h") is None else arr["h"].astype(dtype)
         out[SAMPLE_TENSOR] = backend.sample(model, noise, h, use_ema=True, naive=True)
-        out[CACHED_SAMPLE_TENSOR] = backend.sample(model, noise, h, use_ema=True)
+        if cached_draw:
+            out[CACHED_SAMPLE_TENSOR] = backend.sample(model, noise, h, use_ema=True)
     return out
 
 
@@ -159,10 +161,13 @@ def run_training_case(backend: Backend, case: Any, dtype: str = "float32", devic
     return out
 
 
-def run(backend: Backend, case: Any, dtype: str = "float32", device: str = "cpu") -> dict[str, np.ndarray]:
-    """Every compared tensor of one case of any type (block, layer, network or training), keyed ``<part>/<name>``."""
+def run(backend: Backend, case: Any, dtype: str = "float32", device: str = "cpu", cached_draw: bool = True) -> dict[str, np.ndarray]:
+    """Every compared tensor of one case of any type (block, layer, network or training), keyed ``<part>/<name>``;
+    ``cached_draw``: a network case draws with the cached sampler too (:func:`run_model_case`)."""
     from parity.case import LayerCase, ModelCase, TrainingCase
 
     runner = (run_layer_case if isinstance(case, LayerCase) else run_model_case if isinstance(case, ModelCase)
               else run_training_case if isinstance(case, TrainingCase) else run_case)
+    if runner is run_model_case:
+        return run_model_case(backend, case, dtype, device, cached_draw)
     return runner(backend, case, dtype, device)
