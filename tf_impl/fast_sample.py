@@ -127,12 +127,14 @@ class CachedSampler:
         if (h is None) != (model.config["h_channels"] is None):
             raise ValueError(f"CachedSampler: the model was built with h_channels={model.config['h_channels']}; "
                              f"received h={'None' if h is None else 'a tensor'}")
-        if h is not None and tuple(h.shape) != (batch, model.config["h_channels"]):
-            raise ValueError(f"CachedSampler: expected h of shape {(batch, model.config['h_channels'])}; received {tuple(h.shape)}")
+        dtype = tf.as_dtype(model.variable_dtype)
+        if h is not None and (tuple(h.shape) != (batch, model.config["h_channels"]) or h.dtype != dtype):
+            raise ValueError(f"CachedSampler: expected h of shape {(batch, model.config['h_channels'])} and dtype {dtype.name} "
+                             f"(the model's); received {tuple(h.shape)}, {h.dtype.name}")
         model._ensure_built()
         self.model, self.batch, self.height, self.width, self.use_ema = model, batch, height, width, use_ema
-        self.dtype = tf.as_dtype(model.variable_dtype)
-        self.h = None if h is None else tf.cast(h, self.dtype)
+        self.dtype = dtype
+        self.h = h
         ones = tf.pad(tf.ones([batch, height, width, 1], self.dtype), [[0, 0], [1, 0], [PAD, PAD], [0, 0]])
         self.xp = tf.Variable(tf.concat([tf.zeros([batch, height + 1, width + 2 * PAD, IMAGE_CHANNELS], self.dtype), ones],
                                         axis=-1), trainable=False)  # the ones channel, inside the image only

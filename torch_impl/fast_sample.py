@@ -168,11 +168,12 @@ class CachedSampler:
             raise ValueError(f"CachedSampler: the model was built with h_channels={model.config['h_channels']}; "
                              f"received h={'None' if h is None else 'a tensor'}")
         like = next(model.parameters())
-        if h is not None and tuple(h.shape) != (batch, model.config["h_channels"]):
-            raise ValueError(f"CachedSampler: expected h of shape {(batch, model.config['h_channels'])}; received {tuple(h.shape)}")
+        if h is not None and (tuple(h.shape) != (batch, model.config["h_channels"]) or h.dtype != like.dtype):
+            raise ValueError(f"CachedSampler: expected h of shape {(batch, model.config['h_channels'])} and dtype {like.dtype} "
+                             f"(the model's); received {tuple(h.shape)}, {h.dtype}")
         self.model, self.batch, self.height, self.width, self.use_ema = model, batch, height, width, use_ema
         self._like = like
-        self.h = None if h is None else h.to(device=like.device, dtype=like.dtype)
+        self.h = None if h is None else h.to(like.device)
         self.xp = torch.zeros(batch, IMAGE_CHANNELS + 1, height + 1, width + 2 * PAD, dtype=like.dtype, device=like.device)
         self.xp[:, IMAGE_CHANNELS, 1:, PAD:PAD + width] = 1.0  # the ones channel, inside the image only
         with torch.no_grad():

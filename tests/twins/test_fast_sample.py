@@ -136,6 +136,9 @@ def test_bad_arguments_are_one_line_errors(sampling):
         sampling.fast.CachedSampler(m, B, 6, W)
     with pytest.raises(ValueError, match="h_channels=None; received h=a tensor"):
         sampling.fast.CachedSampler(m, B, H, W, sampling.tensor(np.zeros((B, 3), np.float32)))
+    conditional = sampling.model(CONDITIONAL, "float32")
+    with pytest.raises(ValueError, match="dtype"):
+        sampling.fast.CachedSampler(conditional, B, H, W, sampling.tensor(np.zeros((B, 3))))  # float64 h, float32 model
     noise = sampling.noise(TINY, "float32")
     with pytest.raises(ValueError, match="u_mix"):
         sampling.fast.sample(m, B, H, W, u_mix=noise["u_mix"][:, :4], u_value=noise["u_value"])
