@@ -41,26 +41,34 @@ def left_columns(layer: WeightNormConv2D) -> int:
 
 class RowCache:
     """The two most recent rows (``r - 1`` and ``r``) of one map at its level, with ``PAD`` zero columns
-    on each side. Shapes: ``buf`` (B, 2, W + 2 PAD, C). A write that starts at column 0 begins a new row.
-    Twin: ``torch_impl.fast_sample.RowCache``."""
+    on each side. A write that starts at column 0 begins a new row. Twin: ``torch_impl.fast_sample.RowCache``.
+
+    Where the torch twin holds one tensor (B, C, 2, W + 2 PAD) and writes into it, this holds each row
+    as a list of its padded columns, one (B, 1, 1, C) tensor each: eager TensorFlow's slicing and
+    slice-assigning of a ``tf.Variable`` cost far more than the arithmetic here (half of a step at the
+    CIFAR-10 size, measured), a list's are free.
+    """
 
     def __init__(self, batch: int, channels: int, width: int, dtype: tf.DType) -> None:
         self.width = width
-        self.buf = tf.Variable(tf.zeros([batch, 2, width + 2 * PAD, channels], dtype), trainable=False)
+        self.zero = tf.zeros([batch, 1, 1, channels], dtype)
+        self.rows = [[self.zero] * (width + 2 * PAD) for _ in range(2)]  # row r - 1, row r
 
     def write(self, c0: int, value: tf.Tensor) -> None:
         """Columns ``[c0, c0 + n)`` of the current row from ``value`` (B, 1, n, C)."""
         if c0 == 0:
-            self.buf.assign(tf.concat([self.buf[:, 1:], tf.zeros_like(self.buf[:, 1:])], axis=1))
-        self.buf[:, 1:, PAD + c0:PAD + c0 + value.shape[2]].assign(value)
+            self.rows = [self.rows[1], [self.zero] * (self.width + 2 * PAD)]
+        n = value.shape[2]
+        self.rows[1][PAD + c0:PAD + c0 + n] = [value] if n == 1 else tf.split(value, n, axis=2)
 
     def window(self, columns: slice) -> tf.Tensor:
-        """Both rows at the padded ``columns`` (column ``c`` of the map is padded column ``c + PAD``)."""
-        return self.buf[:, :, columns]
+        """Both rows at the padded ``columns`` (column ``c`` of the map is padded column ``c + PAD``): (B, 2, n, C)."""
+        return tf.concat([tf.concat(row[columns], axis=2) for row in self.rows], axis=1)
 
     def current(self, c0: int, c1: int) -> tf.Tensor:
         """Columns ``[c0, c1)`` of the current row: (B, 1, c1 - c0, C)."""
-        return self.buf[:, 1:, PAD + c0:PAD + c1]
+        columns = self.rows[1][PAD + c0:PAD + c1]
+        return columns[0] if len(columns) == 1 else tf.concat(columns, axis=2)
 
 
 class _Conv:
@@ -247,15 +255,16 @@ class CachedSampler:
         if stream == "ul" and layer.filter_size[1] != layer.stride[1]:
             raise ValueError(f"CachedSampler: a pixel at a time needs non-overlapping columns; {type(layer).__name__} "
                              f"has filter {layer.filter_size} at stride {layer.stride}")
-        pending = tf.Variable(tf.zeros([self.batch, layer.stride[0], self.width >> level, layer.num_filters], self.dtype),
-                              trainable=False)
+        pending: list[list[Any]] = [[None] * (self.width >> level) for _ in range(layer.stride[0])]  # two rows of columns
         out = self._cache(layer.num_filters, level)
 
         def run(r: int, c0: int, c1: int) -> None:
             if r % 2 == 0 and c0 % 2 == 0:
                 lo, hi = c0 // 2, (c1 + 1) // 2
-                pending[:, :, 2 * lo:2 * hi].assign(layer(x.current(lo, hi), use_ema=self.use_ema))
-            out.write(c0, pending[:, r % 2:r % 2 + 1, c0:c1])
+                for row, y in zip(pending, tf.split(layer(x.current(lo, hi), use_ema=self.use_ema), 2, axis=1)):
+                    row[2 * lo:2 * hi] = tf.split(y, 2 * (hi - lo), axis=2)
+            columns = pending[r % 2][c0:c1]
+            out.write(c0, columns[0] if len(columns) == 1 else tf.concat(columns, axis=2))
 
         prog.append(_Op(level, stream, run))
         return out
