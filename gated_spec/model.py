@@ -164,8 +164,8 @@ def check_image_size(owner: str, height: int | None, width: int | None) -> None:
 
 
 def raster(height: int, width: int, progress: bool = False) -> Iterator[tuple[int, int]]:
-    """The sampler's steps ``(i, j)`` in raster order, with a progress bar when asked (tqdm where
-    installed, else one line per row on stderr)."""
+    """The sampler's steps ``(i, j)`` in raster order, with a progress bar on stderr when asked (tqdm
+    where installed, else a bar redrawn once per row)."""
     steps = ((i, j) for i in range(height) for j in range(width))
     if not progress:
         return steps
@@ -175,8 +175,11 @@ def raster(height: int, width: int, progress: bool = False) -> Iterator[tuple[in
         def rows() -> Iterator[tuple[int, int]]:
             for i, j in steps:
                 if j == 0:
-                    print(f"sampling row {i + 1}/{height}", file=sys.stderr, flush=True)
+                    done = 30 * i // height
+                    print(f"\rsampling [{'#' * done}{'.' * (30 - done)}] row {i + 1}/{height}", end="", file=sys.stderr,
+                          flush=True)
                 yield i, j
+            print(f"\rsampling [{'#' * 30}] {height} rows", file=sys.stderr, flush=True)
 
         return rows()
     return iter(tqdm(steps, total=height * width, desc="sampling", unit="px"))

@@ -25,7 +25,7 @@ from parity.case import SUITES
 from parity.harness import DTYPES, Report, first_step_beyond
 from parity.isolation import WorkerDied
 from parity.kinds import MODEL_NAMES, model_name
-from parity.protocol import SAMPLE_TENSOR
+from parity.protocol import CACHED_SAMPLE_TENSOR, SAMPLE_TENSOR
 from parity.tolerance import policy
 
 EXIT_OK, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
@@ -53,7 +53,7 @@ def format_report(report: Report, verbose: bool = False) -> str:
             if not rows:
                 continue
             shown = rows if verbose else [next((c for c in rows if not c.passed), max(rows, key=lambda c: c.ratio))]
-            shown += [c for c in rows if c.tensor == SAMPLE_TENSOR and c not in shown]  # the draws' agreement
+            shown += [c for c in rows if c.tensor in (SAMPLE_TENSOR, CACHED_SAMPLE_TENSOR) and c not in shown]  # the draws' agreement
             for c in shown:
                 status = "pass" if c.passed else (f"FAIL{' (first: ' + c.tensor + ')' if not verbose else ''}: "
                                                   f"{c.over} of {math.prod(c.shape)} over, worst at {c.worst_index}")
@@ -178,14 +178,20 @@ def _npz(path: str, names: tuple[str, ...], what: str) -> dict[str, np.ndarray]:
 def cmd_sample(args: argparse.Namespace) -> int:
     from parity.running import sample_file
 
-    check_outputs({"--out": args.out}, {"--weights": args.weights, "--noise": args.noise, "--inputs": args.inputs})
+    check_outputs({"--out": args.out, "--png": args.png}, {"--weights": args.weights, "--noise": args.noise, "--inputs": args.inputs})
     noise = _npz(args.noise, ("u_mix", "u_value"), "u_mix, u_value")
     h = _npz(args.inputs, ("h",), "h").get("h") if args.inputs else None
+    if args.png and not (args.png.lower().endswith(".png") and os.path.isdir(os.path.dirname(os.path.abspath(args.png)))):
+        raise ValueError(f"--png: expected a file name ending in .png in an existing folder; received {args.png!r}")
     outputs = sample_file(args.weights, noise, backend=args.backend, use_ema=args.ema, h=h, device=args.device,
-                          progress=sys.stderr.isatty())
+                          progress=sys.stderr.isatty(), naive=args.naive)
     with atomic_path(args.out) as tmp, open(tmp, "wb") as f:
         np.savez(f, **outputs)
-    print(f"wrote x {tuple(outputs['x'].shape)} to {args.out}")
+    if args.png:
+        from parity.images import save_png_grid
+
+        save_png_grid(outputs["x"], args.png)
+    print(f"wrote x {tuple(outputs['x'].shape)} to {args.out}" + (f" and a grid of them to {args.png}" if args.png else ""))
     return EXIT_OK
 
 
@@ -311,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help=".npz that gets x [B, H, W, 3]")
     p.add_argument("--ema", action="store_true", help="sample with the averaged weights")
     p.add_argument("--inputs", default=None, help=".npz with h [B, K] for a conditional model")
+    p.add_argument("--naive", action="store_true", help="the naive sampler: the whole network at every pixel (the "
+                   "reference; default: the cached sampler, same images, docs/sampler.md)")
+    p.add_argument("--png", default=None, help="also write the images as one 8-bit PNG grid here")
     device(p)
     p.set_defaults(func=cmd_sample)
 

@@ -24,7 +24,7 @@ from parity.backends import get_backend
 from parity.formats.safetensors_io import loads_metadata, write_safetensors
 from parity.kinds import check_declared
 from parity.case import Case, LayerCase, ModelCase, TrainingCase, default_cases, under_prefix
-from parity.protocol import SAMPLE_TENSOR
+from parity.protocol import CACHED_SAMPLE_TENSOR, SAMPLE_TENSOR
 from parity.tolerance import ALLOWANCE_ULPS, EPS, FEW, MCA, MCA_SAMPLES, K, Comparison, compare, finite_max, max_abs_diff
 
 DTYPES = ("float32", "float64")
@@ -118,13 +118,16 @@ def run_backend_here(backend: str, case: Case | LayerCase, device: str = "cpu", 
                      mca_samples: int = 0) -> Results:
     """:func:`run_backend` in this process (what the worker runs)."""
     module = get_backend(backend)
+    # The reference's runs (those with a Monte Carlo spread) draw with the naive sampler only: the backend
+    # under test's cached draw is held to the reference's naive one (_compare_all).
+    cached_draw = not mca_samples
     with module.parity_mode(device, tf32=tf32):
-        results = {dt: protocol.run(module, case, dt, device) for dt in DTYPES}
+        results = {dt: protocol.run(module, case, dt, device, cached_draw) for dt in DTYPES}
         if mca_samples:
             exact = results["float64"]
             spread = dict.fromkeys(exact, 0.0)
             for sample in range(mca_samples):
-                for k, v in protocol.run(module, case.perturbed(sample), "float32", device).items():
+                for k, v in protocol.run(module, case.perturbed(sample), "float32", device, cached_draw).items():
                     if k in spread and v.shape == exact[k].shape:
                         spread[k] = max(spread[k], max_abs_diff(v, exact[k]))
             results[MCA] = {k: np.float64(v) for k, v in spread.items()}
@@ -163,17 +166,22 @@ def peak_memory() -> Iterator[list[float]]:
 def _compare_all(case_name: str, ref: dict[str, dict[str, np.ndarray]], other: dict[str, dict[str, np.ndarray]],
                  dtypes: Iterable[str]) -> list[Comparison]:
     comparisons = []
+    tensors = list(ref["float32"])
+    if CACHED_SAMPLE_TENSOR in other["float32"] and CACHED_SAMPLE_TENSOR not in tensors and SAMPLE_TENSOR in tensors:
+        tensors.insert(tensors.index(SAMPLE_TENSOR) + 1, CACHED_SAMPLE_TENSOR)  # the reference draws naively only
     for dtype in dtypes:
-        for tensor in ref["float32"]:
+        for tensor in tensors:
             if tensor not in other["float32"]:
                 comparisons.append(Comparison(case_name, tensor, tuple(ref["float32"][tensor].shape), dtype,
                                               float("inf"), float("inf"), 0, 0.0, 0.0, 0.0, "missing", False,
                                               "not produced by the backend under test"))
                 continue
-            pair_r = {d: ref[d][tensor] for d in (*DTYPES, MCA) if d in ref}
+            # the cached sampler's draw is held to the reference's naive draw (the naive sampler is the reference)
+            source = SAMPLE_TENSOR if tensor == CACHED_SAMPLE_TENSOR else tensor
+            pair_r = {d: ref[d][source] for d in (*DTYPES, MCA) if d in ref}
             pair_o = {d: other[d][tensor] for d in DTYPES}
             c = compare(case_name, tensor, dtype, pair_r, pair_o, exact=is_exact(tensor))
-            if tensor == SAMPLE_TENSOR:
+            if tensor in (SAMPLE_TENSOR, CACHED_SAMPLE_TENSOR):
                 c.note = (c.note + "; " if c.note else "") + sample_agreement(pair_r[dtype], pair_o[dtype], c.bound)
             comparisons.append(c)
     return comparisons
@@ -182,19 +190,25 @@ def _compare_all(case_name: str, ref: dict[str, dict[str, np.ndarray]], other: d
 def sample_agreement(ref: np.ndarray, other: np.ndarray, bound: float) -> str:
     """How two draws ``[B, H, W, 3]`` from the same noise agree, pixel by pixel in raster order (the
     sampler's step order): the fraction of pixels equal in all three sub-pixels of every image, the
-    first step where any bit differs, and the first where they part by more than ``bound``."""
+    first step where any bit differs, and the first where they part by more than ``bound``; then the
+    same two figures on the 8-bit grid (the draws rounded as ``parity.images.to_uint8`` rounds them)."""
+    from parity.images import to_uint8
+
     a, b = np.asarray(ref, np.float64), np.asarray(other, np.float64)
     if a.shape != b.shape or a.ndim != 4:
         return "samples not comparable pixel by pixel"
-    differs = np.any(a != b, axis=(0, 3))  # (H, W): some image or channel differs at that step
     beyond = np.any(~(np.abs(a - b) <= bound), axis=(0, 3))  # NaN counts as beyond
-    equal = np.all(a == b, axis=3).mean()
 
     def first(m: np.ndarray) -> str:
         hits = np.argwhere(m)  # row-major: raster order
         return f"({hits[0][0]}, {hits[0][1]})" if len(hits) else "never"
 
-    return f"pixels identical {equal:.0%}, first differing step {first(differs)}, first step beyond the bound {first(beyond)}"
+    def agree(x: np.ndarray, y: np.ndarray) -> str:
+        differs = np.any(x != y, axis=(0, 3))  # (H, W): some image or channel differs at that step
+        return f"pixels identical {np.all(x == y, axis=3).mean():.0%}, first differing step {first(differs)}"
+
+    return (f"{agree(a, b)}, first step beyond the bound {first(beyond)}; "
+            f"8-bit grid: {agree(to_uint8(np.nan_to_num(a)), to_uint8(np.nan_to_num(b)))}")
 
 
 def describe_here(backend: str, device: str) -> str:

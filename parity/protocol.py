@@ -23,7 +23,8 @@ from parity.case import under_prefix
 from parity.kinds import KINDS, with_kind
 from parity.table import EMA_SUFFIX, weight_table
 
-SAMPLE_TENSOR = "sample/x"  # the images a model case draws with its noise (NHWC)
+SAMPLE_TENSOR = "sample/x"  # the images a model case draws with its noise (NHWC), by the naive sampler
+CACHED_SAMPLE_TENSOR = "sample/x_cached"  # the same by the cached sampler, compared with the reference's SAMPLE_TENSOR
 
 
 def _init_outputs(exported: dict[str, np.ndarray], rows: list) -> dict[str, np.ndarray]:
@@ -89,13 +90,15 @@ def run_layer_case(backend: Backend, case: Any, dtype: str = "float32", device: 
     return out
 
 
-def run_model_case(backend: Backend, case: Any, dtype: str = "float32", device: str = "cpu") -> dict[str, np.ndarray]:
+def run_model_case(backend: Backend, case: Any, dtype: str = "float32", device: str = "cpu",
+                   cached_draw: bool = True) -> dict[str, np.ndarray]:
     """Every compared tensor of one whole-model case (``parity.case.ModelCase``), in this order: the
     network output, the summed loss and its bits per dimension, the gradients of the loss w.r.t.
     every raw weight in call order (so the first failing one names the first diverging layer), the
     forward on the case's dropout masks, the init pass of a fresh model from the same ``V`` and
     ``hw`` with those masks (``g``, ``b`` in call order, then its output), the Polyak shadows after
-    the case's steps and the forward with them, and the images drawn with the case's noise."""
+    the case's steps and the forward with them, and the images drawn with the case's noise by the naive
+    sampler and (``cached_draw``, PixelCNN++ only) by the cached one."""
     arr = case.arrays
     weights = case.weights()
     config = with_kind(case.kind, case.config)
@@ -126,7 +129,10 @@ def run_model_case(backend: Backend, case: Any, dtype: str = "float32", device: 
         out.update(_shadow_outputs(backend.export_weights(model), rows))
         out["ema/out"] = backend.model_forward(model, inputs, use_ema=True)
         noise = {k: arr[f"noise/{k}"].astype(dtype) for k in ("u_mix", "u_value")}
-        out[SAMPLE_TENSOR] = backend.sample(model, noise, None if arr.get("h") is None else arr["h"].astype(dtype), use_ema=True)
+        h = None if arr.get("h") is None else arr["h"].astype(dtype)
+        out[SAMPLE_TENSOR] = backend.sample(model, noise, h, use_ema=True, naive=True)
+        if cached_draw and case.kind == "pixelcnn_pp":  # the cached sampler is PixelCNN++'s (docs/sampler.md)
+            out[CACHED_SAMPLE_TENSOR] = backend.sample(model, noise, h, use_ema=True)
     return out
 
 
@@ -167,10 +173,13 @@ def run_training_case(backend: Backend, case: Any, dtype: str = "float32", devic
     return out
 
 
-def run(backend: Backend, case: Any, dtype: str = "float32", device: str = "cpu") -> dict[str, np.ndarray]:
-    """Every compared tensor of one case of any type (block, layer, network or training), keyed ``<part>/<name>``."""
+def run(backend: Backend, case: Any, dtype: str = "float32", device: str = "cpu", cached_draw: bool = True) -> dict[str, np.ndarray]:
+    """Every compared tensor of one case of any type (block, layer, network or training), keyed ``<part>/<name>``;
+    ``cached_draw``: a network case draws with the cached sampler too (:func:`run_model_case`)."""
     from parity.case import LayerCase, ModelCase, TrainingCase
 
     runner = (run_layer_case if isinstance(case, LayerCase) else run_model_case if isinstance(case, ModelCase)
               else run_training_case if isinstance(case, TrainingCase) else run_case)
+    if runner is run_model_case:
+        return run_model_case(backend, case, dtype, device, cached_draw)
     return runner(backend, case, dtype, device)

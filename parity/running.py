@@ -115,9 +115,11 @@ def apply_here(backend: str, loaded: Loaded, inputs: Mapping[str, np.ndarray], u
 
 
 def sample_file(weights: str, noise: Mapping[str, np.ndarray], backend: str = "torch", use_ema: bool = False,
-                h: np.ndarray | None = None, device: str = "cpu", progress: bool = False) -> dict[str, np.ndarray]:
+                h: np.ndarray | None = None, device: str = "cpu", progress: bool = False,
+                naive: bool = False) -> dict[str, np.ndarray]:
     """Draw images from the network in ``weights`` with the noise ``u_mix`` [B, H, W, M] and ``u_value``
-    [B, H, W, 3] (position (i, j) used at step (i, j)); returns ``{'x': [B, H, W, 3]}``."""
+    [B, H, W, 3] (position (i, j) used at step (i, j)); returns ``{'x': [B, H, W, 3]}``. The cached
+    sampler draws them where the network has one; ``naive``: the naive sampler (the reference)."""
     from gated_spec.model import IMAGE_CHANNELS, check_image_size
 
     loaded = _read(weights)
@@ -147,18 +149,18 @@ def sample_file(weights: str, noise: Mapping[str, np.ndarray], backend: str = "t
     if use_ema:
         _check_ema(weights, loaded.tensors)
     h = None if h is None else np.asarray(h, dtype)
-    x = isolation.call(backend, "parity.running:sample_here", backend, loaded, noise, h, use_ema, progress, device)
+    x = isolation.call(backend, "parity.running:sample_here", backend, loaded, noise, h, use_ema, progress, device, naive)
     _check_overflow(weights, loaded.tensors, {**noise, **({} if h is None else {"h": h})}, {"x": x})
     return {"x": x}
 
 
 def sample_here(backend: str, loaded: Loaded, noise: Mapping[str, np.ndarray], h: np.ndarray | None, use_ema: bool,
-                progress: bool, device: str) -> np.ndarray:
+                progress: bool, device: str, naive: bool = False) -> np.ndarray:
     """:func:`sample_file`'s draw, in the backend's process."""
     module = get_backend(backend)
     with module.parity_mode(device):
         model = build_loaded(module, loaded.tensors, loaded.config, loaded.initialized, device)
-        return module.sample(model, noise, h, use_ema, progress)
+        return module.sample(model, noise, h, use_ema, progress, naive)
 
 
 def load_into(net: Any, path: str, overrides: Mapping[str, Any] | None = None, scope: str = "model",

@@ -133,6 +133,11 @@ class _WeightNormLayer(keras.layers.Layer):
             )
         return self.V_ema, self.g_ema, self.b_ema
 
+    def raw_weights(self, use_ema: bool = False) -> tuple[Any, Any, Any]:
+        """``(V, g, b)`` as the forward reads them (the shadows with ``use_ema``)."""
+        self._ensure_built()
+        return self._weights(use_ema)
+
     def _scale(self, g: Any) -> tf.Tensor:
         return tf.convert_to_tensor(g)  # broadcasts over the last (output) axis
 

@@ -136,6 +136,17 @@ def sample_from_discretized_mix_logistic(l: Any, u_mix: Any = None, u_value: Any
     return tf.stack([x0, x1, x2], axis=-1)
 
 
+def sampler_noise(batch: int, height: int, width: int, mixtures: int, dtype: tf.DType, u_mix: Any, u_value: Any,
+                  generator: tf.random.Generator | None) -> tuple[tf.Tensor, tf.Tensor]:
+    """A sampler's ``u_mix`` (B, H, W, M) and ``u_value`` (B, H, W, 3): checked where given, drawn from
+    ``generator`` where not (``u_mix`` first). Twin: ``torch_impl.mixture.sampler_noise``."""
+    u_mix = _uniform((batch, height, width, mixtures), dtype, generator) if u_mix is None else _check_noise(
+        "u_mix", u_mix, (batch, height, width, mixtures), dtype)
+    u_value = _uniform((batch, height, width, IMAGE_CHANNELS), dtype, generator) if u_value is None else _check_noise(
+        "u_value", u_value, (batch, height, width, IMAGE_CHANNELS), dtype)
+    return u_mix, u_value
+
+
 def sample(model: Any, batch: int, height: int, width: int, h: Any = None, *, u_mix: Any = None, u_value: Any = None,
            use_ema: bool = False, generator: tf.random.Generator | None = None, progress: bool = False) -> tf.Tensor:
     """Draw ``batch`` images (B, H, W, 3) pixel by pixel in raster order (twin:
@@ -144,11 +155,7 @@ def sample(model: Any, batch: int, height: int, width: int, h: Any = None, *, u_
     (no dropout)."""
     param = model.weights[0] if model.built else None
     dtype = tf.as_dtype(param.dtype if param is not None else model.variable_dtype)
-    M = model.config["nr_logistic_mix"]
-    u_mix = _uniform((batch, height, width, M), dtype, generator) if u_mix is None else _check_noise(
-        "u_mix", u_mix, (batch, height, width, M), dtype)
-    u_value = _uniform((batch, height, width, IMAGE_CHANNELS), dtype, generator) if u_value is None else _check_noise(
-        "u_value", u_value, (batch, height, width, IMAGE_CHANNELS), dtype)
+    u_mix, u_value = sampler_noise(batch, height, width, model.config["nr_logistic_mix"], dtype, u_mix, u_value, generator)
     h = None if h is None else tf.convert_to_tensor(h)
     network = tf.function(lambda x: model(x, h, use_ema=use_ema), autograph=False)
     x = np.zeros((batch, height, width, IMAGE_CHANNELS), dtype.as_numpy_dtype)

@@ -97,6 +97,10 @@ class _WeightNormLayer(ValidatedLoad, nn.Module):
             )
         return self.V_ema, self.g_ema, self.b_ema
 
+    def raw_weights(self, use_ema: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(V, g, b)`` as the forward reads them (the shadows with ``use_ema``)."""
+        return self._weights(use_ema)
+
     def _scale(self, g: torch.Tensor) -> torch.Tensor:
         return g.view(self._scale_shape)
 

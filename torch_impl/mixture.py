@@ -147,6 +147,17 @@ def _check_noise(name: str, u: torch.Tensor, shape: tuple[int, ...], l: torch.Te
     return u.to(l.device)
 
 
+def sampler_noise(batch: int, height: int, width: int, mixtures: int, like: torch.Tensor, u_mix: torch.Tensor | None,
+                  u_value: torch.Tensor | None, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A sampler's ``u_mix`` (B, H, W, M) and ``u_value`` (B, H, W, 3): checked where given, drawn from
+    ``generator`` where not (``u_mix`` first), in ``like``'s dtype and on its device."""
+    u_mix = _uniform((batch, height, width, mixtures), like, generator) if u_mix is None else _check_noise(
+        "u_mix", u_mix, (batch, height, width, mixtures), like)
+    u_value = _uniform((batch, height, width, IMAGE_CHANNELS), like, generator) if u_value is None else _check_noise(
+        "u_value", u_value, (batch, height, width, IMAGE_CHANNELS), like)
+    return u_mix, u_value
+
+
 @torch.no_grad()
 def sample(model: torch.nn.Module, batch: int, height: int, width: int, h: torch.Tensor | None = None, *,
            u_mix: torch.Tensor | None = None, u_value: torch.Tensor | None = None, use_ema: bool = False,
@@ -161,11 +172,7 @@ def sample(model: torch.nn.Module, batch: int, height: int, width: int, h: torch
     per row on stderr). The model runs in eval mode (no dropout) and comes back in its former mode.
     """
     param = next(model.parameters())
-    M = model.config["nr_logistic_mix"]
-    if u_mix is None:
-        u_mix = _uniform((batch, height, width, M), param, generator)
-    if u_value is None:
-        u_value = _uniform((batch, height, width, IMAGE_CHANNELS), param, generator)
+    u_mix, u_value = sampler_noise(batch, height, width, model.config["nr_logistic_mix"], param, u_mix, u_value, generator)
     x = torch.zeros(batch, IMAGE_CHANNELS, height, width, dtype=param.dtype, device=param.device)
     was_training = model.training
     model.eval()

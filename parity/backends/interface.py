@@ -73,8 +73,9 @@ class Backend(Protocol):
         network its summed ``loss`` (float64 scalar)."""
 
     def sample(self, net: Any, noise: Arrays, h: np.ndarray | None = None, use_ema: bool = False,
-               progress: bool = False) -> np.ndarray:
-        """Images ``[B, H, W, 3]`` a network draws with the given ``u_mix`` and ``u_value``."""
+               progress: bool = False, naive: bool = False) -> np.ndarray:
+        """Images ``[B, H, W, 3]`` a network draws with the given ``u_mix`` and ``u_value``: by its cached
+        sampler where it has one, by the naive sampler (the whole network at every step) with ``naive``."""
 
     # -- a block's parity steps -------------------------------------------------------------------
     def block_stages_and_gradients(self, block: Any, given: Mapping[str, Any], cotangent: np.ndarray,

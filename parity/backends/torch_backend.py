@@ -159,9 +159,14 @@ def apply(net: Any, inputs: Mapping[str, np.ndarray], use_ema: bool = False, ini
 
 
 def sample(net: Any, noise: Mapping[str, np.ndarray], h: np.ndarray | None = None, use_ema: bool = False,
-           progress: bool = False) -> np.ndarray:
-    """Images (B, H, W, 3) drawn with the given ``u_mix`` and ``u_value`` (NHWC)."""
+           progress: bool = False, naive: bool = False) -> np.ndarray:
+    """Images (B, H, W, 3) drawn with the given ``u_mix`` and ``u_value`` (NHWC): by the cached sampler
+    where the net has one (``torch_impl.fast_sample``, PixelCNN++), by the naive one with ``naive``."""
+    from torch_impl.fast_sample import sample as cached
     from torch_impl.mixture import sample as draw
+
+    if not naive and isinstance(net, torch_impl.PixelCNNpp):
+        draw = cached
 
     dt, device = _param0(net).dtype, str(_param0(net).device)
     u_mix = torch.as_tensor(noise["u_mix"], dtype=dt, device=device)

@@ -119,6 +119,15 @@ def test_sample_command_draws_the_same_images_on_both_backends(tmp_path, capsys)
         assert drawn[backend].shape == (1, 4, 4, 3) and np.abs(drawn[backend]).max() <= 1
     if len(drawn) == 2:  # float32: equal to rounding, and on the 8-bit grid
         np.testing.assert_allclose(drawn["tf"], drawn["torch"], atol=1e-5)
+    # the cached sampler (the default) draws the naive sampler's images; --png writes them as a grid
+    backend = "torch" if HAVE["torch"] else "tf"
+    assert main(["sample", "--weights", str(tmp_path / "m.safetensors"), "--backend", backend, "--noise", str(tmp_path / "u.npz"),
+                 "--out", str(tmp_path / "naive.npz"), "--ema", "--naive", "--png", str(tmp_path / "naive.png")]) == 0
+    with np.load(tmp_path / "naive.npz") as f:
+        np.testing.assert_array_equal(np.round(f["x"] * 127.5), np.round(drawn[backend] * 127.5))
+    assert (tmp_path / "naive.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["sample", "--weights", str(tmp_path / "m.safetensors"), "--noise", str(tmp_path / "u.npz"),
+                 "--out", str(tmp_path / "o.npz"), "--png", str(tmp_path / "no" / "x.png")]) == 2
     np.savez(tmp_path / "bad.npz", u_mix=np.zeros((1, 4, 4, 2), np.float32), u_value=np.zeros((1, 4, 4, 3), np.float32))
     capsys.readouterr()
     assert main(["sample", "--weights", str(tmp_path / "m.safetensors"), "--noise", str(tmp_path / "bad.npz"),

@@ -76,3 +76,16 @@ def test_bench_model_runs_at_a_tiny_size(tmp_path, capsys):
     assert {r["backend"] for r in rows} == ({"tf", "torch"} if HAVE["tf"] else {"torch"})
     for r in rows:
         assert r["forward_backward_ms"]["median"] > 0 and r["init_ms"]["median"] > 0 and r["sample_s_per_image"] > 0
+
+
+@pytest.mark.skipif(not HAVE["torch"], reason="needs PyTorch")
+def test_bench_sampler_runs_at_a_tiny_size(tmp_path, capsys):
+    from benchmarks.bench_sampler import main
+
+    out = tmp_path / "s.json"
+    assert main(["--size", "tiny", "--batch", "2", "--backend", "torch", "--naive-steps", "1", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert [r["backend"] for r in rows] == ["torch"]
+    for r in rows:
+        assert r["naive_s_per_batch"] > 0 and r["cached_s_per_batch"] > 0 and r["speedup"] > 0
+    assert "speed-up" in capsys.readouterr().out

@@ -16,10 +16,12 @@ def test_the_report_says_where_two_draws_part_in_raster_order():
     b = a.copy()
     b[1, 0, 2, 1] = 1e-7  # step (0, 2): one bit pattern differs, within the bound
     b[0, 2, 1, 0] = 1.0  # step (2, 1): a different draw
-    assert sample_agreement(a, b, 1e-6) == "pixels identical 92%, first differing step (0, 2), first step beyond the bound (2, 1)"
-    assert sample_agreement(a, a, 0.0).endswith("first differing step never, first step beyond the bound never")
+    assert sample_agreement(a, b, 1e-6) == ("pixels identical 92%, first differing step (0, 2), first step beyond the bound (2, 1); "
+                                            "8-bit grid: pixels identical 96%, first differing step (2, 1)")
+    assert sample_agreement(a, a, 0.0).endswith("first differing step never, first step beyond the bound never; "
+                                                "8-bit grid: pixels identical 100%, first differing step never")
     b[0, 0, 0, 0] = np.nan
-    assert sample_agreement(a, b, 1e-6).endswith("first step beyond the bound (0, 0)")
+    assert "first step beyond the bound (0, 0);" in sample_agreement(a, b, 1e-6)
 
 
 @BOTH
@@ -40,6 +42,9 @@ def test_the_models_suite_passes_and_a_missing_ones_channel_is_caught_at_the_out
     assert names[:4] == ["forward/out", "loss/sum", "loss/bits_per_dim", "grad/conv2d_0/V"] and "sample/x" in names and "init/dense_4/g" in names
     drawn = next(c for c in report.cases[0].comparisons if c.tensor == "sample/x" and c.dtype == "float32")
     assert "first step beyond the bound never" in drawn.note and "pixels identical" in drawn.note, drawn.note
+    # the cached sampler (torch's) against the naive one (TensorFlow's): the same images
+    cached = next(c for c in report.cases[0].comparisons if c.tensor == "sample/x_cached" and c.dtype == "float32")
+    assert cached.passed and "8-bit grid: pixels identical 100%, first differing step never" in cached.note, cached.note
     ref = run_backend("tf", case, mca_samples=MCA_SAMPLES)
     monkeypatch.setattr(tm, "with_ones", lambda x: torch.cat([x, torch.zeros_like(x[:, :1])], dim=1))
     naive = compare_runs(case.name, ref, run_backend_here("torch", case))
