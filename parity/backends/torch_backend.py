@@ -163,10 +163,9 @@ def sample(net: Any, noise: Mapping[str, np.ndarray], h: np.ndarray | None = Non
     """Images (B, H, W, 3) drawn with the given ``u_mix`` and ``u_value`` (NHWC): by the cached sampler
     where the net has one (``torch_impl.fast_sample``, PixelCNN++), by the naive one with ``naive``."""
     from torch_impl.fast_sample import sample as cached
-    from torch_impl.mixture import sample as draw
+    from torch_impl.mixture import sample as naive_draw
 
-    if not naive and isinstance(net, torch_impl.PixelCNNpp):
-        draw = cached
+    draw = cached if not naive and isinstance(net, torch_impl.PixelCNNpp) else naive_draw
 
     dt, device = _param0(net).dtype, str(_param0(net).device)
     u_mix = torch.as_tensor(noise["u_mix"], dtype=dt, device=device)
