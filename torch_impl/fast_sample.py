@@ -28,8 +28,17 @@ where a drawn value sits within rounding of a bin edge or a component choice is 
 
 The network is compiled once into a *program*: the original's call order (``PixelCNNpp._run``) with
 every layer an op that owns its state and computes its output at one level-``l`` row ``r`` and columns
-``[c0, c1)``. A PixelSNAIL attention layer fits the same scheme as a pixel op whose state is the keys
-and values of every earlier pixel, appended once per pixel (not built here).
+``[c0, c1)``.
+
+PixelSNAIL (``torch_impl.pixelsnail``; docs/sampler.md "PixelSNAIL") compiles the same way at level 0:
+its ``ul`` stream's shifted convs and blocks as PixelCNN++'s horizontal stream (``model_spec``'s ``u``
+as its vertical one), and each attention block as one pixel op whose state is the keys and values of
+every earlier pixel. The key of pixel ``p`` reads the image at ``p``, so it is computed at the next
+step, once ``p`` is drawn, and appended; with ``att_downsample`` ``d > 1`` a ``d x d`` block's pooled
+key and value (the maximum over the block, as ``max_pool``) are appended once its last pixel's are in:
+exactly the keys the pooled mask ``-max_pool(-mask)`` leaves to every later query. The attention over
+the appended keys is the original's formula without the masked columns, whose terms are exactly zero
+in the full pass.
 """
 
 from __future__ import annotations
@@ -42,11 +51,13 @@ import torch.nn.functional as F
 
 from gated_spec import CHANNEL_MULTIPLIER
 from gated_spec.model import IMAGE_CHANNELS, check_image_size, raster
+from gated_spec.pixelsnail import PROBS_EPS, attention_scale
 from torch_impl.block import GatedResnet
 from torch_impl.layers import DownRightShiftedConv2D, DownShiftedConv2D, Nin, WeightNormConv2D, WeightNormConv2DTranspose
 from torch_impl.mixture import sample_from_discretized_mix_logistic, sampler_noise
 from torch_impl.model import PixelCNNpp, down_pass_a
 from torch_impl.ops import elu
+from torch_impl.pixelsnail import PixelSNAIL, background
 
 PAD = 1  # zero columns each side of a cached row: the widest shifted kernel (3 columns) needs one
 
@@ -150,7 +161,7 @@ class CachedSampler:
     ``(i, j)``, then :meth:`put` the pixel drawn there, in raster order from ``(0, 0)``.
 
     Args:
-        model: a ``PixelCNNpp`` (initialised); read, never changed.
+        model: a ``PixelCNNpp`` or a ``PixelSNAIL`` (initialised); read, never changed.
         batch, height, width: the images drawn (H, W multiples of 4).
         h: the conditioning ``(B, h_channels)`` for a conditional model, else ``None``.
         use_ema: read the averaged weights (the shadows).
@@ -159,10 +170,10 @@ class CachedSampler:
     two rows of every map. Twin: ``tf_impl.fast_sample.CachedSampler``.
     """
 
-    def __init__(self, model: PixelCNNpp, batch: int, height: int, width: int, h: torch.Tensor | None = None,
+    def __init__(self, model: PixelCNNpp | PixelSNAIL, batch: int, height: int, width: int, h: torch.Tensor | None = None,
                  use_ema: bool = False) -> None:
-        if not isinstance(model, PixelCNNpp):
-            raise ValueError(f"CachedSampler: expected a PixelCNNpp; received {type(model).__name__}")
+        if not isinstance(model, (PixelCNNpp, PixelSNAIL)):
+            raise ValueError(f"CachedSampler: expected a PixelCNNpp or a PixelSNAIL; received {type(model).__name__}")
         check_image_size("CachedSampler", height, width)
         if (h is None) != (model.config["h_channels"] is None):
             raise ValueError(f"CachedSampler: the model was built with h_channels={model.config['h_channels']}; "
@@ -177,7 +188,7 @@ class CachedSampler:
         self.xp = torch.zeros(batch, IMAGE_CHANNELS + 1, height + 1, width + 2 * PAD, dtype=like.dtype, device=like.device)
         self.xp[:, IMAGE_CHANNELS, 1:, PAD:PAD + width] = 1.0  # the ones channel, inside the image only
         with torch.no_grad():
-            self.program, self.out = self._compile()
+            self.program, self.out = self._compile_snail() if isinstance(model, PixelSNAIL) else self._compile()
 
     # -- the program -------------------------------------------------------------------------------
     def _cache(self, channels: int, level: int) -> RowCache:
@@ -212,6 +223,91 @@ class CachedSampler:
         assert not U and not Lst, "the down pass consumes every entry of the up pass"
         nin_out = _Dense(m.nin_out, self.use_ema)
         return prog, lambda j: nin_out(elu(ul.current(j, j + 1)))
+
+    def _compile_snail(self) -> tuple[list[_Op], Callable[[int], torch.Tensor]]:
+        """``PixelSNAIL._run``'s call order, every op at level 0: the streams as PixelCNN++'s first
+        level, each attention block one pixel op (:meth:`_attention`)."""
+        m, R = self.model, self.model.config["nr_resnet"]
+        prog: list[_Op] = []
+        u = self._first_u(prog) if m.two_streams else None
+        ul = self._first_ul(prog)
+        k = 0
+        for r in range(m.config["attn_rep"]):
+            for _ in range(R):
+                if m.two_streams:
+                    u = self._block(prog, m.u[k], "u", 0, u, None)
+                ul = self._block(prog, m.ul[k], "ul", 0, ul, None if u is None else [u])
+                k += 1
+            ul = self._attention(prog, r, ul)
+        nin_out = _Dense(m.nin_out, self.use_ema)
+        return prog, lambda j: nin_out(elu(ul.current(j, j + 1)))
+
+    def _pixel_block(self, block: GatedResnet) -> Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]:
+        """A ``gated_resnet`` with ``nin`` convs on one pixel: ``(x, a)`` (B, C, 1, 1) -> (B, F, 1, 1),
+        the steps of :meth:`_block` with dense layers, dropout off."""
+        nl = block._nonlinearity
+        conv_in, conv_out = _Dense(block.conv_input, self.use_ema), _Dense(block.conv_output, self.use_ema)
+        skip = _Dense(block.nin_skip, self.use_ema) if block.nin_skip is not None else None
+        condition = None
+        if self.h is not None:
+            condition = block._condition(self.h, block.hw_ema if self.use_ema else block.hw)
+
+        def run(x: torch.Tensor, a: torch.Tensor | None) -> torch.Tensor:
+            c1 = conv_in(nl(x))
+            if a is not None:
+                c1 = c1 + block._skip(a, lambda layer, t: skip(t))
+            c2 = conv_out(block._activate_c1(c1))
+            if condition is not None:
+                c2 = c2 + condition
+            value, gate = block._split(c2)
+            return x + value * torch.sigmoid(gate)
+
+        return run
+
+    def _attention(self, prog: list[_Op], r: int, ul: RowCache) -> RowCache:
+        """Attention block ``r`` at pixel ``(i, j)``: first the keys and values of the pixel before,
+        now drawn (``key_nin(key_block(concat([x, ul, bg])))``, keys first), appended (pooled by
+        ``att_downsample`` ``d``: a ``d x d`` block once its last pixel is in); then the query
+        (``query_nin(query_block(concat([ul, bg])))``) against the ``n`` appended keys::
+
+            dot = q . k;  dot -= max(dot);  e = exp(dot / sqrt(K));  mixed = (e / (sum(e) + 1e-6)) . v
+
+        (0 with no key yet), and ``mix_block(ul, a=mixed)``. The original's masked columns add exactly
+        0 to its sum and never win its maximum (``dot - 1e10``) while a key is unmasked."""
+        m, K, d = self.model, self.model.key_channels, self.model.att_downsample
+        H, W = self.height, self.width
+        if H % d or W % d:
+            raise ValueError(f"CachedSampler: expected an image size that att_downsample={d} divides; received {H} x {W}")
+        key_block, query_block, mix_block = (self._pixel_block(b[r]) for b in (m.key_block, m.query_block, m.mix_block))
+        key_nin, query_nin = _Dense(m.key_nin[r], self.use_ema), _Dense(m.query_nin[r], self.use_ema)
+        scale = attention_scale(K)
+        bg = background(self.xp[:, :IMAGE_CHANNELS, 1:, PAD:PAD + W])  # (B, 6, H, W), as the full pass's
+        raw = torch.zeros(self.batch, key_nin.units, H, W, dtype=self._like.dtype, device=self._like.device)
+        keys = torch.zeros(self.batch, (H // d) * (W // d), key_nin.units, dtype=raw.dtype, device=raw.device)
+        state: dict[str, Any] = {"n": 0, "before": None}  # appended keys; the pixel before and its ul
+        out = self._cache(m.config["nr_filters"], 0)
+
+        def run(i: int, j: int, _: int) -> None:
+            if state["before"] is not None:
+                pi, pj, ul_before = state["before"]
+                x = self.xp[:, :IMAGE_CHANNELS, 1 + pi:2 + pi, PAD + pj:PAD + pj + 1]
+                raw[:, :, pi:pi + 1, pj:pj + 1] = key_nin(key_block(torch.cat([x, ul_before, bg[:, :, pi:pi + 1, pj:pj + 1]], dim=1), None))
+                if pi % d == d - 1 and pj % d == d - 1:
+                    keys[:, state["n"]] = torch.amax(raw[:, :, pi + 1 - d:pi + 1, pj + 1 - d:pj + 1], dim=(2, 3))
+                    state["n"] += 1
+            here = ul.current(j, j + 1).clone()
+            query = query_nin(query_block(torch.cat([here, bg[:, :, i:i + 1, j:j + 1]], dim=1), None))[:, :, 0, 0]
+            n = state["n"]
+            mixed = torch.zeros(self.batch, key_nin.units - K, dtype=raw.dtype, device=raw.device)
+            if n:
+                dot = torch.einsum("bk,bnk->bn", query, keys[:, :n, :K])
+                e = torch.exp((dot - torch.amax(dot, dim=-1, keepdim=True)) / scale)
+                mixed = torch.einsum("bn,bnc->bc", e / (torch.sum(e, dim=-1, keepdim=True) + PROBS_EPS), keys[:, :n, K:])
+            out.write(j, mix_block(here, mixed[:, :, None, None]))
+            state["before"] = (i, j, here)
+
+        prog.append(_Op(0, "ul", run))
+        return out
 
     def _first_u(self, prog: list[_Op]) -> RowCache:
         """``u = down_shift(down_shifted_conv2d(xp, [2, 3]))``: row ``r`` is the conv's row ``r - 1``, which
@@ -338,7 +434,7 @@ class _Nonlinear:
 
 
 @torch.no_grad()
-def sample(model: PixelCNNpp, batch: int, height: int, width: int, h: torch.Tensor | None = None, *,
+def sample(model: PixelCNNpp | PixelSNAIL, batch: int, height: int, width: int, h: torch.Tensor | None = None, *,
            u_mix: torch.Tensor | None = None, u_value: torch.Tensor | None = None, use_ema: bool = False,
            generator: torch.Generator | None = None, progress: bool = False,
            on_step: Callable[[int, int, torch.Tensor], Any] | None = None) -> torch.Tensor:
