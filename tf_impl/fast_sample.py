@@ -4,7 +4,9 @@ docs/sampler.md).
 
 Each map keeps its two latest rows (:class:`RowCache`, a ``tf.Variable``); the vertical stream is
 computed a row at a time, the horizontal one a pixel at a time, the strided and transposed layers on
-their levels' schedules, with the kernels, biases and steps of the full pass, eagerly.
+their levels' schedules, with the kernels, biases and steps of the full pass, eagerly. PixelSNAIL
+(``tf_impl.pixelsnail``) compiles at level 0, each attention block a pixel op whose keys and values
+(pooled by ``att_downsample`` once a block is complete) are appended once per pixel, as in the twin.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ import tensorflow as tf
 
 from gated_spec import CHANNEL_MULTIPLIER
 from gated_spec.model import IMAGE_CHANNELS, check_image_size, raster
+from gated_spec.pixelsnail import PROBS_EPS, attention_scale
 from tf_impl.block import GatedResnet
 from tf_impl.layers import DownRightShiftedConv2D, DownShiftedConv2D, Nin, WeightNormConv2D, WeightNormConv2DTranspose
 from tf_impl.mixture import sample_from_discretized_mix_logistic, sampler_noise
 from tf_impl.model import PixelCNNpp, down_pass_a
 from tf_impl.ops import elu
+from tf_impl.pixelsnail import PixelSNAIL, background
 
 PAD = 1  # zero columns each side of a cached row: the widest shifted kernel (3 columns) needs one
 
@@ -127,10 +131,10 @@ class CachedSampler:
     ``torch_impl.fast_sample.CachedSampler``; the image drawn so far is ``(B, H + 1, W + 2, 4)``, padded,
     with the ones channel."""
 
-    def __init__(self, model: PixelCNNpp, batch: int, height: int, width: int, h: Any = None,
+    def __init__(self, model: PixelCNNpp | PixelSNAIL, batch: int, height: int, width: int, h: Any = None,
                  use_ema: bool = False) -> None:
-        if not isinstance(model, PixelCNNpp):
-            raise ValueError(f"CachedSampler: expected a PixelCNNpp; received {type(model).__name__}")
+        if not isinstance(model, (PixelCNNpp, PixelSNAIL)):
+            raise ValueError(f"CachedSampler: expected a PixelCNNpp or a PixelSNAIL; received {type(model).__name__}")
         check_image_size("CachedSampler", height, width)
         if (h is None) != (model.config["h_channels"] is None):
             raise ValueError(f"CachedSampler: the model was built with h_channels={model.config['h_channels']}; "
@@ -146,7 +150,7 @@ class CachedSampler:
         ones = tf.pad(tf.ones([batch, height, width, 1], self.dtype), [[0, 0], [1, 0], [PAD, PAD], [0, 0]])
         self.xp = tf.Variable(tf.concat([tf.zeros([batch, height + 1, width + 2 * PAD, IMAGE_CHANNELS], self.dtype), ones],
                                         axis=-1), trainable=False)  # the ones channel, inside the image only
-        self.program, self.out = self._compile()
+        self.program, self.out = self._compile_snail() if isinstance(model, PixelSNAIL) else self._compile()
 
     # -- the program -------------------------------------------------------------------------------
     def _cache(self, channels: int, level: int) -> RowCache:
@@ -181,6 +185,86 @@ class CachedSampler:
         assert not U and not Lst, "the down pass consumes every entry of the up pass"
         nin_out = _Dense(m.nin_out, self.use_ema)
         return prog, lambda j: nin_out(elu(ul.current(j, j + 1)))
+
+    def _compile_snail(self) -> tuple[list[_Op], Callable[[int], tf.Tensor]]:
+        """``PixelSNAIL._run``'s call order, every op at level 0 (twin: ``torch_impl.fast_sample.CachedSampler._compile_snail``)."""
+        m, R = self.model, self.model.config["nr_resnet"]
+        prog: list[_Op] = []
+        u = self._first_u(prog) if m.two_streams else None
+        ul = self._first_ul(prog)
+        k = 0
+        for r in range(m.config["attn_rep"]):
+            for _ in range(R):
+                if m.two_streams:
+                    u = self._block(prog, m.u[k], "u", 0, u, None)
+                ul = self._block(prog, m.ul[k], "ul", 0, ul, None if u is None else [u])
+                k += 1
+            ul = self._attention(prog, r, ul)
+        nin_out = _Dense(m.nin_out, self.use_ema)
+        return prog, lambda j: nin_out(elu(ul.current(j, j + 1)))
+
+    def _pixel_block(self, block: GatedResnet) -> Callable[[tf.Tensor, Any], tf.Tensor]:
+        """A ``gated_resnet`` with ``nin`` convs on one pixel: ``(x, a)`` (B, 1, 1, C) -> (B, 1, 1, F),
+        dropout off (twin: ``torch_impl.fast_sample.CachedSampler._pixel_block``)."""
+        nl = block._nonlinearity
+        conv_in, conv_out = _Dense(block.conv_input, self.use_ema), _Dense(block.conv_output, self.use_ema)
+        skip = _Dense(block.nin_skip, self.use_ema) if block.nin_skip is not None else None
+        condition = None
+        if self.h is not None:
+            condition = block._condition(self.h, block.hw_ema if self.use_ema else block.hw)
+
+        def run(x: tf.Tensor, a: Any) -> tf.Tensor:
+            c1 = conv_in(nl(x))
+            if a is not None:
+                c1 = c1 + block._skip(a, lambda layer, t: skip(t))
+            c2 = conv_out(block._activate_c1(c1))
+            if condition is not None:
+                c2 = c2 + condition
+            value, gate = block._split(c2)
+            return x + value * tf.sigmoid(gate)
+
+        return run
+
+    def _attention(self, prog: list[_Op], r: int, ul: RowCache) -> RowCache:
+        """Attention block ``r`` at pixel ``(i, j)``: the keys and values of the pixel before, now drawn,
+        appended (a pooled ``d x d`` block once its last pixel is in), then the query against them and
+        ``mix_block`` (twin: ``torch_impl.fast_sample.CachedSampler._attention``). Each pixel's keys and
+        values are kept as a list of (B, K + C) tensors, as :class:`RowCache` keeps its columns."""
+        m, K, d = self.model, self.model.key_channels, self.model.att_downsample
+        H, W = self.height, self.width
+        if H % d or W % d:
+            raise ValueError(f"CachedSampler: expected an image size that att_downsample={d} divides; received {H} x {W}")
+        key_block, query_block, mix_block = (self._pixel_block(b[r]) for b in (m.key_block, m.query_block, m.mix_block))
+        key_nin, query_nin = _Dense(m.key_nin[r], self.use_ema), _Dense(m.query_nin[r], self.use_ema)
+        scale = attention_scale(K)
+        bg = background(tf.zeros([self.batch, H, W, IMAGE_CHANNELS], self.dtype))  # (B, H, W, 6), as the full pass's
+        raw: dict[tuple[int, int], tf.Tensor] = {}  # pixel -> (B, K + C)
+        keys: list[tf.Tensor] = []  # appended keys and values, (B, K + C) each
+        state: dict[str, Any] = {"before": None}  # the pixel before and its ul
+        out = self._cache(m.config["nr_filters"], 0)
+
+        def run(i: int, j: int, _: int) -> None:
+            if state["before"] is not None:
+                pi, pj, ul_before = state["before"]
+                x = self.xp[:, 1 + pi:2 + pi, PAD + pj:PAD + pj + 1, :IMAGE_CHANNELS]
+                raw[pi, pj] = key_nin(key_block(tf.concat([x, ul_before, bg[:, pi:pi + 1, pj:pj + 1]], axis=-1), None))[:, 0, 0]
+                if pi % d == d - 1 and pj % d == d - 1:
+                    block = [raw.pop((a, b)) for a in range(pi + 1 - d, pi + 1) for b in range(pj + 1 - d, pj + 1)]
+                    keys.append(block[0] if d == 1 else tf.reduce_max(tf.stack(block), axis=0))
+            here = ul.current(j, j + 1)
+            query = query_nin(query_block(tf.concat([here, bg[:, i:i + 1, j:j + 1]], axis=-1), None))[:, 0, 0]
+            if keys:
+                kv = tf.stack(keys, axis=1)  # (B, n, K + C)
+                dot = tf.einsum("bk,bnk->bn", query, kv[:, :, :K])
+                e = tf.exp((dot - tf.reduce_max(dot, axis=-1, keepdims=True)) / scale)
+                mixed = tf.einsum("bn,bnc->bc", e / (tf.reduce_sum(e, axis=-1, keepdims=True) + PROBS_EPS), kv[:, :, K:])
+            else:
+                mixed = tf.zeros([self.batch, key_nin.units - K], self.dtype)
+            out.write(j, mix_block(here, mixed[:, None, None]))
+            state["before"] = (i, j, here)
+
+        prog.append(_Op(0, "ul", run))
+        return out
 
     def _first_u(self, prog: list[_Op]) -> RowCache:
         """``u = down_shift(down_shifted_conv2d(xp, [2, 3]))``: row ``r`` is the conv's row ``r - 1``, which
@@ -302,7 +386,7 @@ class _Nonlinear:
         return self.nl(self.rows.window(columns))
 
 
-def sample(model: PixelCNNpp, batch: int, height: int, width: int, h: Any = None, *, u_mix: Any = None, u_value: Any = None,
+def sample(model: PixelCNNpp | PixelSNAIL, batch: int, height: int, width: int, h: Any = None, *, u_mix: Any = None, u_value: Any = None,
            use_ema: bool = False, generator: tf.random.Generator | None = None, progress: bool = False,
            on_step: Callable[[int, int, tf.Tensor], Any] | None = None) -> tf.Tensor:
     """The images ``tf_impl.mixture.sample`` draws (B, H, W, 3), with the cached network; arguments and
