@@ -98,7 +98,7 @@ def run_model_case(backend: Backend, case: Any, dtype: str = "float32", device: 
     forward on the case's dropout masks, the init pass of a fresh model from the same ``V`` and
     ``hw`` with those masks (``g``, ``b`` in call order, then its output), the Polyak shadows after
     the case's steps and the forward with them, and the images drawn with the case's noise by the naive
-    sampler and (``cached_draw``, PixelCNN++ only) by the cached one."""
+    sampler and (``cached_draw``) by the cached one."""
     arr = case.arrays
     weights = case.weights()
     config = with_kind(case.kind, case.config)
@@ -131,7 +131,7 @@ def run_model_case(backend: Backend, case: Any, dtype: str = "float32", device: 
         noise = {k: arr[f"noise/{k}"].astype(dtype) for k in ("u_mix", "u_value")}
         h = None if arr.get("h") is None else arr["h"].astype(dtype)
         out[SAMPLE_TENSOR] = backend.sample(model, noise, h, use_ema=True, naive=True)
-        if cached_draw and case.kind == "pixelcnn_pp":  # the cached sampler is PixelCNN++'s (docs/sampler.md)
+        if cached_draw:  # every network kind has a cached sampler (docs/sampler.md)
             out[CACHED_SAMPLE_TENSOR] = backend.sample(model, noise, h, use_ema=True)
     return out
 

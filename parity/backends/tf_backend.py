@@ -159,11 +159,11 @@ def _graph_forward(net: Any, use_ema: bool) -> Any:
 def sample(net: Any, noise: Mapping[str, np.ndarray], h: np.ndarray | None = None, use_ema: bool = False,
            progress: bool = False, naive: bool = False) -> np.ndarray:
     """Images (B, H, W, 3) drawn with the given ``u_mix`` and ``u_value``: by the cached sampler where the
-    net has one (``tf_impl.fast_sample``, PixelCNN++), by the naive one with ``naive``."""
+    net has one (``tf_impl.fast_sample``, PixelCNN++ and PixelSNAIL), by the naive one with ``naive``."""
     from tf_impl.fast_sample import sample as cached
     from tf_impl.mixture import sample as naive_draw
 
-    draw = cached if not naive and isinstance(net, tf_impl.PixelCNNpp) else naive_draw
+    draw = cached if not naive and isinstance(net, (tf_impl.PixelCNNpp, tf_impl.PixelSNAIL)) else naive_draw
 
     dt = net.variable_dtype
     B, H, W, _ = np.shape(noise["u_mix"])

@@ -161,11 +161,11 @@ def apply(net: Any, inputs: Mapping[str, np.ndarray], use_ema: bool = False, ini
 def sample(net: Any, noise: Mapping[str, np.ndarray], h: np.ndarray | None = None, use_ema: bool = False,
            progress: bool = False, naive: bool = False) -> np.ndarray:
     """Images (B, H, W, 3) drawn with the given ``u_mix`` and ``u_value`` (NHWC): by the cached sampler
-    where the net has one (``torch_impl.fast_sample``, PixelCNN++), by the naive one with ``naive``."""
+    where the net has one (``torch_impl.fast_sample``, PixelCNN++ and PixelSNAIL), by the naive one with ``naive``."""
     from torch_impl.fast_sample import sample as cached
     from torch_impl.mixture import sample as naive_draw
 
-    draw = cached if not naive and isinstance(net, torch_impl.PixelCNNpp) else naive_draw
+    draw = cached if not naive and isinstance(net, (torch_impl.PixelCNNpp, torch_impl.PixelSNAIL)) else naive_draw
 
     dt, device = _param0(net).dtype, str(_param0(net).device)
     u_mix = torch.as_tensor(noise["u_mix"], dtype=dt, device=device)

@@ -255,8 +255,8 @@ def test_every_output_depends_only_on_strictly_earlier_pixels(twin, spec):
 @BOTH
 def test_a_pixelsnail_models_suite_case_passes_in_both_dtypes():
     """The harness's whole-model comparison (forward, loss, every gradient, dropout, init, shadows, EMA
-    forward, samples) in float32 and float64 under parity.tolerance's bounds: the suite's smallest
-    PixelSNAIL case (one attention block, a sharp mixture)."""
+    forward, samples naive and cached) in float32 and float64 under parity.tolerance's bounds: the
+    suite's smallest PixelSNAIL case (one attention block, a sharp mixture)."""
     from parity.case import pixelsnail_cases
     from parity.harness import check
 
@@ -267,6 +267,9 @@ def test_a_pixelsnail_models_suite_case_passes_in_both_dtypes():
     assert {c.dtype for c in comparisons} == {"float32", "float64"}
     names = [c.tensor for c in comparisons if c.dtype == "float32"]
     assert names[:3] == ["forward/out", "loss/sum", "loss/bits_per_dim"] and "grad/dense_2/V" in names and "sample/x" in names
+    # the cached sampler (docs/sampler.md "PixelSNAIL") against the reference's naive draw: the same images
+    cached = next(c for c in comparisons if c.tensor == "sample/x_cached" and c.dtype == "float32")
+    assert "8-bit grid: pixels identical 100%, first differing step never" in cached.note, cached.note
 
 
 def test_the_table_size_is_known_without_building_it():
