@@ -232,8 +232,7 @@ class CachedSampler:
         values are kept as a list of (B, K + C) tensors, as :class:`RowCache` keeps its columns."""
         m, K, d = self.model, self.model.key_channels, self.model.att_downsample
         H, W = self.height, self.width
-        if H % d or W % d:
-            raise ValueError(f"CachedSampler: expected an image size that att_downsample={d} divides; received {H} x {W}")
+        assert H % d == 0 and W % d == 0, "check_image_size's multiples of 4: SAME pooling adds no padding"
         key_block, query_block, mix_block = (self._pixel_block(b[r]) for b in (m.key_block, m.query_block, m.mix_block))
         key_nin, query_nin = _Dense(m.key_nin[r], self.use_ema), _Dense(m.query_nin[r], self.use_ema)
         scale = attention_scale(K)
