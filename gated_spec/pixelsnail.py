@@ -146,6 +146,17 @@ def same_pool_pads(size: int, downsample: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
+def pooled_blocks(height: int, width: int, downsample: int) -> dict[tuple[int, int], tuple[int, int, int, int]]:
+    """The image pixels of each ``SAME`` max-pooling block, ``(row0, row1, col0, col1)`` (ranges, the
+    padding left out), keyed by the block's last pixel in raster order and listed in the pooled map's
+    raster order: :func:`causal_mask` lets a query attend to a block once that pixel is before it
+    (the cached sampler appends the block's pooled key then; docs/sampler.md "PixelSNAIL")."""
+    (t, _), (l, _) = same_pool_pads(height, downsample), same_pool_pads(width, downsample)
+    rows = [(max(b * downsample - t, 0), min(b * downsample - t + downsample, height)) for b in range(pooled_size(height, downsample))]
+    cols = [(max(b * downsample - l, 0), min(b * downsample - l + downsample, width)) for b in range(pooled_size(width, downsample))]
+    return {(r1 - 1, c1 - 1): (r0, r1, c0, c1) for r0, r1 in rows for c0, c1 in cols}
+
+
 @lru_cache(maxsize=32)
 def causal_mask(height: int, width: int, downsample: int = 1) -> np.ndarray:
     """The attention mask ``[H W, H' W']`` (bool, read-only; ``(H W)^2`` bytes, cached): query pixel ``i`` (raster order)

@@ -17,8 +17,9 @@ from typing import Any, Callable
 import tensorflow as tf
 
 from gated_spec import CHANNEL_MULTIPLIER
+from gated_spec.checks import check_positive
 from gated_spec.model import IMAGE_CHANNELS, check_image_size, raster
-from gated_spec.pixelsnail import PROBS_EPS, attention_scale
+from gated_spec.pixelsnail import PROBS_EPS, attention_scale, pooled_blocks
 from tf_impl.block import GatedResnet
 from tf_impl.layers import DownRightShiftedConv2D, DownShiftedConv2D, Nin, WeightNormConv2D, WeightNormConv2DTranspose
 from tf_impl.mixture import sample_from_discretized_mix_logistic, sampler_noise
@@ -135,7 +136,11 @@ class CachedSampler:
                  use_ema: bool = False) -> None:
         if not isinstance(model, (PixelCNNpp, PixelSNAIL)):
             raise ValueError(f"CachedSampler: expected a PixelCNNpp or a PixelSNAIL; received {type(model).__name__}")
-        check_image_size("CachedSampler", height, width)
+        if isinstance(model, PixelSNAIL):  # the network runs on every size
+            check_positive("height", height)
+            check_positive("width", width)
+        else:
+            check_image_size("CachedSampler", height, width)
         if (h is None) != (model.config["h_channels"] is None):
             raise ValueError(f"CachedSampler: the model was built with h_channels={model.config['h_channels']}; "
                              f"received h={'None' if h is None else 'a tensor'}")
@@ -232,7 +237,7 @@ class CachedSampler:
         values are kept as a list of (B, K + C) tensors, as :class:`RowCache` keeps its columns."""
         m, K, d = self.model, self.model.key_channels, self.model.att_downsample
         H, W = self.height, self.width
-        assert H % d == 0 and W % d == 0, "check_image_size's multiples of 4: SAME pooling adds no padding"
+        blocks = pooled_blocks(H, W, d)  # last pixel -> the block's rows and columns
         key_block, query_block, mix_block = (self._pixel_block(b[r]) for b in (m.key_block, m.query_block, m.mix_block))
         key_nin, query_nin = _Dense(m.key_nin[r], self.use_ema), _Dense(m.query_nin[r], self.use_ema)
         scale = attention_scale(K)
@@ -247,9 +252,10 @@ class CachedSampler:
                 pi, pj, ul_before = state["before"]
                 x = self.xp[:, 1 + pi:2 + pi, PAD + pj:PAD + pj + 1, :IMAGE_CHANNELS]
                 raw[pi, pj] = key_nin(key_block(tf.concat([x, ul_before, bg[:, pi:pi + 1, pj:pj + 1]], axis=-1), None))[:, 0, 0]
-                if pi % d == d - 1 and pj % d == d - 1:
-                    block = [raw.pop((a, b)) for a in range(pi + 1 - d, pi + 1) for b in range(pj + 1 - d, pj + 1)]
-                    keys.append(block[0] if d == 1 else tf.reduce_max(tf.stack(block), axis=0))
+                if (pi, pj) in blocks:
+                    r0, r1, c0, c1 = blocks[pi, pj]
+                    block = [raw.pop((a, b)) for a in range(r0, r1) for b in range(c0, c1)]
+                    keys.append(block[0] if len(block) == 1 else tf.reduce_max(tf.stack(block), axis=0))
             here = ul.current(j, j + 1)
             query = query_nin(query_block(tf.concat([here, bg[:, i:i + 1, j:j + 1]], axis=-1), None))[:, 0, 0]
             if keys:

@@ -50,8 +50,9 @@ import torch
 import torch.nn.functional as F
 
 from gated_spec import CHANNEL_MULTIPLIER
+from gated_spec.checks import check_positive
 from gated_spec.model import IMAGE_CHANNELS, check_image_size, raster
-from gated_spec.pixelsnail import PROBS_EPS, attention_scale
+from gated_spec.pixelsnail import PROBS_EPS, attention_scale, pooled_blocks
 from torch_impl.block import GatedResnet
 from torch_impl.layers import DownRightShiftedConv2D, DownShiftedConv2D, Nin, WeightNormConv2D, WeightNormConv2DTranspose
 from torch_impl.mixture import sample_from_discretized_mix_logistic, sampler_noise
@@ -162,7 +163,7 @@ class CachedSampler:
 
     Args:
         model: a ``PixelCNNpp`` or a ``PixelSNAIL`` (initialised); read, never changed.
-        batch, height, width: the images drawn (H, W multiples of 4).
+        batch, height, width: the images drawn (H, W multiples of 4 for a PixelCNN++).
         h: the conditioning ``(B, h_channels)`` for a conditional model, else ``None``.
         use_ema: read the averaged weights (the shadows).
 
@@ -174,7 +175,11 @@ class CachedSampler:
                  use_ema: bool = False) -> None:
         if not isinstance(model, (PixelCNNpp, PixelSNAIL)):
             raise ValueError(f"CachedSampler: expected a PixelCNNpp or a PixelSNAIL; received {type(model).__name__}")
-        check_image_size("CachedSampler", height, width)
+        if isinstance(model, PixelSNAIL):  # the network runs on every size
+            check_positive("height", height)
+            check_positive("width", width)
+        else:
+            check_image_size("CachedSampler", height, width)
         if (h is None) != (model.config["h_channels"] is None):
             raise ValueError(f"CachedSampler: the model was built with h_channels={model.config['h_channels']}; "
                              f"received h={'None' if h is None else 'a tensor'}")
@@ -267,7 +272,7 @@ class CachedSampler:
     def _attention(self, prog: list[_Op], r: int, ul: RowCache) -> RowCache:
         """Attention block ``r`` at pixel ``(i, j)``: first the keys and values of the pixel before,
         now drawn (``key_nin(key_block(concat([x, ul, bg])))``, keys first), appended (pooled by
-        ``att_downsample`` ``d``: a ``d x d`` block once its last pixel is in); then the query
+        ``att_downsample`` ``d``: a ``SAME`` pooling block once its last pixel is in); then the query
         (``query_nin(query_block(concat([ul, bg])))``) against the ``n`` appended keys::
 
             dot = q . k;  dot -= max(dot);  e = exp(dot / sqrt(K));  mixed = (e / (sum(e) + 1e-6)) . v
@@ -276,13 +281,13 @@ class CachedSampler:
         0 to its sum and never win its maximum (``dot - 1e10``) while a key is unmasked."""
         m, K, d = self.model, self.model.key_channels, self.model.att_downsample
         H, W = self.height, self.width
-        assert H % d == 0 and W % d == 0, "check_image_size's multiples of 4: SAME pooling adds no padding"
+        blocks = pooled_blocks(H, W, d)  # last pixel -> the block's rows and columns
         key_block, query_block, mix_block = (self._pixel_block(b[r]) for b in (m.key_block, m.query_block, m.mix_block))
         key_nin, query_nin = _Dense(m.key_nin[r], self.use_ema), _Dense(m.query_nin[r], self.use_ema)
         scale = attention_scale(K)
         bg = background(self.xp[:, :IMAGE_CHANNELS, 1:, PAD:PAD + W])  # (B, 6, H, W), as the full pass's
         raw = torch.zeros(self.batch, key_nin.units, H, W, dtype=self._like.dtype, device=self._like.device)
-        keys = torch.zeros(self.batch, (H // d) * (W // d), key_nin.units, dtype=raw.dtype, device=raw.device)
+        keys = torch.zeros(self.batch, len(blocks), key_nin.units, dtype=raw.dtype, device=raw.device)
         state: dict[str, Any] = {"n": 0, "before": None}  # appended keys; the pixel before and its ul
         out = self._cache(m.config["nr_filters"], 0)
 
@@ -291,8 +296,9 @@ class CachedSampler:
                 pi, pj, ul_before = state["before"]
                 x = self.xp[:, :IMAGE_CHANNELS, 1 + pi:2 + pi, PAD + pj:PAD + pj + 1]
                 raw[:, :, pi:pi + 1, pj:pj + 1] = key_nin(key_block(torch.cat([x, ul_before, bg[:, :, pi:pi + 1, pj:pj + 1]], dim=1), None))
-                if pi % d == d - 1 and pj % d == d - 1:
-                    keys[:, state["n"]] = torch.amax(raw[:, :, pi + 1 - d:pi + 1, pj + 1 - d:pj + 1], dim=(2, 3))
+                if (pi, pj) in blocks:
+                    r0, r1, c0, c1 = blocks[pi, pj]
+                    keys[:, state["n"]] = torch.amax(raw[:, :, r0:r1, c0:c1], dim=(2, 3))
                     state["n"] += 1
             here = ul.current(j, j + 1).clone()
             query = query_nin(query_block(torch.cat([here, bg[:, :, i:i + 1, j:j + 1]], dim=1), None))[:, :, 0, 0]

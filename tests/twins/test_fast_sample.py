@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.adapters import Adapter
-from tests.conftest import BACKEND_PARAMS
+from tests.conftest import BACKEND_PARAMS, HAVE
 
 B, H, W = 2, 8, 8
 TINY = {"nr_resnet": 1, "nr_filters": 8, "nr_logistic_mix": 2, "dropout_p": 0.5, "polyak_decay": 0.9995}
@@ -164,6 +164,25 @@ def test_pixelsnail_the_naive_samplers_images_and_each_steps_output(backend, spe
     for dtype in ("float32", "float64"):
         c = compare(f"cached sampler ({spec})", "output per step", dtype, naive, cached)
         assert c.passed, c
+
+
+@pytest.mark.skipif(not HAVE["torch"], reason="torch not installed")
+def test_pixelsnail_pooled_keys_at_a_size_pooling_pads():
+    """A PixelSNAIL runs on every image size: at 5 x 6 the last pooled row holds one image row (``SAME``
+    pads one below), and its blocks count once their last pixel is drawn; the torch twin's cached
+    sampler draws the naive sampler's images there (the tf twin shares ``gated_spec.pixelsnail.pooled_blocks``)."""
+    from parity.backends import torch_backend
+    from parity.case import random_weights
+
+    config = {"model": "h12_pool2_smallkey", **TINY, "nonlinearity": "elu", "attn_rep": 1}
+    m = torch_backend.build(config, "float32")
+    torch_backend.import_weights(m, random_weights(config, 0, shadows=True))
+    rng = np.random.default_rng(0)
+    noise = {"u_mix": rng.uniform(0.01, 0.99, (B, 5, 6, 2)).astype(np.float32), "u_value": rng.uniform(0.01, 0.99, (B, 5, 6, 3)).astype(np.float32)}
+    naive, cached = torch_backend.sample(m, noise, None, True, naive=True), torch_backend.sample(m, noise, None, True)
+    assert np.array_equal(np.round(naive * 127.5), np.round(cached * 127.5)), _agreement(naive, cached)
+    with pytest.raises(ValueError, match="height=0"):
+        Sampling("torch").fast.CachedSampler(m, B, 0, 6)
 
 
 def test_bad_arguments_are_one_line_errors(sampling):
