@@ -12,6 +12,10 @@ minutes on this CPU, hence the extrapolation; ``--cached-rows`` equal to H times
 
     python -m benchmarks.bench_sampler                    # 32x32, R=5, F=160, M=10, batch 1 and 16, CPU
     python -m benchmarks.bench_sampler --size tiny        # seconds; what the tests run
+    python -m benchmarks.bench_sampler --model h12_noup_smallkey --size snail --attn-rep 2
+
+``--model`` a PixelSNAIL spec: its cached step costs more as the raster goes on (the attention reads
+every earlier key), so the cached sampler is timed over the whole draw (``--cached-rows`` is H).
 """
 
 from __future__ import annotations
@@ -25,12 +29,14 @@ import time
 from typing import Any, Callable
 
 from benchmarks.bench_block import run_worker
+from gated_spec.pixelsnail import SPECS as PIXELSNAIL_SPECS
 
-SIZES = {"pixelcnn": (5, 160, 32), "tiny": (1, 8, 8)}  # R, F, H = W
+SIZES = {"pixelcnn": (5, 160, 32), "snail": (2, 64, 16), "tiny": (1, 8, 8)}  # R, F, H = W
 M = 10
 
 
-def _torch_worker(size: tuple[int, int, int], batch: int, naive_steps: int, cached_rows: int, threads: int | None) -> dict[str, Any]:
+def _torch_worker(size: tuple[int, int, int], batch: int, naive_steps: int, cached_rows: int, threads: int | None,
+                  model_name: str = "pixelcnn_pp", attn_rep: int | None = None) -> dict[str, Any]:
     import torch
 
     if threads:
@@ -41,7 +47,10 @@ def _torch_worker(size: tuple[int, int, int], batch: int, naive_steps: int, cach
 
     R, F_, S = size
     gen = torch.Generator().manual_seed(0)
-    model = torch_impl.PixelCNNpp(nr_resnet=R, nr_filters=F_, nr_logistic_mix=M, dropout_p=0.0)
+    if model_name == "pixelcnn_pp":
+        model = torch_impl.PixelCNNpp(nr_resnet=R, nr_filters=F_, nr_logistic_mix=M, dropout_p=0.0)
+    else:
+        model = torch_impl.PixelSNAIL(model_name, nr_resnet=R, nr_filters=F_, nr_logistic_mix=M, dropout_p=0.0, attn_rep=attn_rep)
     model.initialize(torch.rand(min(batch, 4), 3, S, S, generator=gen) * 2 - 1)
     model.eval()
     u_mix = torch.rand(batch, S, S, M, generator=gen) * 0.99 + 0.005
@@ -69,7 +78,8 @@ def _torch_worker(size: tuple[int, int, int], batch: int, naive_steps: int, cach
     return _measure(naive, cached, size, batch, naive_steps, cached_rows, f"torch {torch.__version__}", torch.get_num_threads())
 
 
-def _tf_worker(size: tuple[int, int, int], batch: int, naive_steps: int, cached_rows: int, threads: int | None) -> dict[str, Any]:
+def _tf_worker(size: tuple[int, int, int], batch: int, naive_steps: int, cached_rows: int, threads: int | None,
+               model_name: str = "pixelcnn_pp", attn_rep: int | None = None) -> dict[str, Any]:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import numpy as np
     import tensorflow as tf
@@ -83,7 +93,10 @@ def _tf_worker(size: tuple[int, int, int], batch: int, naive_steps: int, cached_
 
     R, F_, S = size
     rng = np.random.default_rng(0)
-    model = tf_impl.PixelCNNpp(nr_resnet=R, nr_filters=F_, nr_logistic_mix=M, dropout_p=0.0)
+    if model_name == "pixelcnn_pp":
+        model = tf_impl.PixelCNNpp(nr_resnet=R, nr_filters=F_, nr_logistic_mix=M, dropout_p=0.0)
+    else:
+        model = tf_impl.PixelSNAIL(model_name, nr_resnet=R, nr_filters=F_, nr_logistic_mix=M, dropout_p=0.0, attn_rep=attn_rep)
     model.initialize(tf.constant(rng.uniform(-1, 1, (min(batch, 4), S, S, 3)).astype(np.float32)))
     u_mix = tf.constant(rng.uniform(0.005, 0.995, (batch, S, S, M)).astype(np.float32))
     u_value = tf.constant(rng.uniform(0.005, 0.995, (batch, S, S, 3)).astype(np.float32))
@@ -135,6 +148,8 @@ def _measure(naive: Callable[[int], None], cached: Callable[[int], float], size:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--size", default="pixelcnn", choices=sorted(SIZES))
+    p.add_argument("--model", default="pixelcnn_pp", choices=["pixelcnn_pp", *PIXELSNAIL_SPECS])
+    p.add_argument("--attn-rep", type=int, default=None, help="a PixelSNAIL's attention blocks (default: the spec's)")
     p.add_argument("--batch", type=int, action="append", help="repeatable; default: 1 and 16")
     p.add_argument("--backend", action="append", choices=["tf", "torch"], help="repeatable; default: both (where installed)")
     p.add_argument("--naive-steps", type=int, default=2)
@@ -148,26 +163,34 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         spec = json.loads(args.worker)
         worker = _tf_worker if spec["backend"] == "tf" else _torch_worker
-        print(json.dumps(worker(tuple(spec["size"]), spec["batch"], spec["naive_steps"], spec["cached_rows"], spec["threads"])))
+        print(json.dumps(worker(tuple(spec["size"]), spec["batch"], spec["naive_steps"], spec["cached_rows"], spec["threads"],
+                                spec["model"], spec["attn_rep"])))
         return 0
     import importlib.util
 
     R, F_, S = SIZES[args.size]
     if args.cached_rows % 4 or not 0 < args.cached_rows <= S:
         raise SystemExit(f"--cached-rows: expected a multiple of 4 up to {S}; received {args.cached_rows}")
+    snail = args.model != "pixelcnn_pp"
+    cached_rows = S if snail else args.cached_rows  # a PixelSNAIL's steps grow dearer: the whole draw
+    attn_rep = (args.attn_rep or PIXELSNAIL_SPECS[args.model].attn_rep) if snail else None
+    if attn_rep is not None and attn_rep <= 0:
+        raise SystemExit(f"--attn-rep: expected a positive integer; received {attn_rep}")
     backends = [b for b, mod in (("tf", "tensorflow"), ("torch", "torch"))
                 if importlib.util.find_spec(mod) and b in (args.backend or ["tf", "torch"])]
-    print(f"PixelCNN++ sampling (R={R}, F={F_}, M={M}, {S}x{S}, concat_elu), float32, {os.cpu_count()} CPUs, "
+    network = f"PixelSNAIL {args.model} (attn_rep={attn_rep}, elu)" if snail else "PixelCNN++ (concat_elu)"
+    print(f"{network} sampling (R={R}, F={F_}, M={M}, {S}x{S}), float32, {os.cpu_count()} CPUs, "
           f"{platform.processor() or platform.machine()}; naive: {args.naive_steps} steps timed, cached: "
-          f"{args.cached_rows} rows timed, both extrapolated to {S * S} steps; threads: {args.threads or 'default'}")
+          f"{cached_rows} rows timed, both extrapolated to {S * S} steps; threads: {args.threads or 'default'}")
     print(f"{'twin':<6} {'batch':>5} {'naive ms/step':>14} {'cached ms/step':>15} {'naive s/batch':>14} "
           f"{'cached s/batch':>15} {'naive s/img':>12} {'cached s/img':>13} {'speed-up':>9}")
     rows = []
     for batch in args.batch or [1, 16]:
         for backend in backends:
             spec = {"backend": backend, "size": SIZES[args.size], "batch": batch, "naive_steps": args.naive_steps,
-                    "cached_rows": args.cached_rows, "threads": args.threads}
-            row = {"size": args.size, "shape": SIZES[args.size], "backend": backend, **run_worker("benchmarks.bench_sampler", spec, args.timeout)}
+                    "cached_rows": cached_rows, "threads": args.threads, "model": args.model, "attn_rep": attn_rep}
+            row = {"size": args.size, "shape": SIZES[args.size], "model": args.model, "attn_rep": attn_rep, "backend": backend,
+                   **run_worker("benchmarks.bench_sampler", spec, args.timeout)}
             row.setdefault("batch", batch)
             rows.append(row)
             if "error" in row:
