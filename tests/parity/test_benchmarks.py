@@ -89,3 +89,8 @@ def test_bench_sampler_runs_at_a_tiny_size(tmp_path, capsys):
     for r in rows:
         assert r["naive_s_per_batch"] > 0 and r["cached_s_per_batch"] > 0 and r["speedup"] > 0
     assert "speed-up" in capsys.readouterr().out
+    # a PixelSNAIL: the cached sampler timed over the whole draw
+    assert main(["--model", "h12_pool2_smallkey", "--attn-rep", "1", "--size", "tiny", "--batch", "2", "--backend", "torch",
+                 "--naive-steps", "1", "--json", str(out)]) == 0
+    [row] = json.loads(out.read_text())
+    assert row["model"] == "h12_pool2_smallkey" and row["cached_rows_timed"] == 8 and row["speedup"] > 0
