@@ -295,7 +295,8 @@ class CachedSampler:
             if state["before"] is not None:
                 pi, pj, ul_before = state["before"]
                 x = self.xp[:, :IMAGE_CHANNELS, 1 + pi:2 + pi, PAD + pj:PAD + pj + 1]
-                raw[:, :, pi:pi + 1, pj:pj + 1] = key_nin(key_block(torch.cat([x, ul_before, bg[:, :, pi:pi + 1, pj:pj + 1]], dim=1), None))
+                content = torch.cat([x, ul_before, bg[:, :, pi:pi + 1, pj:pj + 1]], dim=1)
+                raw[:, :, pi:pi + 1, pj:pj + 1] = key_nin(key_block(content, None))
                 if (pi, pj) in blocks:
                     r0, r1, c0, c1 = blocks[pi, pj]
                     keys[:, state["n"]] = torch.amax(raw[:, :, r0:r1, c0:c1], dim=(2, 3))

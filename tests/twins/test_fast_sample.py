@@ -178,7 +178,8 @@ def test_pixelsnail_pooled_keys_at_a_size_pooling_pads():
     m = torch_backend.build(config, "float32")
     torch_backend.import_weights(m, random_weights(config, 0, shadows=True))
     rng = np.random.default_rng(0)
-    noise = {"u_mix": rng.uniform(0.01, 0.99, (B, 5, 6, 2)).astype(np.float32), "u_value": rng.uniform(0.01, 0.99, (B, 5, 6, 3)).astype(np.float32)}
+    noise = {"u_mix": rng.uniform(0.01, 0.99, (B, 5, 6, 2)).astype(np.float32),
+             "u_value": rng.uniform(0.01, 0.99, (B, 5, 6, 3)).astype(np.float32)}
     naive, cached = torch_backend.sample(m, noise, None, True, naive=True), torch_backend.sample(m, noise, None, True)
     assert np.array_equal(np.round(naive * 127.5), np.round(cached * 127.5)), _agreement(naive, cached)
     with pytest.raises(ValueError, match="height=0"):
