@@ -38,12 +38,28 @@ def causal_attention(key: tf.Tensor, mixin: tf.Tensor, query: tf.Tensor, downsam
     C = mixin.shape[-1]
     mask = tf.cast(tf.constant(causal_mask(H, W, downsample)), query.dtype)[None]
     dot = tf.matmul(tf.reshape(query, [-1, H * W, K]), tf.reshape(key, [-1, key.shape[1] * key.shape[2], key.shape[-1]]),
-                    transpose_b=True) - (1.0 - mask) * MASK_OFFSET
-    dot = dot - tf.reduce_max(dot, axis=-1, keepdims=True)
-    e = tf.exp(dot / attention_scale(key.shape[-1])) * mask
-    probs = e / (tf.reduce_sum(e, axis=-1, keepdims=True) + PROBS_EPS)
+                    transpose_b=True)
+    probs = attention_probs(dot, mask, key.shape[-1])
     mixed = tf.matmul(probs, tf.reshape(mixin, [-1, mixin.shape[1] * mixin.shape[2], C]))
     return tf.reshape(mixed, [-1, H, W, C])
+
+
+def attention_probs(dot: tf.Tensor, mask: tf.Tensor, key_channels: int) -> tf.Tensor:
+    """The attention weights from ``q @ k^T`` and the 0/1 mask (twin: ``torch_impl.pixelsnail.attention_probs``)."""
+    dot = dot - (1.0 - mask) * MASK_OFFSET
+    dot = dot - tf.reduce_max(dot, axis=-1, keepdims=True)
+    e = tf.exp(dot / attention_scale(key_channels)) * mask
+    return e / (tf.reduce_sum(e, axis=-1, keepdims=True) + PROBS_EPS)
+
+
+def split_raw(raw: tf.Tensor, key_channels: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """The key nin's output split on channels: keys first, then values."""
+    return raw[..., :key_channels], raw[..., key_channels:]
+
+
+def key_content(x: tf.Tensor, ul: tf.Tensor, bg: tf.Tensor) -> tf.Tensor:
+    """What the key block reads: ``concat([x, ul, background])``."""
+    return tf.concat([x, ul, bg], axis=-1)
 
 
 def background(x: tf.Tensor) -> tf.Tensor:
@@ -108,8 +124,8 @@ class PixelSNAIL(PlannedNetwork):
                     u = run_block(self.u[k], u, None)
                 ul = run_block(self.ul[k], ul, u)
                 k += 1
-            raw = layer(self.key_nin[r], run_block(self.key_block[r], tf.concat([x, ul, bg], axis=-1), None))
+            raw = layer(self.key_nin[r], run_block(self.key_block[r], key_content(x, ul, bg), None))
             query = layer(self.query_nin[r], run_block(self.query_block[r], tf.concat([ul, bg], axis=-1), None))
-            mixed = causal_attention(raw[..., :K], raw[..., K:], query, self.att_downsample)
+            mixed = causal_attention(*split_raw(raw, K), query, self.att_downsample)
             ul = run_block(self.mix_block[r], ul, mixed)
         return layer(self.nin_out, elu(ul))

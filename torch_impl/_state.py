@@ -4,7 +4,8 @@
 with one bad tensor leaves the module half-loaded; it also casts integer tensors into float
 parameters silently. The modules here check the whole state dict first (keys, exact shapes, no
 broadcasting, floating dtypes, finite values) and raise one error naming every problem before
-anything changes. The check covers the module it is called on and all its children; a model that
+anything changes. The check covers the module it is called on and all its children: the layers, the
+block and the whole networks (``torch_impl.model.PlannedNetwork``) have it; a model of the user's that
 *contains* these modules keeps torch's own ``load_state_dict``.
 """
 

@@ -25,6 +25,7 @@ import torch_impl.mixture as _mixture
 import torch_impl.model as _model
 import torch_impl.ops as _ops
 import torch_impl.optim as _optim
+import torch_impl.pixelsnail as _pixelsnail
 import torch_impl.train as _train
 
 # name -> (owner, attribute, what it computes). An owner that is a dict has the attribute as a key.
@@ -64,6 +65,12 @@ HOOKS: dict[str, tuple[Any, str, str]] = {
     "train.train_step": (_train, "train_step", "one training step: loss, gradients, Adam, Polyak update"),
     "train.loss": (_train, "discretized_mix_logistic_loss", "the loss a training step minimises (summed, in nats)"),
     "train.update_averages": (_train, "update_averages", "the Polyak update a training step runs"),
+    "pixelsnail.plan": (_pixelsnail, "pixelsnail_plan", "the PixelSNAIL network's layers and their widths"),
+    "pixelsnail.background": (_pixelsnail, "background", "the 6 coordinate channels (i - H/2) / H, (j - W/2) / W"),
+    "pixelsnail.key_content": (_pixelsnail, "key_content", "the key block's input: concat([x, ul, background])"),
+    "pixelsnail.split_raw": (_pixelsnail, "split_raw", "keys (the first K channels of the key nin), values (the rest)"),
+    "pixelsnail.causal_mask": (_pixelsnail, "causal_mask", "the attention mask: j < i, pooled as -max_pool(-mask)"),
+    "pixelsnail.attention_probs": (_pixelsnail, "attention_probs", "exp of the masked, shifted dots times the mask, / (sum + 1e-6)"),
 }
 
 _MISSING = object()

@@ -26,6 +26,7 @@ from torch import nn
 from gated_spec.checks import already_initialized, check_batch, check_channels, check_dtype, check_rank, check_same_dims
 from gated_spec.model import IMAGE_CHANNELS, check_image_size, normalize_model_config, pixelcnn_pp_plan
 from torch_impl import layers as L
+from torch_impl._state import ValidatedLoad
 from torch_impl.block import GatedResnet
 from torch_impl.ops import LAYOUT, down_shift, elu, right_shift
 
@@ -47,7 +48,7 @@ def with_ones(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([x, torch.ones_like(x[:, :1])], dim=1)
 
 
-class PlannedNetwork(nn.Module):
+class PlannedNetwork(ValidatedLoad, nn.Module):
     """A network built from a plan (``gated_spec.model.PlanEntry`` list, the original's call order):
     one module per entry, at the entry's attribute path (``a.3`` is ``a[3]`` of a ``ModuleList``).
     The checks, the forward with its dropout masks and EMA, and the all-or-nothing init are the same

@@ -62,12 +62,28 @@ def causal_attention(key: torch.Tensor, mixin: torch.Tensor, query: torch.Tensor
         key, mixin = max_pool_same(key, downsample), max_pool_same(mixin, downsample)
     C = mixin.shape[1]
     mask = torch.tensor(causal_mask(H, W, downsample), dtype=query.dtype, device=query.device)
-    dot = torch.matmul(query.reshape(B, K, H * W).transpose(1, 2), key.reshape(B, K, -1)) - (1.0 - mask) * MASK_OFFSET
-    dot = dot - torch.amax(dot, dim=-1, keepdim=True)
-    e = torch.exp(dot / attention_scale(key.shape[1])) * mask
-    probs = e / (torch.sum(e, dim=-1, keepdim=True) + PROBS_EPS)
+    probs = attention_probs(torch.matmul(query.reshape(B, K, H * W).transpose(1, 2), key.reshape(B, K, -1)), mask, key.shape[1])
     mixed = torch.matmul(probs, mixin.reshape(B, C, -1).transpose(1, 2))
     return mixed.transpose(1, 2).reshape(B, C, H, W)
+
+
+def attention_probs(dot: torch.Tensor, mask: torch.Tensor, key_channels: int) -> torch.Tensor:
+    """The attention weights from the raw dot products ``q @ k^T`` (B, HW, H'W') and the 0/1 ``mask``:
+    ``exp`` of the masked, max-shifted, scaled dots times the mask, over ``sum + 1e-6``."""
+    dot = dot - (1.0 - mask) * MASK_OFFSET
+    dot = dot - torch.amax(dot, dim=-1, keepdim=True)
+    e = torch.exp(dot / attention_scale(key_channels)) * mask
+    return e / (torch.sum(e, dim=-1, keepdim=True) + PROBS_EPS)
+
+
+def split_raw(raw: torch.Tensor, key_channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The key nin's output split on channels: the first ``key_channels`` are the keys, the rest the values."""
+    return raw[:, :key_channels], raw[:, key_channels:]
+
+
+def key_content(x: torch.Tensor, ul: torch.Tensor, bg: torch.Tensor) -> torch.Tensor:
+    """What the key block reads: ``concat([x, ul, background])`` (the raw pixels first)."""
+    return torch.cat([x, ul, bg], dim=1)
 
 
 def background(x: torch.Tensor) -> torch.Tensor:
@@ -148,8 +164,8 @@ class PixelSNAIL(PlannedNetwork):
                     u = run_block(self.u[k], u, None)
                 ul = run_block(self.ul[k], ul, u)
                 k += 1
-            raw = layer(self.key_nin[r], run_block(self.key_block[r], torch.cat([x, ul, bg], dim=1), None))
+            raw = layer(self.key_nin[r], run_block(self.key_block[r], key_content(x, ul, bg), None))
             query = layer(self.query_nin[r], run_block(self.query_block[r], torch.cat([ul, bg], dim=1), None))
-            mixed = causal_attention(raw[:, :K], raw[:, K:], query, self.att_downsample)
+            mixed = causal_attention(*split_raw(raw, K), query, self.att_downsample)
             ul = run_block(self.mix_block[r], ul, mixed)
         return layer(self.nin_out, elu(ul))

@@ -21,6 +21,8 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
+from gated_spec.model import IMAGE_CHANNELS
+from gated_spec.pixelsnail import SPECS as PIXELSNAIL_SPECS
 from gated_spec.training import ADAM_COUNTER, ADAM_SLOTS, slot_name
 from parity.atomic import destination
 from parity.configs import infer_config, infer_model_config, normalize_config, shadow_decay
@@ -30,6 +32,9 @@ from parity.kinds import kind_of, table_for
 from parity.table import EMA_SUFFIX, TF1Namer, check_tensors, tensor_summary, weight_table
 
 DEFAULT_SCOPE = "model"
+# The networks' ul_init_right: a 2x1 conv on concat([x, ones]) (no block has a 2x1 filter); without
+# transposed convs, a PixelSNAIL
+FIRST_CONV_2X1 = (2, 1, IMAGE_CHANNELS + 1)
 
 # Optimiser state: the original's hand-written Adam (unnamed ``Variable_k``, or ``<var>_adam_mg``,
 # ``<var>_adam_v``, ``adam_t``) and TensorFlow's own (``<var>/Adam``, ``<var>/Adam_1``, beta powers).
@@ -231,11 +236,14 @@ def map_checkpoint(
     namer = namer or TF1Namer()
     model, slots, outside = _scoped(variables, scope, "block")
     layers = {k.split("/")[0] for k in model if k.endswith("/V")}
-    if whole and any(k.startswith("deconv2d_") for k in layers):
-        # transposed convs, which no block has: a network (without --model the elu / relu question
-        # of a block's inference would be asked of it)
+    pixelcnn_pp = any(k.startswith("deconv2d_") for k in layers)  # transposed convs, which no block has
+    pixelsnail = any(k.startswith("conv2d_") and model.shape(f"{k}/V")[:3] == FIRST_CONV_2X1 for k in layers)
+    if whole and (pixelcnn_pp or pixelsnail):
+        # a network (without --model the conv kind or the elu / relu question of a block's inference
+        # would be asked of it)
+        which = "pixelcnn_pp" if pixelcnn_pp else f"a PixelSNAIL spec, one of {list(PIXELSNAIL_SPECS)}"
         raise ValueError(f"{getattr(variables, 'prefix', 'the checkpoint')}: holds {len(layers)} weight-normalised layers under {scope!r}, a whole network, not one "
-                         f"block; convert it with --model pixelcnn_pp, or place one block with --counters")
+                         f"block; convert it with --model {which}, or place one block with --counters")
     config = _infer(model, dict(namer.counters), overrides, polyak_decay)
     has_shadows = any(k.endswith(EMA_SUFFIX) for k in model)
     start = dict(namer.counters)

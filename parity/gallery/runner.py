@@ -11,6 +11,7 @@ import numpy as np
 
 from parity.case import Case, LayerCase, ModelCase
 from parity.gallery.article import ARTICLE, _article_run
+from parity.gallery.attention import ATTENTION_PITFALLS
 from parity.gallery.base import LOAD, Pitfall, Result
 from parity.gallery.block import PITFALLS
 from parity.gallery.model import MODEL_PITFALLS
@@ -18,7 +19,7 @@ from parity.gallery.training import TRAINING_PITFALLS
 
 
 def gallery() -> list[Pitfall]:
-    return [*PITFALLS, *MODEL_PITFALLS, *TRAINING_PITFALLS, ARTICLE]
+    return [*PITFALLS, *MODEL_PITFALLS, *TRAINING_PITFALLS, *ATTENTION_PITFALLS, ARTICLE]
 
 
 def run_naive(key: str, case: Case | LayerCase | ModelCase) -> dict[str, Any]:

@@ -54,6 +54,8 @@ def test_a_tf1_checkpoint_converts_with_its_train_py_name_and_runs_like_the_grap
     capsys.readouterr()
     assert main(["convert", prefix, str(tmp_path / "bad.safetensors"), "--model", alias, "--nr-filters", "16", *extra]) == 2
     assert "the shapes say nr_filters=8; the options say nr_filters=16" in capsys.readouterr().err
+    assert main(["convert", prefix, str(tmp_path / "bad.safetensors")]) == 2  # no --model: a network, not a block
+    assert "a whole network, not one block; convert it with --model a PixelSNAIL spec, one of ['h12_noup_smallkey'" in capsys.readouterr().err
 
 
 def test_model_takes_train_pys_names_and_aliases(capsys):

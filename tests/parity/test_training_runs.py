@@ -147,6 +147,27 @@ def test_a_run_refuses_to_overwrite_a_run_and_a_resume_that_does_not_fit(tmp_pat
     assert main(["convert", os.path.join(out, "checkpoint.safetensors"), str(tmp_path / "w.safetensors")]) == 0
 
 
+def test_the_released_pixelsnail_trains_and_resumes(tmp_path, capsys):
+    """train --model h12_noup_smallkey (12 attention blocks; R 1, F 4 here, 4x4 images): one step, then
+    a resume to step 2; the checkpoint keeps the spec and its attention blocks."""
+    if not HAVE["torch"]:
+        pytest.skip("torch not installed")
+    from parity.cli import main
+    from parity.formats.canonical import load_canonical
+
+    data = str(tmp_path / "d.npz")
+    np.savez(data, x=np.random.default_rng(0).integers(0, 256, (4, 4, 4, 3), dtype=np.uint8))
+    args = ["train", "--model", "h12_noup_smallkey", "--data", data, "--nr-resnet", "1", "--nr-filters", "4",
+            "--nr-logistic-mix", "2", "--batch-size", "2", "--init-batch-size", "2", "--out", str(tmp_path / "run")]
+    assert main([*args, "--steps", "1"]) == 0
+    assert main([*args, "--steps", "2", "--resume"]) == 0
+    assert "trained 2 steps (from step 1)" in capsys.readouterr().out
+    with open(tmp_path / "run" / "log.jsonl") as f:
+        assert [json.loads(line)["step"] for line in f] == [1, 2]
+    _, config, _ = load_canonical(tmp_path / "run" / "last.safetensors")
+    assert config["model"] == "h12_noup_smallkey" and config["attn_rep"] == 12
+
+
 @pytest.mark.parametrize("nonlinearity", ["concat_elu", "elu"])
 def test_a_run_goes_on_from_its_original_style_tf1_checkpoint_as_if_never_stopped(tmp_path, nonlinearity):
     """A torch run's checkpoint converted to an original TF1 checkpoint (weights, shadows, the trainer's

@@ -100,6 +100,22 @@ def test_released_defaults_and_bad_arguments():
         normalize_pixelsnail_config("h6_noup", {})
 
 
+def test_a_torch_network_loads_all_or_nothing():
+    """A state dict with one tensor of another shape is refused whole, naming it; the network is unchanged
+    (torch's own load_state_dict copies what fits, then raises)."""
+    torch = pytest.importorskip("torch")
+    from torch_impl import StateDictError
+    from torch_impl.pixelsnail import PixelSNAIL
+
+    net = PixelSNAIL("h12_pool2_smallkey", nr_resnet=1, nr_filters=8, nr_logistic_mix=2, attn_rep=1)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    bad = {k: v + 1 if v.is_floating_point() else v for k, v in before.items()}
+    bad["key_nin.0.V"] = torch.zeros(20, 14)
+    with pytest.raises(StateDictError, match=r"'key_nin.0.V': expected shape \(20, 17\); received \(20, 14\)"):
+        net.load_state_dict(bad)
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+
+
 # -- the attention -------------------------------------------------------------------------------------
 def _attention(twin, key, mixin, query, downsample, dtype="float64"):
     """The twin's attention on NHWC arrays (the backend's adapter moves them to NCHW for torch)."""
