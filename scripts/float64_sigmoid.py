@@ -116,7 +116,7 @@ def main() -> int:
     for label, flag in (("torch_impl.ops.sigmoid", False), ("torch.sigmoid", True)):
         d = np.abs(tf64 - call("torch", "loss_gradient", x, l, "float64", flag))
         print(f"  float64 twins with {label}: {d.max():.3e} = {d.max() / (scale * 2.0**-52):.0f} ulp at scale = "
-              f"{d.max() / (err32.max() * 2.0**-29):.2f} x the scaled float32 error, at {np.unravel_index(d.argmax(), d.shape)}")
+              f"{d.max() / (err32.max() * 2.0**-29):.2f} x the scaled float32 error, at {tuple(int(i) for i in np.unravel_index(d.argmax(), d.shape))}")
     worst = tuple(int(i) for i in np.unravel_index(err32.argmax(), err32.shape))
     print(f"  at {worst}, where the float32 error is largest: the bin's sigmoids' errors in ulps of each dtype")
     for dtype in ("float32", "float64"):
