@@ -362,24 +362,18 @@ def model_cases() -> list[ModelCase]:
 def pixelsnail_cases() -> list[ModelCase]:
     """Tiny PixelSNAIL networks (R = 1, F = 8, one or two attention blocks; docs/pixelsnail.md): each
     spec of the family and ``model_spec``, ``h`` in the released one, keys and values pooled by 2 in
-    ``h12_pool2_smallkey``, and a sharp one.
-
-    The first and the fourth move every log scale by -2 (``log_scale_shift``): with the random
-    weights alone their mixtures are flat where some 8-bit bins hold ~1e-3 of a component's mass, and
-    there the float64 gradient of the loss w.r.t. the network output differs between the twins by up
-    to 2e4 ulp at its scale (TensorFlow's and torch's float64 sigmoids differ by an ulp; the bin's
-    ``sigmoid(plus) - sigmoid(minus)`` and the difference of their slopes amplify it), beyond the
-    float64 bound the float32 spread extrapolates to (docs/pixelsnail.md "Float64 and flat mixtures").
-    The network's own backward agrees to 16 ulp there."""
+    ``h12_pool2_smallkey``, and a sharp one (every log scale moved by -6). The others keep the random
+    weights' flat mixtures, whose float64 loss gradient needs the twins' sigmoids to be one formula
+    (pitfall M11; docs/pixelsnail.md "Float64 and flat mixtures")."""
     small = {"nr_resnet": 1, "nr_filters": 8, "nr_logistic_mix": 2, "dropout_p": 0.5}
     return [
         ModelCase("model-h12_noup_smallkey-R1-F8-M2-a2-h2", {**small, "attn_rep": 2, "h_channels": 2}, seed=3,
-                  log_scale_shift=-2.0, model="h12_noup_smallkey"),
+                  model="h12_noup_smallkey"),
         ModelCase("model-h8_noup_smallkey-R1-F8-M2-a1-concat_elu", {**small, "attn_rep": 1, "nonlinearity": "concat_elu"},
                   seed=4, model="h8_noup_smallkey"),
         ModelCase("model-h12_pool2_smallkey-R1-F8-M2-a2", {**small, "attn_rep": 2}, seed=5, model="h12_pool2_smallkey"),
         ModelCase("model-model_spec-R1-F8-M2-a1", {**small, "attn_rep": 1, "nonlinearity": "concat_elu"}, seed=6,
-                  log_scale_shift=-2.0, model="model_spec"),
+                  model="model_spec"),
         ModelCase("model-h12_noup_smallkey-R1-F8-M2-a1-sharp", {**small, "attn_rep": 1}, seed=7, log_scale_shift=-6.0,
                   model="h12_noup_smallkey"),
     ]

@@ -49,6 +49,12 @@ from the same float32-representable weights and inputs. Then:
   float64 floor is never below ``ALLOWANCE_ULPS`` float64 units at the tensor's scale (a bound of 64
   ulps, ~1.4e-14 relative; function-level bugs are many orders larger); otherwise one unit.
   In practice the twins agree to ~1e-15 relative.
+* The float64 extrapolation also assumes that the twins' float64 kernels of one function differ, in
+  float64 ulps, no more than the reference's float32 kernel errs in float32 ulps. Two formulas for
+  one function break that where the reference's float32 kernel rounds correctly and one float64
+  formula does not: TensorFlow's ``e / (1 + e)`` sigmoid and torch's ``1 / (1 + exp(-x))`` near 1,
+  amplified ~1e4 times by the loss's ``cdf_delta`` (pitfall M11). So where the conditioning amplifies a
+  kernel's ulp, the twin computes TensorFlow's formula (softplus, M9; sigmoid, M11).
 * Tensors that must be bit-identical (the EMA shadows: the same float32 ``1 - decay`` and the same
   formula, pitfall 26) get bound 0.
 

@@ -25,7 +25,7 @@ from gated_spec.model import (
     SAMPLER_U_MIN,
     raster,
 )
-from tf_impl.ops import softplus
+from tf_impl.ops import sigmoid, softplus
 
 
 def _mixtures(l: tf.Tensor) -> int:
@@ -80,9 +80,9 @@ def discretized_mix_logistic_loss(x: Any, l: Any, sum_all: bool = True) -> tf.Te
     centered = xs - means
     inv_stdv = tf.exp(-log_scales)
     plus_in = inv_stdv * (centered + HALF_BIN)
-    cdf_plus = tf.sigmoid(plus_in)
+    cdf_plus = sigmoid(plus_in)
     min_in = inv_stdv * (centered - HALF_BIN)
-    cdf_min = tf.sigmoid(min_in)
+    cdf_min = sigmoid(min_in)
     log_cdf_plus = plus_in - softplus(plus_in)
     log_one_minus_cdf_min = -softplus(min_in)
     cdf_delta = cdf_plus - cdf_min

@@ -35,6 +35,12 @@ def softplus(x: tf.Tensor) -> tf.Tensor:
     return tf.nn.softplus(x)
 
 
+def sigmoid(x: tf.Tensor) -> tf.Tensor:
+    """``tf.sigmoid``: in float64 ``e / (1 + e)`` with ``e = exp(x)`` (1 where ``e`` overflows); gradient
+    ``grad * (y * (1 - y))``. Twin: ``torch_impl.ops.sigmoid``."""
+    return tf.sigmoid(x)
+
+
 def relu(x: tf.Tensor) -> tf.Tensor:
     """Plain ReLU. Twin: ``torch_impl.ops.relu``."""
     return tf.nn.relu(x)

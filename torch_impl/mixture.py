@@ -7,7 +7,9 @@ original's, formula for formula (docs/model_spec.md). Selections are ``torch.whe
 original's ``tf.where``; as there, the unselected branches are computed too, and the clamps keep them
 finite. ``log_sum_exp`` and ``log_prob_from_logits`` are written as the original writes them (max,
 subtract, ``exp``, ``log`` of the sum), not ``torch.logsumexp``; softplus is TensorFlow's
-(``torch_impl.ops.softplus``: its cut-offs and gradient), not ``F.softplus`` (pitfall M9).
+(``torch_impl.ops.softplus``: its cut-offs and gradient), not ``F.softplus`` (pitfall M9), and so is
+the sigmoid of the bins' edges (``torch_impl.ops.sigmoid``: ``e / (1 + e)``), not ``torch.sigmoid``
+(pitfall M11).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from gated_spec.model import (
     SAMPLER_U_MIN,
     raster,
 )
-from torch_impl.ops import softplus
+from torch_impl.ops import sigmoid, softplus
 
 
 def _mixtures(l: torch.Tensor) -> int:
@@ -85,9 +87,9 @@ def discretized_mix_logistic_loss(x: torch.Tensor, l: torch.Tensor, sum_all: boo
     centered = xs - means
     inv_stdv = torch.exp(-log_scales)
     plus_in = inv_stdv * (centered + HALF_BIN)
-    cdf_plus = torch.sigmoid(plus_in)
+    cdf_plus = sigmoid(plus_in)
     min_in = inv_stdv * (centered - HALF_BIN)
-    cdf_min = torch.sigmoid(min_in)
+    cdf_min = sigmoid(min_in)
     log_cdf_plus = plus_in - softplus(plus_in)  # log probability for the edge case x = -1
     log_one_minus_cdf_min = -softplus(min_in)  # and for x = +1
     cdf_delta = cdf_plus - cdf_min

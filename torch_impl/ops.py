@@ -97,6 +97,37 @@ def softplus(x: torch.Tensor) -> torch.Tensor:
     return _Softplus.apply(x)
 
 
+class _Sigmoid(torch.autograd.Function):
+    """``sigmoid(x)`` as TensorFlow's float64 ``Sigmoid`` kernel computes it, with its gradient.
+
+    TensorFlow's kernel is Eigen's logistic: ``e / (1 + e)`` with ``e = exp(x)`` (1 where ``e``
+    overflows); ``SigmoidGrad`` is ``grad * (y * (1 - y))``. ``torch.sigmoid`` computes
+    ``1 / (1 + exp(-x))`` and its backward ``(grad * (1 - y)) * y``. Both are within 2 ulp of the
+    exact sigmoid, but near 1 they round differently: where ``x`` is ~9 TensorFlow's ``e / (1 + e)`` is
+    correctly rounded and torch's is often one ulp off, and the loss's ``sigmoid(plus) - sigmoid(minus)``
+    (~1e-5 there) and ``1 / cdf_delta`` amplify that ulp ~1e4 times in the float64 gradient
+    (pitfall M11). TensorFlow's float32 kernel is another approximation of Eigen's, not
+    reproduced; this formula is used in every dtype and agrees with it more often than ``torch.sigmoid``.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        e = torch.exp(x)
+        y = torch.where(torch.isinf(e), torch.ones_like(e), e / (1 + e))
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        (y,) = ctx.saved_tensors
+        return grad * (y * (1 - y))
+
+
+def sigmoid(x: torch.Tensor) -> torch.Tensor:
+    """Sigmoid as TensorFlow computes it in float64, forward and gradient (see ``_Sigmoid``). Twin: ``tf_impl.ops.sigmoid``."""
+    return _Sigmoid.apply(x)
+
+
 NONLINEARITIES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "concat_elu": concat_elu,
     "elu": elu,

@@ -6,8 +6,9 @@ The harness compares each step's loss, weights, shadows and Adam slots (``check 
 the first tensor beyond its bound names the step, and the layer, where the naive loop parts from the
 original. The decay's off-by-one moves each update by 5e-6 of itself and shows in float64 (bounds
 ~1e-15 relative); the others show in float32. The one-step case starts from initialised weights, not
-from the init pass: after the init the twins' float64 Adam moments part beyond the extrapolated
-float64 bound on most seeds (docs/training.md), so the real translation would not pass there.
+from the init pass, which T6 covers alone. (It was chosen when the twins' float64 Adam moments after
+the init parted beyond the extrapolated bound on most seeds; with the twin's sigmoid TensorFlow's,
+pitfall M11, one step from the init passes too: docs/training.md.)
 """
 
 from __future__ import annotations

@@ -292,6 +292,32 @@ def test_softplus_is_tensorflows_forward_and_gradient_across_its_cut_offs():
     assert np.any(want["float64"]["grad"][got["x64"] > 20] < 1.0)  # where F.softplus would say 1
 
 
+@BOTH
+def test_sigmoid_is_tensorflows_float64_formula_and_gradient_near_one():
+    """torch_impl.ops.sigmoid against tf.sigmoid in float64 where the output is near 1 (x in [6, 12]),
+    where the loss's cdf_delta is a difference of two such outputs (pitfall M11): the same values
+    (TensorFlow's e / (1 + e); torch.sigmoid's 1 / (1 + exp(-x)) differs by an ulp on about half of
+    them), the same gradient grad * (y * (1 - y)), and 1, not NaN, where exp overflows."""
+    import tensorflow as tf
+    import torch
+
+    from torch_impl.ops import sigmoid
+
+    x = np.concatenate([np.linspace(6, 12, 601), [40.0, 710.0, 1000.0, -1000.0, np.inf, -np.inf]])
+    cot = np.linspace(-2, 2, x.size)
+    t = torch.tensor(x, requires_grad=True)
+    y = sigmoid(t)
+    (g,) = torch.autograd.grad(y, t, torch.tensor(cot))
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        yt = tf.sigmoid(xt)
+    gt = tape.gradient(yt, xt, output_gradients=tf.constant(cot))
+    np.testing.assert_array_equal(y.detach().numpy(), yt.numpy())
+    np.testing.assert_array_equal(g.numpy(), gt.numpy())
+    assert np.mean(torch.sigmoid(torch.tensor(x[:601])).numpy() != yt.numpy()[:601]) > 0.2  # what the test tells apart
+
+
 def _softplus_points() -> np.ndarray:
     return np.concatenate([np.linspace(-40, 40, 161), [-34.1, -34.0, -13.95, -13.9, 13.9, 13.95, 19.9, 20.1, 34.0, 34.1]])
 
