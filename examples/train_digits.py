@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     command = [sys.executable, "-m", "parity", "train", "--data", train, "--test-data", test, "--out", run,
                "--steps", str(args.steps), "--sample-every", str(args.sample_every), "--batch-size", str(args.batch_size),
                "--nr-resnet", str(args.nr_resnet), "--nr-filters", str(args.nr_filters), "--seed", str(args.seed),
-               "--polyak-decay", str(args.polyak_decay),               "--backend", args.backend] + (["--conditional"] if args.conditional else [])
+               "--polyak-decay", str(args.polyak_decay), "--backend", args.backend] + (["--conditional"] if args.conditional else [])
     print(" ".join(command), flush=True)
     began = time.perf_counter()
     done = subprocess.run(command)
