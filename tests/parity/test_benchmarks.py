@@ -89,3 +89,12 @@ def test_bench_sampler_runs_at_a_tiny_size(tmp_path, capsys):
     for r in rows:
         assert r["naive_s_per_batch"] > 0 and r["cached_s_per_batch"] > 0 and r["speedup"] > 0
     assert "speed-up" in capsys.readouterr().out
+
+
+def test_bench_train_port_refuses_a_folder_that_is_not_the_port(tmp_path, capsys):
+    from benchmarks.bench_train_port import main
+
+    (tmp_path / "model.py").write_text("")
+    assert main(["--port-dir", str(tmp_path), "--json", str(tmp_path / "b.json")]) == 2
+    assert "expected a checkout of pclucas14/pixel-cnn-pp; missing layers.py, utils.py" in capsys.readouterr().err
+    assert not (tmp_path / "b.json").exists()
