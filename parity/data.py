@@ -123,12 +123,17 @@ def read_png_folder(path: str, files: list[str]) -> np.ndarray:
     return np.stack(images)
 
 
+def _cifar_bins(folder: str, split: str) -> list[str]:
+    """A CIFAR-10 binary folder's files of ``split``: ``data_batch_*.bin`` (train) or ``test_batch.bin``."""
+    return sorted(glob.glob(os.path.join(folder, "data_batch_*.bin")) if split == "train" else
+                  glob.glob(os.path.join(folder, "test_batch.bin")))
+
+
 def load_images(path: str, split: str = "train") -> np.ndarray:
     """uint8 ``[N, H, W, 3]`` from a CIFAR-10 binary file or folder (``split``: ``train`` takes the
     ``data_batch_*.bin`` files, ``test`` ``test_batch.bin``), an ``.npz``, or a folder of PNGs."""
     if os.path.isdir(path):
-        bins = sorted(glob.glob(os.path.join(path, "data_batch_*.bin")) if split == "train" else
-                      glob.glob(os.path.join(path, "test_batch.bin")))
+        bins = _cifar_bins(path, split)
         if bins:
             return np.concatenate([read_cifar_bin(b) for b in bins])
         for name in ("data_batch_1", "test_batch", "batches.meta"):
@@ -152,8 +157,7 @@ def load_labels(path: str, split: str = "train") -> np.ndarray:
     """int64 labels ``[N]`` of the images :func:`load_images` reads from ``path``: CIFAR-10 binary's label
     byte, or an ``.npz``'s ``y`` (non-negative integers, one per image); a folder of PNGs has none."""
     if os.path.isdir(path):
-        bins = sorted(glob.glob(os.path.join(path, "data_batch_*.bin")) if split == "train" else
-                      glob.glob(os.path.join(path, "test_batch.bin")))
+        bins = _cifar_bins(path, split)
         if bins:
             return np.concatenate([read_cifar_bin_labels(b) for b in bins])
     elif path.endswith(".bin"):
