@@ -208,7 +208,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                            shuffle=not args.no_shuffle, save_every=args.save_every, ema=args.ema_order, resume=args.resume,
                            test_data=args.test_data, sample_every=args.sample_every, device=args.device,
                            progress=sys.stderr.isatty(), shadows=args.shadows, worker_order=args.worker_order,
-                           worker_timeout=args.worker_timeout)
+                           worker_timeout=args.worker_timeout, conditional=args.conditional)
     summary = train(options)
     if summary["worker"]:  # one of several workers: worker 0 says it
         return EXIT_OK
@@ -341,6 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-every", type=int, default=None,
                    help="every N steps and at the end: DIR/samples_<step>.png (16 images drawn with the averaged weights) "
                         "and DIR/curves.png (train bits/dim, and test bits/dim with --test-data, against the step)")
+    p.add_argument("--conditional", action="store_true", help="class-conditional, as the original's --class_conditional: "
+                   "h = one-hot labels (CIFAR-10's label byte, an .npz's y [N]); sampling its model file needs h (sample --inputs)")
     p.add_argument("--no-shuffle", action="store_true", help="take the images in file order")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--init-batch-size", type=int, default=16, help="images for the data-dependent init (the original's 100)")

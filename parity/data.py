@@ -10,6 +10,11 @@ Sources (:func:`load_images`, each as uint8 ``[N, H, W, 3]``):
   blue planes (the downsampled ImageNet 32x32 / 64x64 files);
 * a folder of PNG files (read with Pillow, which must be installed: ``pip install pillow``).
 
+Labels (:func:`load_labels`, for class-conditional training): CIFAR-10 binary's label byte, an
+``.npz``'s ``y`` (integers ``[N]``); :func:`one_hot` makes them the network's ``h`` as the original's
+``train.py --class_conditional`` does (``tf.one_hot(y, num_labels)``, ``num_labels`` the largest
+training label + 1).
+
 Order (:class:`Batches`), as PixelCNN++'s ``DataLoader`` with ``shuffle``: one ``RandomState(seed)``
 whose permutations compose (each epoch permutes the previous epoch's order); the data-dependent
 init takes the first ``init_batch_size`` images of the first permutation, then the loader rewinds
@@ -37,6 +42,12 @@ def read_cifar_bin(path: str) -> np.ndarray:
         raise ValueError(f"{path}: expected CIFAR-10 binary records of {CIFAR_RECORD} bytes; the file has {size} bytes")
     records = np.fromfile(path, np.uint8).reshape(-1, CIFAR_RECORD)
     return np.ascontiguousarray(records[:, 1:].reshape(-1, 3, CIFAR_SIDE, CIFAR_SIDE).transpose(0, 2, 3, 1))
+
+
+def read_cifar_bin_labels(path: str) -> np.ndarray:
+    """Labels ``[N]`` (int64, the record's first byte) of one CIFAR-10 binary batch file."""
+    read_cifar_bin(path)  # the same size check, one message
+    return np.fromfile(path, np.uint8).reshape(-1, CIFAR_RECORD)[:, 0].astype(np.int64)
 
 
 def _refuse_cifar_python(path: str) -> None:
@@ -112,12 +123,17 @@ def read_png_folder(path: str, files: list[str]) -> np.ndarray:
     return np.stack(images)
 
 
+def _cifar_bins(folder: str, split: str) -> list[str]:
+    """A CIFAR-10 binary folder's files of ``split``: ``data_batch_*.bin`` (train) or ``test_batch.bin``."""
+    return sorted(glob.glob(os.path.join(folder, "data_batch_*.bin")) if split == "train" else
+                  glob.glob(os.path.join(folder, "test_batch.bin")))
+
+
 def load_images(path: str, split: str = "train") -> np.ndarray:
     """uint8 ``[N, H, W, 3]`` from a CIFAR-10 binary file or folder (``split``: ``train`` takes the
     ``data_batch_*.bin`` files, ``test`` ``test_batch.bin``), an ``.npz``, or a folder of PNGs."""
     if os.path.isdir(path):
-        bins = sorted(glob.glob(os.path.join(path, "data_batch_*.bin")) if split == "train" else
-                      glob.glob(os.path.join(path, "test_batch.bin")))
+        bins = _cifar_bins(path, split)
         if bins:
             return np.concatenate([read_cifar_bin(b) for b in bins])
         for name in ("data_batch_1", "test_batch", "batches.meta"):
@@ -135,6 +151,32 @@ def load_images(path: str, split: str = "train") -> np.ndarray:
         return read_npz(path)
     _refuse_cifar_python(path)
     raise ValueError(f"{path}: expected a CIFAR-10 .bin file or folder, an .npz or a folder of PNGs")
+
+
+def load_labels(path: str, split: str = "train") -> np.ndarray:
+    """int64 labels ``[N]`` of the images :func:`load_images` reads from ``path``: CIFAR-10 binary's label
+    byte, or an ``.npz``'s ``y`` (non-negative integers, one per image); a folder of PNGs has none."""
+    if os.path.isdir(path):
+        bins = _cifar_bins(path, split)
+        if bins:
+            return np.concatenate([read_cifar_bin_labels(b) for b in bins])
+    elif path.endswith(".bin"):
+        return read_cifar_bin_labels(path)
+    elif path.endswith(".npz"):
+        y = read_npz_arrays(path, ("y",), "y [N] integer labels", others=True).get("y")
+        if y is None:
+            raise ValueError(f"{path}: expected an array y [N] of integer labels for class-conditional training; the archive holds none")
+        if y.ndim != 1 or y.dtype.kind not in "iu" or (y.size and y.min() < 0):
+            raise ValueError(f"{path}: expected y [N] of non-negative integers; received {y.dtype} {y.shape}"
+                             + (f" with minimum {y.min()}" if y.size and y.dtype.kind in "iu" else ""))
+        return y.astype(np.int64)
+    raise ValueError(f"{path}: class-conditional training needs labels: CIFAR-10 binary files or an .npz with y [N]; "
+                     "a folder of PNGs carries none")
+
+
+def one_hot(labels: np.ndarray, classes: int) -> np.ndarray:
+    """float32 ``[N, classes]``, 1 at each label (the network's ``h``)."""
+    return np.eye(classes, dtype=np.float32)[labels]
 
 
 def to_model_range(x: np.ndarray, dtype: str = "float32") -> np.ndarray:

@@ -70,6 +70,7 @@ class TrainOptions:
     shadows: str = "own"  # several workers: shadows from each worker's own init (the original's) or the averaged one
     worker_order: str = "shards"  # several workers: shards of one order, or each its own (parity.distributed)
     worker_timeout: float = 300.0  # several workers: seconds a collective waits before the run stops
+    conditional: bool = False  # the original's --class_conditional: h = one-hot labels of the data (parity.data.load_labels)
     preloaded: Any = None  # --init-from read by train() where the backend's worker cannot read it (a TF1 checkpoint)
 
     def check(self) -> None:
@@ -79,7 +80,8 @@ class TrainOptions:
         if not kind_of(self.config).network:
             raise ValueError("expected a network to train (--model); a block alone has no loss")
         if self.config.get("h_channels"):
-            raise ValueError("training a conditional network (h_channels) needs per-image h, which the data formats here do not carry")
+            raise ValueError(f"expected no h_channels in the config (--conditional sets it: the labels' one-hot width); "
+                             f"received h_channels={self.config['h_channels']}")
         if (self.steps is None) == (self.epochs is None):
             raise ValueError(f"expected one of --steps or --epochs; received steps={self.steps}, epochs={self.epochs}")
         for name in ("steps", "epochs", "batch_size", "save_every", "sample_every"):
@@ -172,15 +174,16 @@ def _start_weights(config: dict[str, Any], seed: int) -> dict[str, np.ndarray]:
     return out
 
 
-def _initialise(backend: Any, net: Any, config: dict[str, Any], images: np.ndarray, seed: int, device: str) -> None:
+def _initialise(backend: Any, net: Any, config: dict[str, Any], images: np.ndarray, seed: int, device: str,
+                h: np.ndarray | None = None) -> None:
     """The run's start: the weights drawn from ``seed`` (:func:`_start_weights`), then the data-dependent
-    init on the uint8 ``images`` with the keep-masks of ``(seed, 0)``."""
+    init on the uint8 ``images`` (and their ``h``, conditional) with the keep-masks of ``(seed, 0)``."""
     from parity.data import to_model_range
     from parity.kinds import kind_of
 
     backend.import_weights(net, _start_weights(config, seed), initialized=False)
     x = to_model_range(images)
-    given = backend.inputs({"x": x}, kind_of(config).inputs, "float32", device)
+    given = backend.inputs({"x": x, **({} if h is None else {"h": h})}, kind_of(config).inputs, "float32", device)
     backend.model_initialize(net, given, _masks(config, (seed, 0), len(x), x.shape[1], x.shape[2]))
 
 
@@ -248,13 +251,18 @@ def _train_here(options: TrainOptions, world: Any) -> dict[str, Any]:
         check_image_size("train --test-data", test_images.shape[1], test_images.shape[2])
         if len(test_images) < options.batch_size:
             raise ValueError(f"--test-data holds {len(test_images)} images, fewer than one batch of {options.batch_size}")
+    labels = test_labels = None
+    if options.conditional:
+        labels, test_labels = _labels(options, len(images), test_images)
+        options.config = {**options.config, "h_channels": int(labels.max()) + 1}
     batches = world.batches(N, options.batch_size, options.seed, options.shuffle, 0 if options.init_from else options.init_batch_size,
                             options.worker_order)
     total = options.steps if options.steps is not None else options.epochs * batches.per_epoch
     run = {"config": options.config, "batch_size": options.batch_size, "init_batch_size": options.init_batch_size,
            "seed": options.seed, "shuffle": options.shuffle, "lr": options.lr, "lr_decay": options.lr_decay,
            "mom1": options.mom1, "mom2": options.mom2, "eps": options.eps, "ema": options.ema,
-           "data": {"n": N, "shape": [H, W, 3], "sha256": _digest(images)}}
+           "data": {"n": N, "shape": [H, W, 3], "sha256": _digest(images),
+                    **({} if labels is None else {"labels_sha256": _digest(labels)})}}
     if world.size > 1:  # recorded, not required to agree on resume: a run may go on with another worker count
         run.update(workers=world.size, worker_order=options.worker_order, shadows=options.shadows)
     ckpt, last, log = (os.path.join(options.out, name) for name in (CHECKPOINT, LAST, LOG))
@@ -304,7 +312,7 @@ def _train_here(options: TrainOptions, world: Any) -> dict[str, Any]:
                                  + "; the options give " + ", ".join(f"{k}={own[k]!r}" for k in differ))
             backend.import_weights(net, {k: v.astype(np.float32) for k, v in source.tensors.items()}, True)
         else:
-            _initialise(backend, net, config, images[batches.init()], seed, options.device)
+            _initialise(backend, net, config, images[batches.init()], seed, options.device, _h(config, labels, batches.init()))
             world.average_parameters(net, options.shadows)
             if world.size > 1 and world.rank == 0:
                 save_canonical(os.path.join(options.out, INIT), backend.export_weights(net), config, True)
@@ -330,7 +338,7 @@ def _train_here(options: TrainOptions, world: Any) -> dict[str, Any]:
         with open(log if world.rank == 0 else os.devnull, "a") as f:
             for step in range(start + 1, total + 1):
                 x = to_model_range(images[batches.batch(step)])
-                loss = world.sum(world.step(backend.model_train_step, net, optimizer, x, None,
+                loss = world.sum(world.step(backend.model_train_step, net, optimizer, x, _h(config, labels, batches.batch(step)),
                                             _masks(config, (seed, 1, step), len(x), H, W), options.ema))
                 bpd = _bits_per_dim(loss, len(x) * world.size, H, W)
                 entry = {"step": step, "epoch": batches.epoch_of(step), "loss": loss, "bpd": bpd,
@@ -338,7 +346,7 @@ def _train_here(options: TrainOptions, world: Any) -> dict[str, Any]:
                 snapshot = (options.sample_every is not None and world.rank == 0
                             and (step % options.sample_every == 0 or step == total))
                 if snapshot and test_images is not None:
-                    entry["test_bpd_ema"] = _test_bits_per_dim(backend, net, config, test_images, options.batch_size, options.device)
+                    entry["test_bpd_ema"] = _test_bits_per_dim(backend, net, config, test_images, options.batch_size, options.device, test_labels)
                 f.write(json.dumps(entry) + "\n")
                 f.flush()
                 if step % options.save_every == 0 or step == total:
@@ -356,8 +364,33 @@ def _train_here(options: TrainOptions, world: Any) -> dict[str, Any]:
             save(total)
         summary: dict[str, Any] = {"steps": total, "resumed_from": start, "loss": loss, "out": options.out, "worker": world.rank}
         if test_images is not None and world.rank == 0:
-            summary["test_bpd_ema"] = _test_bits_per_dim(backend, net, config, test_images, options.batch_size, options.device)
+            summary["test_bpd_ema"] = _test_bits_per_dim(backend, net, config, test_images, options.batch_size, options.device, test_labels)
     return summary
+
+
+def _labels(options: TrainOptions, n: int, test_images: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """``--conditional``: the training labels and (with ``--test-data``) the test labels, checked: one per
+    image, the test labels below the training labels' count (the original's ``np.amax(labels) + 1``)."""
+    from parity.data import load_labels
+
+    labels = load_labels(options.data)
+    if len(labels) != n or not n:
+        raise ValueError(f"{options.data}: expected one label per image ({n}); received {len(labels)}")
+    if test_images is None:
+        return labels, None
+    test = load_labels(options.test_data, "test")
+    if len(test) != len(test_images):
+        raise ValueError(f"{options.test_data}: expected one label per image ({len(test_images)}); received {len(test)}")
+    if test.size and test.max() > labels.max():
+        raise ValueError(f"{options.test_data}: expected labels below {labels.max() + 1} (the training labels'); received {test.max()}")
+    return labels, test
+
+
+def _h(config: dict[str, Any], labels: np.ndarray | None, rows: np.ndarray) -> np.ndarray | None:
+    """The one-hot ``h`` of ``labels[rows]`` for a conditional run, ``None`` otherwise."""
+    from parity.data import one_hot
+
+    return None if labels is None else one_hot(labels[rows], config["h_channels"])
 
 
 SAMPLES = 16  # images in each --sample-every grid
@@ -375,7 +408,10 @@ def _figures(backend: Any, net: Any, config: dict[str, Any], options: TrainOptio
     shape = (SAMPLES, height, width)
     noise = {"u_mix": rng.uniform(SAMPLER_U_MIN, 1 - SAMPLER_U_MIN, (*shape, config["nr_logistic_mix"])).astype(np.float32),
              "u_value": rng.uniform(SAMPLER_U_MIN, 1 - SAMPLER_U_MIN, (*shape, 3)).astype(np.float32)}
-    images = backend.sample(net, noise, None, use_ema=config.get("polyak_decay") is not None)
+    # conditional: the labels 0, 1, ... in turn, as the original's y_sample
+    classes = config.get("h_channels") or 0
+    h = _h(config, np.arange(SAMPLES) % classes, np.arange(SAMPLES)) if classes else None
+    images = backend.sample(net, noise, h, use_ema=config.get("polyak_decay") is not None)
     save_png_grid(images, os.path.join(options.out, f"samples_{step:06d}.png"))
     with open(os.path.join(options.out, LOG)) as f:
         entries = [json.loads(line) for line in f if line.endswith("\n")]
@@ -385,16 +421,21 @@ def _figures(backend: Any, net: Any, config: dict[str, Any], options: TrainOptio
     save_png(plot_curves([train, test]), os.path.join(options.out, "curves.png"))
 
 
-def _test_bits_per_dim(backend: Any, net: Any, config: dict[str, Any], images: np.ndarray, batch_size: int, device: str) -> float:
-    """Bits per dimension of the test images under the averaged weights (or the live ones without
-    shadows), over whole batches as the original's test loop."""
+def _test_bits_per_dim(backend: Any, net: Any, config: dict[str, Any], images: np.ndarray, batch_size: int, device: str,
+                       labels: np.ndarray | None = None) -> float:
+    """Bits per dimension of the test images (given their ``labels``, conditional) under the averaged
+    weights (or the live ones without shadows), over whole batches as the original's test loop."""
     from parity.data import to_model_range
 
     N, H, W, _ = images.shape
     use_ema = config.get("polyak_decay") is not None
     total, seen = 0.0, 0
     for i in range(0, N - batch_size + 1, batch_size):
-        total += float(backend.apply(net, {"x": to_model_range(images[i:i + batch_size])}, use_ema=use_ema)["loss"])
+        given = {"x": to_model_range(images[i:i + batch_size])}
+        h = _h(config, labels, np.arange(i, i + batch_size))
+        if h is not None:
+            given["h"] = h
+        total += float(backend.apply(net, given, use_ema=use_ema)["loss"])
         seen += batch_size
     if not seen:
         raise ValueError(f"--test-data holds {N} images, fewer than one batch of {batch_size}")

@@ -94,3 +94,12 @@ def test_bench_sampler_runs_at_a_tiny_size(tmp_path, capsys):
                  "--naive-steps", "1", "--json", str(out)]) == 0
     [row] = json.loads(out.read_text())
     assert row["model"] == "h12_pool2_smallkey" and row["cached_rows_timed"] == 8 and row["speedup"] > 0
+
+
+def test_bench_train_port_refuses_a_folder_that_is_not_the_port(tmp_path, capsys):
+    from benchmarks.bench_train_port import main
+
+    (tmp_path / "model.py").write_text("")
+    assert main(["--port-dir", str(tmp_path), "--json", str(tmp_path / "b.json")]) == 2
+    assert "expected a checkout of pclucas14/pixel-cnn-pp; missing layers.py, utils.py" in capsys.readouterr().err
+    assert not (tmp_path / "b.json").exists()

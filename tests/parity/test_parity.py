@@ -109,8 +109,10 @@ def test_cli_takes_the_suites():
     for name in SUITES:
         for command in (["check", "--suite", name], ["record", "out.safetensors", "--suite", name]):
             assert build_parser().parse_args(command).suite == name
-    assert [c.config.get("num_filters", c.config.get("nr_filters")) for c in SUITES["wide"]()] == [160, 160, 160]
-    assert type(SUITES["wide"]()[-1]).__name__ == "ModelCase"  # the whole model at PixelCNN++ width
+    wide = SUITES["wide"]()
+    assert [c.config.get("num_filters", c.config.get("nr_filters")) for c in wide] == [160, 160, 160, 256]
+    assert [type(c).__name__ for c in wide[-2:]] == ["ModelCase", "ModelCase"]  # PixelCNN++ at its width, PixelSNAIL at its released width
+    assert [c.kind for c in wide[-2:]] == ["pixelcnn_pp", "h12_noup_smallkey"]
     with pytest.raises(SystemExit):
         build_parser().parse_args(["check", "--suite", "huge"])
 

@@ -243,3 +243,53 @@ def test_sample_every_writes_samples_curves_and_test_bits_per_dim_and_leaves_the
         assert len(raw) == height * (1 + 3 * width)
     assert not any(n.startswith("samples_") for n in os.listdir(plain))
     assert main(["train", "--data", data, *TINY, "--steps", "2", "--out", str(tmp_path / "bad"), "--sample-every", "0"]) == 2
+
+
+def test_a_conditional_run_trains_on_one_hot_labels_and_its_model_file_samples_and_scores_with_them(tmp_path, capsys):
+    if not HAVE["torch"]:
+        pytest.skip("torch not installed")
+    from parity.cli import main
+    from parity.data import CIFAR_RECORD, load_labels, one_hot, to_model_range
+    from parity.formats.canonical import load_canonical
+    from parity.formats.training import read_checkpoint
+
+    rng = np.random.default_rng(2)
+    x, y = rng.integers(0, 256, (8, 8, 8, 3), dtype=np.uint8), np.array([0, 1, 2, 0, 1, 2, 0, 1])
+    data = str(tmp_path / "d.npz")
+    np.savez(data, x=x, y=y)
+    args = ["train", *TINY, "--steps", "2", "--conditional"]
+    assert main([*args, "--data", data, "--out", str(tmp_path / "a"), "--test-data", data]) == 0
+    tested = float(capsys.readouterr().out.rsplit("test bits/dim (averaged weights) ", 1)[1].split()[0])
+    _, adam, _ = read_checkpoint(str(tmp_path / "a" / "checkpoint.safetensors"))
+    hw = [k for k in adam if k.endswith("hw_adam_v")]
+    assert hw and all(np.abs(adam[k]).max() > 0 for k in hw)  # h reaches the steps: its weights have gradients
+    last = str(tmp_path / "a" / "last.safetensors")
+    _, config, _ = load_canonical(last)
+    assert config["h_channels"] == 3  # the original's num_labels: the largest label + 1
+    # the model file with the test images' one-hot h gives the test bits/dim the run printed
+    np.savez(tmp_path / "in.npz", x=to_model_range(x[:4]), h=one_hot(y[:4], 3))
+    assert main(["run", "--weights", last, "--inputs", str(tmp_path / "in.npz"), "--out", str(tmp_path / "o1.npz"), "--ema"]) == 0
+    np.savez(tmp_path / "in2.npz", x=to_model_range(x[4:]), h=one_hot(y[4:], 3))
+    assert main(["run", "--weights", last, "--inputs", str(tmp_path / "in2.npz"), "--out", str(tmp_path / "o2.npz"), "--ema"]) == 0
+    loss = sum(float(np.load(tmp_path / f"o{i}.npz")["loss"]) for i in (1, 2))
+    assert abs(loss / (np.log(2) * 8 * 8 * 8 * 3) - tested) < 1e-4
+    noise = {"u_mix": rng.uniform(1e-5, 1 - 1e-5, (2, 8, 8, 2)).astype(np.float32),
+             "u_value": rng.uniform(1e-5, 1 - 1e-5, (2, 8, 8, 3)).astype(np.float32)}
+    np.savez(tmp_path / "noise.npz", **noise)
+    np.savez(tmp_path / "h.npz", h=one_hot(np.array([0, 2]), 3))
+    sample = ["sample", "--weights", last, "--noise", str(tmp_path / "noise.npz"), "--ema"]
+    assert main([*sample, "--inputs", str(tmp_path / "h.npz"), "--out", str(tmp_path / "s.npz")]) == 0
+    assert np.load(tmp_path / "s.npz")["x"].shape == (2, 8, 8, 3)
+    assert main([*sample, "--out", str(tmp_path / "s2.npz")]) == 2  # a conditional model file needs h
+    # labels: CIFAR-10's label byte; an .npz without y, or with bad y, and PNG folders are one-line errors
+    records = np.concatenate([np.array([[3], [9]], np.uint8), rng.integers(0, 256, (2, CIFAR_RECORD - 1), dtype=np.uint8)], 1)
+    records.tofile(tmp_path / "c.bin")
+    np.testing.assert_array_equal(load_labels(str(tmp_path / "c.bin")), [3, 9])
+    np.savez(tmp_path / "nolabels.npz", x=x)
+    np.savez(tmp_path / "neg.npz", x=x, y=-y)
+    with pytest.raises(ValueError, match=r"expected an array y \[N\] of integer labels"):
+        load_labels(str(tmp_path / "nolabels.npz"))
+    assert main([*args, "--data", str(tmp_path / "neg.npz"), "--out", str(tmp_path / "neg")]) == 2
+    assert not os.path.exists(tmp_path / "neg")
+    np.savez(tmp_path / "t9.npz", x=x, y=np.full(8, 9))
+    assert main([*args, "--data", data, "--test-data", str(tmp_path / "t9.npz"), "--out", str(tmp_path / "t9")]) == 2
