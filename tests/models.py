@@ -28,3 +28,13 @@ def model_weights(config: dict = CONFIG, seed: int = 0) -> dict[str, np.ndarray]
     from parity.case import random_weights
 
     return random_weights({"model": "pixelcnn_pp", **config}, seed, shadows=config["polyak_decay"] is not None, dtype=np.float64)
+
+
+def assert_initialized_as(got: dict[str, np.ndarray], new: dict[str, tuple[np.ndarray, np.ndarray]],
+                          raw: dict[str, np.ndarray]) -> None:
+    """A network's exported weights after its data-dependent init hold the reference's ``g`` and ``b``
+    (``new``: layer name -> (g, b)) for every layer with a ``V`` in ``raw``."""
+    assert len(new) == len({k.split("/")[0] for k in raw if k.endswith("/V")})
+    for name, (g, b) in new.items():
+        np.testing.assert_allclose(got[f"{name}/g"], g, rtol=1e-9, err_msg=name)
+        np.testing.assert_allclose(got[f"{name}/b"], b, rtol=1e-9, atol=1e-10, err_msg=name)

@@ -8,7 +8,7 @@ import pytest
 
 from tests import reference as ref
 from tests.conftest import BACKEND_PARAMS, BOTH, HAVE
-from tests.models import CONFIG, B, H, W, model_data, model_masks, model_weights
+from tests.models import CONFIG, B, H, W, assert_initialized_as, model_data, model_masks, model_weights
 from tests.adapters import Adapter
 
 
@@ -157,10 +157,8 @@ def test_init_matches_the_reference(twin):
     want, new = ref.pixelcnn_pp(d["x"], raw, CONFIG["nr_resnet"], h=d["h"], masks=masks, p=CONFIG["dropout_p"], init=True)
     np.testing.assert_allclose(out, want, rtol=1e-9, atol=1e-10)
     got = twin.backend.export_weights(m)
-    assert len(new) == len({k.split("/")[0] for k in raw if k.endswith("/V")})
-    for name, (g, b) in new.items():
-        np.testing.assert_allclose(got[f"{name}/g"], g, rtol=1e-9, err_msg=name)
-        np.testing.assert_allclose(got[f"{name}/b"], b, rtol=1e-9, atol=1e-10, err_msg=name)
+    assert_initialized_as(got, new, raw)
+    for name in new:
         np.testing.assert_array_equal(got[f"{name}/g/ExponentialMovingAverage"], got[f"{name}/g"])  # shadows restart as copies
     with pytest.raises(ValueError, match="already"):
         twin.initialize(m, d)

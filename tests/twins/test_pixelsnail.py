@@ -9,6 +9,7 @@ import pytest
 
 from tests import reference as ref
 from tests.conftest import BACKEND_PARAMS, BOTH
+from tests.models import assert_initialized_as
 from tests.twins.test_model import Twin
 
 B, H, W = 2, 8, 8
@@ -201,11 +202,7 @@ def test_init_runs_through_the_whole_network_as_the_reference_does(twin, spec):
     out = twin.initialize(m, d, masks=k)
     want, new = reference(spec, d["x"], raw, d.get("h"), masks=k, p=0.5, init=True)
     np.testing.assert_allclose(out, want, rtol=1e-9, atol=1e-10)
-    got = twin.backend.export_weights(m)
-    assert len(new) == len({n.split("/")[0] for n in raw if n.endswith("/V")})
-    for name, (g, b) in new.items():
-        np.testing.assert_allclose(got[f"{name}/g"], g, rtol=1e-9, err_msg=name)
-        np.testing.assert_allclose(got[f"{name}/b"], b, rtol=1e-9, atol=1e-10, err_msg=name)
+    assert_initialized_as(twin.backend.export_weights(m), new, raw)
 
 
 # -- the twins against each other --------------------------------------------------------------------------
