@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import BACKEND_PARAMS, HAVE, ROOT
+from tests.formats import assert_runs_as_the_graph
 from tests.models import H, W, model_weights
 
 
@@ -63,16 +64,7 @@ def test_a_whole_model_tf1_checkpoint_converts_and_runs_like_the_graph(tmp_path,
 
     tensors, config, initialized = load_canonical(out)
     assert initialized and len(tensors) == len(model_weight_table(config)) and config["polyak_decay"] == 0.9995
-    np.savez(tmp_path / "x.npz", **test_batch)
-    backends = [b for b in ("tf", "torch") if HAVE[b]]
-    for backend in backends:
-        for ema, key in ((False, "out"), (True, "ema_out")):
-            y = str(tmp_path / f"y_{backend}_{ema}.npz")
-            assert main(["run", "--weights", out, "--inputs", str(tmp_path / "x.npz"), "--backend", backend, "--out", y]
-                        + (["--ema"] if ema else [])) == 0
-            with np.load(y) as f:
-                np.testing.assert_allclose(f["out"], graph[key], rtol=1e-4, atol=2e-5, err_msg=f"{backend} {key}")
-                assert f["loss"].dtype == np.float64 and f["loss"].shape == () and np.isfinite(f["loss"])
+    assert_runs_as_the_graph(out, test_batch, graph, tmp_path)
     capsys.readouterr()
     assert main(["convert", prefix, str(tmp_path / "bad.safetensors"), "--model", "pixelcnn_pp", "--nr-filters", "16"]) == 2
     assert "the shapes say nr_filters=8; the options say nr_filters=16" in capsys.readouterr().err

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import HAVE
+from tests.formats import assert_runs_as_the_graph
 
 
 def test_the_released_model_has_the_originals_names_and_shapes():
@@ -43,14 +44,7 @@ def test_a_tf1_checkpoint_converts_with_its_train_py_name_and_runs_like_the_grap
     assert main(["convert", prefix, out, "--model", alias, *extra]) == 0
     said = capsys.readouterr().out
     assert f'"model": "{spec}"' in said and '"attn_rep": 2' in said and '"nr_resnet": 1, "nr_filters": 8' in said, said
-    np.savez(tmp_path / "x.npz", **test_batch)
-    for backend in [b for b in ("tf", "torch") if HAVE[b]]:
-        for ema, key in ((False, "out"), (True, "ema_out")):
-            y = str(tmp_path / f"y_{backend}_{ema}.npz")
-            assert main(["run", "--weights", out, "--inputs", str(tmp_path / "x.npz"), "--backend", backend, "--out", y]
-                        + (["--ema"] if ema else [])) == 0
-            with np.load(y) as f:
-                np.testing.assert_allclose(f["out"], graph[key], rtol=1e-4, atol=2e-5, err_msg=f"{backend} {key}")
+    assert_runs_as_the_graph(out, test_batch, graph, tmp_path)
     capsys.readouterr()
     assert main(["convert", prefix, str(tmp_path / "bad.safetensors"), "--model", alias, "--nr-filters", "16", *extra]) == 2
     assert "the shapes say nr_filters=8; the options say nr_filters=16" in capsys.readouterr().err
