@@ -25,7 +25,8 @@ from parity.formats.safetensors_io import loads_metadata, write_safetensors
 from parity.kinds import check_declared
 from parity.case import Case, LayerCase, ModelCase, TrainingCase, default_cases, under_prefix
 from parity.protocol import CACHED_SAMPLE_TENSOR, SAMPLE_TENSOR
-from parity.tolerance import ALLOWANCE_ULPS, EPS, FEW, MCA, MCA_SAMPLES, K, Comparison, compare, finite_max, max_abs_diff
+from parity.tolerance import (ALLOWANCE_ULPS, EPS, FEW, MCA, MCA_GROWTH, MCA_SAMPLES, K, Comparison, compare, finite_max,
+                              gap_limit, max_abs_diff)
 
 DTYPES = ("float32", "float64")
 SPREAD_UP_TO = 16.0  # a recorded spread over this many times the record's own float32 error is refused (shipped records: 3.3 at most)
@@ -124,14 +125,29 @@ def run_backend_here(backend: str, case: Case | LayerCase, device: str = "cpu", 
     with module.parity_mode(device, tf32=tf32):
         results = {dt: protocol.run(module, case, dt, device, cached_draw) for dt in DTYPES}
         if mca_samples:
-            exact = results["float64"]
-            spread = dict.fromkeys(exact, 0.0)
-            for sample in range(mca_samples):
-                for k, v in protocol.run(module, case.perturbed(sample), "float32", device, cached_draw).items():
-                    if k in spread and v.shape == exact[k].shape:
-                        spread[k] = max(spread[k], max_abs_diff(v, exact[k]))
-            results[MCA] = {k: np.float64(v) for k, v in spread.items()}
+            results[MCA] = monte_carlo_spread(lambda c: protocol.run(module, c, "float32", device, cached_draw),
+                                              case, results, mca_samples)
     return results
+
+
+def monte_carlo_spread(run32: Callable[[Any], dict[str, np.ndarray]], case: Any, results: Results,
+                       samples: int) -> dict[str, np.float64]:
+    """Each tensor's float32 spread: the largest distance from ``results``' float64 run of the float32
+    runs (``run32``) of ``samples`` perturbed copies of ``case`` (:mod:`parity.tolerance`). While the
+    unperturbed float32 run of some tensor lies beyond :func:`~parity.tolerance.gap_limit` of its
+    spread, the draws so far were too few for that tensor: one more is drawn, up to ``MCA_GROWTH``
+    times ``samples`` in all."""
+    exact, own = results["float64"], results["float32"]
+    gaps = {k: (max_abs_diff(own[k], v), finite_max(v)) for k, v in exact.items() if own[k].shape == v.shape}
+    spread = dict.fromkeys(exact, 0.0)
+    sample = 0
+    while sample < samples or (sample < MCA_GROWTH * samples
+                               and any(gap > gap_limit(spread[k], scale) for k, (gap, scale) in gaps.items())):
+        for k, v in run32(case.perturbed(sample)).items():
+            if k in spread and v.shape == exact[k].shape:
+                spread[k] = max(spread[k], max_abs_diff(v, exact[k]))
+        sample += 1
+    return {k: np.float64(v) for k, v in spread.items()}
 
 
 def compare_runs(
@@ -293,7 +309,8 @@ def record(path: str | os.PathLike, backend: str = "tf", device: str = "cpu",
            cases: list[Case | LayerCase] | None = None, mca_samples: int = MCA_SAMPLES,
            progress: Callable[[str], None] | None = None) -> None:
     """Write the cases' inputs and one backend's float32 and float64 results, with its Monte Carlo
-    spread per tensor, to a safetensors file (``progress`` as in :func:`check`)."""
+    spread per tensor, to a safetensors file (``progress`` as in :func:`check`). Results that
+    :func:`verify` would refuse (:func:`record_problems`) are refused here, and nothing is written."""
     cases = default_cases() if cases is None else cases
     tensors: dict[str, np.ndarray] = {}
     meta_cases = []
@@ -301,6 +318,10 @@ def record(path: str | os.PathLike, backend: str = "tf", device: str = "cpu",
         if progress:
             progress(f"[{i + 1}/{len(cases)}] {case.name}")
         results = run_backend(backend, case, device, mca_samples=mca_samples)
+        problems = record_problems(results, plausible_spread=not isinstance(case, TrainingCase))
+        if problems:
+            raise ValueError(f"{backend} on {device}: case {case.name!r} would make an inconsistent record "
+                             f"({len(problems)} tensor(s)), first {problems[0]}; nothing written")
         for k, v in case.arrays.items():
             tensors[f"{i}/in/{k}"] = np.ascontiguousarray(v)
         for dt in (*DTYPES, MCA):
@@ -311,6 +332,7 @@ def record(path: str | os.PathLike, backend: str = "tf", device: str = "cpu",
         "format": RECORD_FORMAT,
         "backend": backend,
         "mca_samples": str(mca_samples),
+        "mca_samples_up_to": str(MCA_GROWTH * mca_samples),
         "settings": json.dumps(settings(device, [backend])),
         "cases": json.dumps(meta_cases),
     }
@@ -404,7 +426,7 @@ def record_problems(results: Results, plausible_spread: bool = True) -> list[str
 
 
 def _gap_problem(tensor: str, gap: float, spread: float, scale: float) -> list[str]:
-    limit = K * max(spread, EPS["float32"] * scale)
+    limit = gap_limit(spread, scale)
     if gap > limit:
         return [f"{tensor}: float32 and float64 results {gap:.3e} apart, over {K:g} x the recorded spread ({limit:.3e})"]
     return []

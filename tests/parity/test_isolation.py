@@ -136,6 +136,56 @@ def test_the_monte_carlo_spread_widens_only_the_reference_floor_it_exceeds():
     assert same.bound == tight.bound and not same.passed
 
 
+def test_the_spread_draws_again_while_the_references_own_run_lies_beyond_k_times_it():
+    """Three perturbed re-runs can be too few for a heavy-tailed error (a step-1 Adam moment of 8
+    elements: its own float32 run 893 ulp off, its first 3 draws 183 at most): the case draws one
+    more at a time until the unperturbed run is within K times the spread, and no more than
+    MCA_GROWTH times as many; a case whose own runs are within K times its 3 draws draws 3."""
+    from parity.harness import monte_carlo_spread
+    from parity.tolerance import K, MCA_GROWTH, MCA_SAMPLES
+
+    class Draws:  # a case whose perturbed copy ``s`` is the sample number itself
+        def perturbed(self, s):
+            return s
+
+    exact = np.ones(8)
+    results = {"float64": {"t": exact}, "float32": {"t": (exact + 1e-5).astype(np.float32)}}
+    gap = float(np.max(np.abs(results["float32"]["t"] - exact)))
+    errors = [1e-6, 2e-6, 1e-6, 1e-6, gap / K * 1.01, 1.0]  # the 5th draw brings the spread to gap / K
+    drawn = []
+
+    def run32(sample):
+        drawn.append(sample)
+        return {"t": exact + errors[sample]}
+
+    spread = monte_carlo_spread(run32, Draws(), results, MCA_SAMPLES)
+    assert drawn == [0, 1, 2, 3, 4] and spread["t"] == pytest.approx(gap / K * 1.01)
+    drawn.clear()
+    spread = monte_carlo_spread(lambda s: (drawn.append(s), {"t": exact + 1e-6})[1], Draws(), results, MCA_SAMPLES)
+    assert drawn == list(range(MCA_GROWTH * MCA_SAMPLES)) and spread["t"] == pytest.approx(1e-6)  # gives up at the cap
+    drawn.clear()
+    calm = {"float64": {"t": exact}, "float32": {"t": (exact + 1e-6).astype(np.float32)}}
+    monte_carlo_spread(lambda s: (drawn.append(s), {"t": exact + 1e-6})[1], Draws(), calm, MCA_SAMPLES)
+    assert drawn == list(range(MCA_SAMPLES))
+
+
+def test_record_refuses_results_that_verify_would_refuse_and_writes_nothing(tmp_path, monkeypatch):
+    from parity import harness
+    from parity.case import default_cases
+    from parity.tolerance import MCA
+
+    def inconsistent(backend, case, device="cpu", tf32=False, mca_samples=0):
+        r64 = {"forward/out": np.linspace(1.0, 2.0, 100)}
+        return {"float64": r64, "float32": {"forward/out": (r64["forward/out"] + 1e-3).astype(np.float32)},
+                MCA: {"forward/out": np.float64(1e-7)}}
+
+    monkeypatch.setattr(harness, "run_backend", inconsistent)
+    path = tmp_path / "rec.safetensors"
+    with pytest.raises(ValueError, match="tf on cpu: case '.*' would make an inconsistent record .*forward/out.*nothing written"):
+        harness.record(path, "tf", cases=default_cases()[:1])
+    assert not path.exists()
+
+
 def test_the_other_backends_own_noise_counts_up_to_four_times_the_reference_spread():
     """A kernel rounding a few times worse than the reference passes; a precision loss does not."""
     from parity.tolerance import K, MCA, OTHER_UP_TO, compare

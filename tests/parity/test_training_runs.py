@@ -212,6 +212,25 @@ def test_the_twins_train_in_lockstep_within_the_derived_float32_bound():
     assert tensors[0] == "step_1/loss" and tensors[-1].startswith("step_6/") and len(tensors) == 6 * (1 + 171 * 4)
 
 
+@pytest.mark.skipif(not (HAVE["tf"] and HAVE["torch"]), reason="needs both TensorFlow and PyTorch")
+def test_a_training_case_records_and_verifies_without_tensorflow_in_the_checker(tmp_path):
+    """``record --suite training`` then ``verify``, on two steps of the elu case (update after Adam's,
+    no first moment): the case comes back with its optimiser settings and torch trains within the bound."""
+    import dataclasses
+
+    from parity.case import TrainingCase, training_cases
+    from parity.harness import load_record, record, verify
+
+    case = dataclasses.replace(training_cases()[1], steps=2, arrays={})
+    path = tmp_path / "training.safetensors"
+    record(path, backend="tf", cases=[case])
+    _, [(loaded, results)] = load_record(path)
+    assert isinstance(loaded, TrainingCase) and (loaded.steps, loaded.mom1, loaded.ema) == (2, 0.0, "post")
+    assert list(results["float32"])[0] == "step_1/loss" and any(k.startswith("step_2/") for k in results["float32"])
+    report = verify(path, backend="torch")
+    assert report.passed, report.cases[0].first_failure
+
+
 def test_sample_every_writes_samples_curves_and_test_bits_per_dim_and_leaves_the_run_as_it_was(tmp_path, capsys):
     if not HAVE["torch"]:
         pytest.skip("torch not installed")
