@@ -19,6 +19,9 @@ written by worker 0) and its data, in one process of the run's backend:
   process's own float32 spread (its float32 run and ``MCA_SAMPLES`` runs from inputs and weights moved by
   one ulp, against its float64 run; :mod:`parity.tolerance`), no pooling of the run's own error.
 
+A conditional run (``--conditional``) is checked the same way, each image's one-hot label its ``h``;
+its data's labels must be the run's (the digest in its checkpoint).
+
 Needs a run that started here (``init.safetensors``) on a PixelCNN++ and ran with one worker count.
 """
 
@@ -39,14 +42,14 @@ from parity.tolerance import EPS, MCA, MCA_SAMPLES, Comparison, compare
 def check_run(run: str, data: str, mca_samples: int = MCA_SAMPLES) -> tuple[list[dict[str, Any]], list[Comparison]]:
     """(the init's comparisons, the steps' comparisons) of the N-worker run in folder ``run``."""
     from parity.case import TrainingCase
-    from parity.data import load_images, to_model_range
+    from parity.data import load_images, load_labels, to_model_range
     from parity.distributed import INIT, WorkerBatches
     from parity.formats.canonical import load_canonical
     from parity.formats.training import read_checkpoint
     from parity.harness import run_backend_here
     from parity.table import EMA_SUFFIX
     from parity.kinds import table_for
-    from parity.training import CHECKPOINT, LOG, _digest, _masks, initial_weights_here
+    from parity.training import CHECKPOINT, LOG, _digest, _h, _masks, initial_weights_here
 
     _, adam, state = read_checkpoint(os.path.join(run, CHECKPOINT))
     if "workers" not in state or not os.path.exists(os.path.join(run, INIT)):
@@ -57,13 +60,20 @@ def check_run(run: str, data: str, mca_samples: int = MCA_SAMPLES) -> tuple[list
     images = load_images(data)
     if _digest(images) != state["data"]["sha256"]:
         raise ValueError(f"{data}: not the run's data (digest {_digest(images)}; the run's {state['data']['sha256']})")
+    labels = None
+    if config.get("h_channels"):  # a conditional run: each image's one-hot label is its h
+        labels = load_labels(data)
+        if _digest(labels) != state["data"].get("labels_sha256"):
+            raise ValueError(f"{data}: not the run's labels (digest {_digest(labels)}; the run's "
+                             f"{state['data'].get('labels_sha256')})")
     B, I, seed = state["batch_size"], state["init_batch_size"], state["seed"]
     _, H, W, _ = images.shape
     workers = [WorkerBatches(len(images), B, seed, state["shuffle"], I, r, N, state["worker_order"]) for r in range(N)]
     rows = table_for(config, shadows=False)
 
     start, _, _ = load_canonical(os.path.join(run, INIT))
-    singles = [initial_weights_here(backend, config, images[w.init()], seed + r) for r, w in enumerate(workers)]
+    singles = [initial_weights_here(backend, config, images[w.init()], seed + r, _h(config, labels, w.init()))
+               for r, w in enumerate(workers)]
     init = []
     for row in rows:
         name = row.tf1_name
@@ -76,6 +86,8 @@ def check_run(run: str, data: str, mca_samples: int = MCA_SAMPLES) -> tuple[list
     arrays = {f"weights/{k}": v for k, v in start.items()}
     for s in range(1, S + 1):
         arrays[f"x/{s}"] = np.concatenate([to_model_range(images[w.batch(s)]) for w in workers])
+        if labels is not None:
+            arrays[f"h/{s}"] = np.concatenate([_h(config, labels, w.batch(s)) for w in workers])
         masks = [_masks(config, (seed + r, 1, s), B, H, W) for r in range(N)]
         for i in range(len(masks[0] or [])):
             arrays[f"dropout_mask/{s}/{i}"] = np.concatenate([m[i] for m in masks])

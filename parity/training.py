@@ -187,16 +187,18 @@ def _initialise(backend: Any, net: Any, config: dict[str, Any], images: np.ndarr
     backend.model_initialize(net, given, _masks(config, (seed, 0), len(x), x.shape[1], x.shape[2]))
 
 
-def initial_weights_here(backend_name: str, config: dict[str, Any], images: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+def initial_weights_here(backend_name: str, config: dict[str, Any], images: np.ndarray, seed: int,
+                         h: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The weights (shadows included) a one-worker run with ``seed`` starts from after its init on ``images``
-    (uint8), in this process: what each worker of a multi-worker run computes before the averaging."""
+    (uint8; with their ``h``, conditional), in this process: what each worker of a multi-worker run
+    computes before the averaging."""
     from parity.backends import get_backend
     from parity.kinds import normalize
 
     backend, config = get_backend(backend_name), normalize(config)
     with backend.parity_mode("cpu"):
         net = backend.build(config, "float32", "cpu")
-        _initialise(backend, net, config, images, seed, "cpu")
+        _initialise(backend, net, config, images, seed, "cpu", h)
         return backend.export_weights(net)
 
 

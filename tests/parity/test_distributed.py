@@ -76,6 +76,31 @@ def test_two_workers_compute_what_one_process_computes_on_the_concatenated_batch
     assert steps.startswith(f"steps: {3 + 171 * 4} tensors") and f"{3 + 171 * 4} within the bound" in steps, steps
 
 
+def test_a_conditional_two_worker_run_is_checked_with_its_labels_and_refused_with_others(tmp_path):
+    """``--conditional`` on 2 workers: each worker's init and steps see its images' one-hot labels as
+    ``h``, and the check recomputes them so (the conditional weights ``hw`` included); data whose labels
+    are not the run's is refused in one line."""
+    x = np.random.default_rng(3).integers(0, 256, (24, 8, 8, 3), dtype=np.uint8)
+    data, other, out = str(tmp_path / "d.npz"), str(tmp_path / "e.npz"), str(tmp_path / "run")
+    np.savez(data, x=x, y=np.arange(24) % 3)
+    np.savez(other, x=x, y=(np.arange(24) + 1) % 3)
+    args = ["--data", data, *TINY, "--steps", "2", "--no-shuffle", "--conditional", "--out", out]
+    with _workers([args, args], str(tmp_path / "store")) as procs:
+        results = _finish(procs)
+    assert [r[0] for r in results] == [0, 0], results
+    env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
+    check = subprocess.run([sys.executable, "-m", "parity.distributed_check", "--data", data, out], cwd=ROOT, text=True,
+                           capture_output=True, timeout=120, env=env)
+    assert check.returncode == 0, check.stdout + check.stderr
+    init, steps = check.stdout.splitlines()
+    weights = int(init.split()[1])
+    assert weights > 171 and init.startswith(f"init: {weights} weights bit for bit") and init.endswith("says: yes")
+    assert f"{2 + weights * 4} within the bound" in steps, steps
+    refused = subprocess.run([sys.executable, "-m", "parity.distributed_check", "--data", other, out], cwd=ROOT, text=True,
+                             capture_output=True, timeout=120, env=env)
+    assert refused.returncode == 2 and refused.stderr.startswith(f"error: {other}: not the run's labels (digest "), refused.stderr
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not HAVE["tf"] or os.environ.get("PARITY_TF_WORKERS") != "1",
                     reason="TensorFlow's workers take over a minute on 2 cores: PARITY_TF_WORKERS=1 runs them")
