@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One short GPU session: parity against the CPU-recorded TensorFlow reference (the built-in suite, and
-# the wide and models suites when their records are here), what TF32 costs,
+# the wide, models and training suites when their records are here), what TF32 costs,
 # the CUDA tests (when pytest is there), and the GPU benchmark. Needs only torch, numpy and
 # safetensors (no TensorFlow). Writes its figures under ${OUT:-gpu_out}.
 #   PYTHONPATH=. bash benchmarks/gpu_check.sh
@@ -32,6 +32,7 @@ verify_record() {
 }
 verify_record "${WIDE:-gpu_wide.safetensors}" wide "blocks and a model at PixelCNN++ width (F=160)" wide
 verify_record "${MODELS:-gpu_models.safetensors}" models "whole PixelCNN++ models (output, loss, gradients, init, EMA, samples)" models
+verify_record "${TRAINING:-gpu_training.safetensors}" training "training in lockstep (each step's loss, weights, shadows, Adam state)" training
 echo "== parity with TF32 on (expected to fail: pitfall 29)"
 python -m parity verify "$REF" --backend torch --device cuda --tf32 > "$OUT/verify_cuda_tf32.txt"; echo "exit $?"
 grep -m 3 FAIL "$OUT/verify_cuda_tf32.txt"; tail -n 2 "$OUT/verify_cuda_tf32.txt"
