@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 CONFIG = {"nr_resnet": 1, "nr_filters": 4, "nr_logistic_mix": 2, "h_channels": 2, "dropout_p": 0.5, "polyak_decay": 0.9995}
 B, H, W = 2, 8, 8
@@ -38,3 +39,25 @@ def assert_initialized_as(got: dict[str, np.ndarray], new: dict[str, tuple[np.nd
     for name, (g, b) in new.items():
         np.testing.assert_allclose(got[f"{name}/g"], g, rtol=1e-9, err_msg=name)
         np.testing.assert_allclose(got[f"{name}/b"], b, rtol=1e-9, atol=1e-10, err_msg=name)
+
+
+def assert_twins_agree_in_float64(ref: tuple[float, dict[str, np.ndarray]], other: tuple[float, dict[str, np.ndarray]],
+                                  twins: list[tuple], weights: dict[str, np.ndarray], updates: int) -> dict[str, np.ndarray]:
+    """The float64 twins' ``(loss, gradients)`` agree (loss to 1e-12 relative, each gradient to 1e-8);
+    then, with every live weight of ``twins`` ((twin, network) pairs, built from ``weights``) moved by
+    0.01, ``updates`` Polyak updates give bit-identical shadows (the same float64 decay and formula).
+    Returns the reference twin's weights after them (live and shadows)."""
+    (lt, gt), (lo, go) = ref, other
+    assert lt == pytest.approx(lo, rel=1e-12)
+    for k in gt:
+        np.testing.assert_allclose(go[k], gt[k], rtol=1e-8, atol=1e-12 * np.abs(gt[k]).max(), err_msg=k)
+    moved = {k: v + 0.01 for k, v in weights.items() if not k.endswith("/ExponentialMovingAverage")}
+    for twin, m in twins:
+        twin.backend.import_weights(m, {**weights, **moved})
+        for _ in range(updates):
+            twin.backend.IMPL.update_averages(m)
+    (tr, mr), (to, mo) = twins
+    er, eo = tr.backend.export_weights(mr), to.backend.export_weights(mo)
+    for k in er:
+        np.testing.assert_array_equal(eo[k], er[k], err_msg=k)
+    return er

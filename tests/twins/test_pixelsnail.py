@@ -9,7 +9,7 @@ import pytest
 
 from tests import reference as ref
 from tests.conftest import BACKEND_PARAMS, BOTH
-from tests.models import assert_initialized_as
+from tests.models import assert_initialized_as, assert_twins_agree_in_float64
 from tests.twins.test_model import Twin
 
 B, H, W = 2, 8, 8
@@ -221,17 +221,7 @@ def test_the_twins_agree_on_gradients_polyak_and_samples():
         rows = table_for({"model": spec, **CONFIGS[spec]}, shadows=False)
         _, loss, grads = twin.backend.model_loss_and_gradients(m, {"x": twin.t(d["x"]), "h": None}, rows)
         rows_loss.append((float(loss), grads))
-    (lt, gt), (lo, go) = rows_loss
-    assert lt == pytest.approx(lo, rel=1e-12)
-    for k in gt:
-        np.testing.assert_allclose(go[k], gt[k], rtol=1e-8, atol=1e-12 * np.abs(gt[k]).max(), err_msg=k)
-    moved = {k: v + 0.01 for k, v in w.items() if not k.endswith("/ExponentialMovingAverage")}
-    for twin, m in ((tft, mt), (tot, mo)):
-        twin.backend.import_weights(m, {**w, **moved})
-        twin.backend.IMPL.update_averages(m)
-    et, eo = tft.backend.export_weights(mt), tot.backend.export_weights(mo)
-    for k in et:
-        np.testing.assert_array_equal(eo[k], et[k], err_msg=k)
+    et = assert_twins_agree_in_float64(rows_loss[0], rows_loss[1], [(tft, mt), (tot, mo)], w, 1)
     rng = np.random.default_rng(5)
     noise = {"u_mix": rng.uniform(SAMPLER_U_MIN, 1 - SAMPLER_U_MIN, (B, H, W, 2)),
              "u_value": rng.uniform(SAMPLER_U_MIN, 1 - SAMPLER_U_MIN, (B, H, W, 3))}
