@@ -75,7 +75,9 @@ def _names(path: str) -> set[str]:
     return {os.path.realpath(p) for p in forms}
 
 
-def _same_file(a: str, b: str) -> bool:
+def same_file(a: str, b: str) -> bool:
+    """Whether two paths name the same file or folder: by name (links resolved, a TF1 prefix and its
+    files) or by inode (hard links, bind mounts)."""
     if _names(a) & _names(b):
         return True
     with contextlib.suppress(OSError):
@@ -97,7 +99,7 @@ def check_outputs(outputs: Mapping[str, str | os.PathLike | None], inputs: Mappi
         if destination(path)[1]:
             continue
         for other, p in (*given_in.items(), *seen.items()):
-            if _same_file(path, p):
+            if same_file(path, p):
                 raise ValueError(f"{name} {path} names the same file as {other} {p}; expected an output that names no "
                                  f"input and no other output (nothing was written)")
         seen[name] = path

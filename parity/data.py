@@ -8,7 +8,8 @@ Sources (:func:`load_images`, each as uint8 ``[N, H, W, 3]``):
   pickles, ``batches.meta``) is refused with a pointer to the binary one;
 * ``.npz`` files with ``x`` uint8 ``[N, H, W, 3]``, or ``data`` uint8 ``[N, 3 H W]`` in red, green,
   blue planes (the downsampled ImageNet 32x32 / 64x64 files);
-* a folder of PNG files (read with Pillow, which must be installed: ``pip install pillow``).
+* a folder of PNG files, in name order, of one size (decoded by Pillow: ``pip install pillow``, or this
+  package's ``png`` extra): gray and palette images as RGB, alpha dropped, 16-bit images refused.
 
 Labels (:func:`load_labels`, for class-conditional training): CIFAR-10 binary's label byte, an
 ``.npz``'s ``y`` (integers ``[N]``); :func:`one_hot` makes them the network's ``h`` as the original's
@@ -28,6 +29,7 @@ from __future__ import annotations
 import glob
 import os
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -108,15 +110,27 @@ def read_npz(path: str) -> np.ndarray:
     raise ValueError(f"{path}: expected an array x [N, H, W, 3] or data [N, 3 H W]; the archive holds none")
 
 
+PNG_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA")  # Pillow's modes of 8-bit (and 1-bit) PNGs
+
+
 def read_png_folder(path: str, files: list[str]) -> np.ndarray:
+    """uint8 ``[N, H, W, 3]`` from ``files`` (PNGs of one size, in the order given), decoded by Pillow:
+    gray and palette images as RGB, an alpha channel dropped; 16-bit images are refused (their values
+    are not on the 8-bit grid the loss models)."""
     try:
-        from PIL import Image
+        from PIL import Image, UnidentifiedImageError
     except ImportError:
         raise ImportError(f"{path}: reading a folder of PNG files needs Pillow: pip install pillow") from None
     images = []
     for name in files:
-        with Image.open(name) as im:
-            a = np.asarray(im.convert("RGB"), np.uint8)
+        try:
+            with Image.open(name) as im:
+                if im.format != "PNG" or im.mode not in PNG_MODES:
+                    raise ValueError(f"{name}: expected an 8-bit PNG (gray, palette or RGB, alpha allowed); received "
+                                     f"{im.format} in mode {im.mode}")
+                a = np.asarray(im.convert("RGB"), np.uint8)
+        except (UnidentifiedImageError, SyntaxError, EOFError, OSError, zlib.error) as exc:
+            raise ValueError(f"{name}: expected a PNG image; it could not be read ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
         if images and a.shape != images[0].shape:
             raise ValueError(f"{name}: expected every image {images[0].shape[:2]} like the first; received {a.shape[:2]}")
         images.append(a)

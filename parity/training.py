@@ -36,6 +36,7 @@ from gated_spec.training import (ADAM_COUNTER, DEFAULT_EMA_ORDER, DEFAULT_EPS, D
                                  DEFAULT_MOM2, EMA_ORDERS, learning_rate, slot_name)
 
 CHECKPOINT, LAST, LOG = "checkpoint.safetensors", "last.safetensors", "log.jsonl"
+CURVES = "curves.png"  # --sample-every's bits/dim curves (beside samples_<step>.png)
 # What a resumed run must agree on with its checkpoint (the rest, e.g. --steps or --save-every, may change).
 AGREE = ("config", "batch_size", "init_batch_size", "seed", "shuffle", "lr", "lr_decay", "mom1", "mom2", "eps", "ema", "data")
 
@@ -95,11 +96,29 @@ class TrainOptions:
         if self.shadows not in SHADOWS or self.worker_order not in WORKER_ORDERS or not self.worker_timeout > 0:
             raise ValueError(f"expected --shadows in {list(SHADOWS)}, --worker-order in {list(WORKER_ORDERS)}, --worker-timeout > 0; "
                              f"received {self.shadows!r}, {self.worker_order!r}, {self.worker_timeout!r}")
+        self.check_paths()
         if self.ema not in EMA_ORDERS:
             raise ValueError(f"expected --ema-order one of {list(EMA_ORDERS)}; received {self.ema!r}")
         if not (self.lr > 0 and self.lr_decay > 0 and 0 <= self.mom1 < 1 and 0 <= self.mom2 < 1 and self.eps >= 0):
             raise ValueError(f"expected lr > 0, lr_decay > 0, mom1 and mom2 in [0, 1), eps >= 0; received lr={self.lr}, "
                              f"lr_decay={self.lr_decay}, mom1={self.mom1}, mom2={self.mom2}, eps={self.eps}")
+
+
+    def check_paths(self) -> None:
+        """The run's folder holds no input, and none of its files is one: ``--out`` is not the folder
+        ``--data`` or ``--test-data`` names (the sample PNGs would join a PNG folder's images), and its
+        checkpoint, model file, log, averaged init and curves name no input (``--init-from
+        DIR/last.safetensors --out DIR`` would end by writing over the weights it started from)."""
+        from parity.atomic import check_outputs, same_file
+        from parity.distributed import INIT
+
+        inputs = {"--data": self.data, "--test-data": self.test_data, "--init-from": self.init_from}
+        for name, path in inputs.items():
+            if path and os.path.isdir(path) and same_file(self.out, path):
+                raise ValueError(f"--out {self.out} is the folder {name} names; expected a folder that holds no input "
+                                 f"(the run writes its files there)")
+        if os.path.isdir(self.out):  # a folder not made yet holds no input
+            check_outputs({f"--out's {n}": os.path.join(self.out, n) for n in (CHECKPOINT, LAST, LOG, INIT, CURVES)}, inputs)
 
 
 def train(options: TrainOptions) -> dict[str, Any]:
@@ -420,7 +439,7 @@ def _figures(backend: Any, net: Any, config: dict[str, Any], options: TrainOptio
     train = (np.array([e["step"] for e in entries]), np.array([e["bpd"] for e in entries]))
     tested = [e for e in entries if "test_bpd_ema" in e]
     test = (np.array([e["step"] for e in tested]), np.array([e["test_bpd_ema"] for e in tested]))
-    save_png(plot_curves([train, test]), os.path.join(options.out, "curves.png"))
+    save_png(plot_curves([train, test]), os.path.join(options.out, CURVES))
 
 
 def _test_bits_per_dim(backend: Any, net: Any, config: dict[str, Any], images: np.ndarray, batch_size: int, device: str,

@@ -63,6 +63,71 @@ def test_npz_images_in_both_layouts_and_bad_ones_are_one_line_errors(tmp_path):
         load_images(str(tmp_path / "t.npz"))
 
 
+def test_png_folders_are_read_in_name_order_as_rgb_and_bad_ones_are_one_line_errors(tmp_path):
+    """Pillow decodes: RGB as it is, RGBA without its alpha, gray and palette images as RGB, and the
+    PNGs this project writes (``parity.images.save_png``) back to their pixels; a 16-bit PNG, a JPEG
+    named .png, a truncated file and a second size are refused in one line."""
+    Image = pytest.importorskip("PIL.Image")
+    from parity.data import load_images
+    from parity.images import save_png
+
+    rgb = np.random.default_rng(0).integers(0, 256, (5, 6, 5, 3), dtype=np.uint8)
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    Image.fromarray(rgb[0]).save(folder / "b.png")
+    Image.fromarray(np.dstack([rgb[1], np.full((6, 5), 7, np.uint8)])).save(folder / "a.png")
+    Image.fromarray(rgb[2][..., 0]).save(folder / "c.png")
+    palette = Image.fromarray(rgb[3]).convert("P", palette=Image.Palette.ADAPTIVE, colors=8)
+    palette.save(folder / "d.png")
+    save_png(rgb[4], folder / "e.png")
+    got = load_images(str(folder))
+    expected = [rgb[1], rgb[0], np.repeat(rgb[2][..., :1], 3, axis=2), np.asarray(palette.convert("RGB")), rgb[4]]
+    np.testing.assert_array_equal(got, np.stack(expected))
+
+    def refused(name, write, message):
+        bad = tmp_path / name
+        bad.mkdir()
+        Image.fromarray(rgb[0]).save(bad / "a.png")
+        write(bad / "b.png")
+        with pytest.raises(ValueError, match=message) as info:
+            load_images(str(bad))
+        assert "\n" not in str(info.value)
+
+    refused("deep", lambda p: Image.fromarray(rgb[0][..., 0].astype(np.uint16) * 257).save(p),
+            r"b.png: expected an 8-bit PNG \(gray, palette or RGB, alpha allowed\); received PNG in mode I;16")
+    refused("jpeg", lambda p: Image.fromarray(rgb[0]).save(p, format="JPEG"), "b.png: expected an 8-bit PNG .*received JPEG")
+    refused("cut", lambda p: p.write_bytes((folder / "b.png").read_bytes()[:60]), "b.png: expected a PNG image; it could not be read")
+    refused("sizes", lambda p: Image.fromarray(rgb[0][:5]).save(p), r"b.png: expected every image \(6, 5\) like the first")
+
+
+def test_a_run_trains_on_a_png_folder_and_its_files_name_no_input(tmp_path):
+    """``--data`` a PNG folder; ``--out`` that folder (the samples would join its images), or a folder
+    whose ``last.safetensors`` is the ``--init-from`` file, refused in one line before any work."""
+    Image = pytest.importorskip("PIL.Image")
+    if not HAVE["torch"]:
+        pytest.skip("torch not installed")
+    import shutil
+
+    from parity.cli import main
+
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    for i, image in enumerate(np.random.default_rng(0).integers(0, 256, (8, 8, 8, 3), dtype=np.uint8)):
+        Image.fromarray(image).save(folder / f"{i:02d}.png")
+    out = str(tmp_path / "run")
+    assert main(["train", "--data", str(folder), *TINY, "--steps", "2", "--out", out]) == 0
+    listing = sorted(os.listdir(folder))
+    assert main(["train", "--data", str(folder), *TINY, "--steps", "2", "--out", str(folder), "--sample-every", "1"]) == 2
+    assert sorted(os.listdir(folder)) == listing
+    again = tmp_path / "again"
+    again.mkdir()
+    shutil.copy(os.path.join(out, "last.safetensors"), again / "last.safetensors")
+    before = (again / "last.safetensors").read_bytes()
+    assert main(["train", "--data", str(folder), *TINY, "--steps", "2", "--init-from", str(again / "last.safetensors"),
+                 "--out", str(again)]) == 2
+    assert os.listdir(again) == ["last.safetensors"] and (again / "last.safetensors").read_bytes() == before
+
+
 def test_the_loader_order_is_the_originals_and_a_function_of_seed_and_step():
     from parity.data import Batches
 
