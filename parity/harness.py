@@ -133,20 +133,22 @@ def run_backend_here(backend: str, case: Case | LayerCase, device: str = "cpu", 
 def monte_carlo_spread(run32: Callable[[Any], dict[str, np.ndarray]], case: Any, results: Results,
                        samples: int) -> dict[str, np.float64]:
     """Each tensor's float32 spread: the largest distance from ``results``' float64 run of the float32
-    runs (``run32``) of ``samples`` perturbed copies of ``case`` (:mod:`parity.tolerance`). While the
-    unperturbed float32 run of some tensor lies beyond :func:`~parity.tolerance.gap_limit` of its
-    spread, the draws so far were too few for that tensor: one more is drawn, up to ``MCA_GROWTH``
-    times ``samples`` in all."""
+    runs (``run32``) of ``samples`` perturbed copies of ``case`` (:mod:`parity.tolerance`). A tensor
+    whose unperturbed float32 run lies beyond :func:`~parity.tolerance.gap_limit` of its spread had
+    too few draws: more are drawn, one at a time, up to ``MCA_GROWTH`` times ``samples`` in all, and
+    each counts for the tensors still beyond only (the others keep their spread)."""
     exact, own = results["float64"], results["float32"]
-    gaps = {k: (max_abs_diff(own[k], v), finite_max(v)) for k, v in exact.items() if own[k].shape == v.shape}
+    gaps = {k: (max_abs_diff(own[k], v), finite_max(v)) for k, v in exact.items() if k in own and own[k].shape == v.shape}
     spread = dict.fromkeys(exact, 0.0)
-    sample = 0
-    while sample < samples or (sample < MCA_GROWTH * samples
-                               and any(gap > gap_limit(spread[k], scale) for k, (gap, scale) in gaps.items())):
+    counted = set(exact)  # the tensors each draw counts for
+    for sample in range(MCA_GROWTH * samples):
+        if sample >= samples:
+            counted = {k for k, (gap, scale) in gaps.items() if gap > gap_limit(spread[k], scale)}
+            if not counted:
+                break
         for k, v in run32(case.perturbed(sample)).items():
-            if k in spread and v.shape == exact[k].shape:
+            if k in counted and v.shape == exact[k].shape:
                 spread[k] = max(spread[k], max_abs_diff(v, exact[k]))
-        sample += 1
     return {k: np.float64(v) for k, v in spread.items()}
 
 
@@ -314,20 +316,25 @@ def record(path: str | os.PathLike, backend: str = "tf", device: str = "cpu",
     cases = default_cases() if cases is None else cases
     tensors: dict[str, np.ndarray] = {}
     meta_cases = []
+    inconsistent: list[tuple[str, list[str]]] = []  # every case run, then one error naming them all
     for i, case in enumerate(cases):
         if progress:
             progress(f"[{i + 1}/{len(cases)}] {case.name}")
         results = run_backend(backend, case, device, mca_samples=mca_samples)
         problems = record_problems(results, plausible_spread=not isinstance(case, TrainingCase))
         if problems:
-            raise ValueError(f"{backend} on {device}: case {case.name!r} would make an inconsistent record "
-                             f"({len(problems)} tensor(s)), first {problems[0]}; nothing written")
+            inconsistent.append((case.name, problems))
         for k, v in case.arrays.items():
             tensors[f"{i}/in/{k}"] = np.ascontiguousarray(v)
         for dt in (*DTYPES, MCA):
             for k, v in results[dt].items():
                 tensors[f"{i}/out/{dt}/{k}"] = np.ascontiguousarray(v)
         meta_cases.append({**case.to_dict(), "order": list(results["float32"])})
+    if inconsistent:
+        name, problems = inconsistent[0]
+        raise ValueError(f"{backend} on {device}: {len(inconsistent)} case(s) would make an inconsistent record "
+                         f"({', '.join(repr(n) for n, _ in inconsistent)}); first, case {name!r} ({len(problems)} "
+                         f"tensor(s)): {problems[0]}; nothing written")
     metadata = {
         "format": RECORD_FORMAT,
         "backend": backend,

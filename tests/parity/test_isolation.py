@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import subprocess
 import sys
 import tracemalloc
@@ -140,7 +141,8 @@ def test_the_spread_draws_again_while_the_references_own_run_lies_beyond_k_times
     """Three perturbed re-runs can be too few for a heavy-tailed error (a step-1 Adam moment of 8
     elements: its own float32 run 893 ulp off, its first 3 draws 183 at most): the case draws one
     more at a time until the unperturbed run is within K times the spread, and no more than
-    MCA_GROWTH times as many; a case whose own runs are within K times its 3 draws draws 3."""
+    MCA_GROWTH times as many, each counting for the tensors still beyond only; a case whose own runs
+    are within K times its 3 draws draws 3."""
     from parity.harness import monte_carlo_spread
     from parity.tolerance import K, MCA_GROWTH, MCA_SAMPLES
 
@@ -149,17 +151,18 @@ def test_the_spread_draws_again_while_the_references_own_run_lies_beyond_k_times
             return s
 
     exact = np.ones(8)
-    results = {"float64": {"t": exact}, "float32": {"t": (exact + 1e-5).astype(np.float32)}}
+    results = {"float64": {"t": exact, "calm": exact}, "float32": {"t": (exact + 1e-5).astype(np.float32), "calm": exact}}
     gap = float(np.max(np.abs(results["float32"]["t"] - exact)))
     errors = [1e-6, 2e-6, 1e-6, 1e-6, gap / K * 1.01, 1.0]  # the 5th draw brings the spread to gap / K
     drawn = []
 
     def run32(sample):
         drawn.append(sample)
-        return {"t": exact + errors[sample]}
+        return {"t": exact + errors[sample], "calm": exact + (1e-7 if sample < MCA_SAMPLES else 1e-3)}
 
     spread = monte_carlo_spread(run32, Draws(), results, MCA_SAMPLES)
     assert drawn == [0, 1, 2, 3, 4] and spread["t"] == pytest.approx(gap / K * 1.01)
+    assert spread["calm"] == pytest.approx(1e-7)  # within K x its 3 draws: the later draws do not count for it
     drawn.clear()
     spread = monte_carlo_spread(lambda s: (drawn.append(s), {"t": exact + 1e-6})[1], Draws(), results, MCA_SAMPLES)
     assert drawn == list(range(MCA_GROWTH * MCA_SAMPLES)) and spread["t"] == pytest.approx(1e-6)  # gives up at the cap
@@ -181,8 +184,11 @@ def test_record_refuses_results_that_verify_would_refuse_and_writes_nothing(tmp_
 
     monkeypatch.setattr(harness, "run_backend", inconsistent)
     path = tmp_path / "rec.safetensors"
-    with pytest.raises(ValueError, match="tf on cpu: case '.*' would make an inconsistent record .*forward/out.*nothing written"):
-        harness.record(path, "tf", cases=default_cases()[:1])
+    cases = default_cases()[:2]
+    a, b = (re.escape(c.name) for c in cases)
+    with pytest.raises(ValueError, match=f"tf on cpu: 2 case\\(s\\) would make an inconsistent record \\('{a}', '{b}'\\); "
+                                         f"first, case '{a}' \\(1 tensor\\(s\\)\\): forward/out: .*; nothing written"):
+        harness.record(path, "tf", cases=cases)
     assert not path.exists()
 
 
