@@ -110,13 +110,15 @@ def read_npz(path: str) -> np.ndarray:
     raise ValueError(f"{path}: expected an array x [N, H, W, 3] or data [N, 3 H W]; the archive holds none")
 
 
-PNG_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA")  # Pillow's modes of 8-bit (and 1-bit) PNGs
+PNG_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA")  # Pillow's modes of PNGs of up to 8 bits a sample
+PNG_BIT_DEPTH = 24  # offset of the bit depth in a PNG file: the 8-byte signature, IHDR's length and type, width, height
 
 
 def read_png_folder(path: str, files: list[str]) -> np.ndarray:
     """uint8 ``[N, H, W, 3]`` from ``files`` (PNGs of one size, in the order given), decoded by Pillow:
     gray and palette images as RGB, an alpha channel dropped; 16-bit images are refused (their values
-    are not on the 8-bit grid the loss models)."""
+    are not on the 8-bit grid the loss models; Pillow opens 16-bit RGB as 8-bit ``RGB``, so the depth
+    is read from the file's header)."""
     try:
         from PIL import Image, UnidentifiedImageError
     except ImportError:
@@ -125,11 +127,14 @@ def read_png_folder(path: str, files: list[str]) -> np.ndarray:
     for name in files:
         try:
             with Image.open(name) as im:
-                if im.format != "PNG" or im.mode not in PNG_MODES:
-                    raise ValueError(f"{name}: expected an 8-bit PNG (gray, palette or RGB, alpha allowed); received "
-                                     f"{im.format} in mode {im.mode}")
+                with open(name, "rb") as f:
+                    depth = f.read(PNG_BIT_DEPTH + 1)[PNG_BIT_DEPTH:]
+                if im.format != "PNG" or im.mode not in PNG_MODES or depth > b"\x08":
+                    raise ValueError(f"{name}: expected a PNG of 8 bits a sample at most (gray, palette or RGB, alpha "
+                                     f"allowed); received {im.format} in mode {im.mode}"
+                                     + (f", {depth[0]} bits a sample" if im.format == "PNG" and depth else ""))
                 a = np.asarray(im.convert("RGB"), np.uint8)
-        except (UnidentifiedImageError, SyntaxError, EOFError, OSError, zlib.error) as exc:
+        except (UnidentifiedImageError, Image.DecompressionBombError, SyntaxError, EOFError, OSError, zlib.error) as exc:
             raise ValueError(f"{name}: expected a PNG image; it could not be read ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
         if images and a.shape != images[0].shape:
             raise ValueError(f"{name}: expected every image {images[0].shape[:2]} like the first; received {a.shape[:2]}")

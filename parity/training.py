@@ -105,20 +105,22 @@ class TrainOptions:
 
 
     def check_paths(self) -> None:
-        """The run's folder holds no input, and none of its files is one: ``--out`` is not the folder
-        ``--data`` or ``--test-data`` names (the sample PNGs would join a PNG folder's images), and its
-        checkpoint, model file, log, averaged init and curves name no input (``--init-from
-        DIR/last.safetensors --out DIR`` would end by writing over the weights it started from)."""
+        """``--out`` is not a folder an input names (the sample PNGs would join a PNG folder's images),
+        and none of the files the run writes there (checkpoint, model file, log, curves, and the
+        averaged init of a run without ``--init-from``) is an input: ``--init-from DIR/last.safetensors
+        --out DIR`` would end by writing over the weights it started from. A ``--resume`` reads no
+        ``--init-from`` (the checkpoint holds the run), so that one is not an input then."""
         from parity.atomic import check_outputs, same_file
         from parity.distributed import INIT
 
-        inputs = {"--data": self.data, "--test-data": self.test_data, "--init-from": self.init_from}
+        inputs = {"--data": self.data, "--test-data": self.test_data, "--init-from": None if self.resume else self.init_from}
         for name, path in inputs.items():
             if path and os.path.isdir(path) and same_file(self.out, path):
                 raise ValueError(f"--out {self.out} is the folder {name} names; expected a folder that holds no input "
                                  f"(the run writes its files there)")
         if os.path.isdir(self.out):  # a folder not made yet holds no input
-            check_outputs({f"--out's {n}": os.path.join(self.out, n) for n in (CHECKPOINT, LAST, LOG, INIT, CURVES)}, inputs)
+            written = (CHECKPOINT, LAST, LOG, CURVES, *(() if self.init_from else (INIT,)))
+            check_outputs({f"--out's {n}": os.path.join(self.out, n) for n in written}, inputs)
 
 
 def train(options: TrainOptions) -> dict[str, Any]:

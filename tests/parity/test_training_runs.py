@@ -63,10 +63,25 @@ def test_npz_images_in_both_layouts_and_bad_ones_are_one_line_errors(tmp_path):
         load_images(str(tmp_path / "t.npz"))
 
 
+def _png16(path, pixels: np.ndarray) -> None:
+    """A 16-bit RGB PNG of ``pixels`` ``[H, W, 3]`` (Pillow writes none; Pillow reads one as 8-bit RGB)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    height, width, _ = pixels.shape
+    rows = b"".join(b"\0" + row.astype(">u2").tobytes() for row in pixels)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
 def test_png_folders_are_read_in_name_order_as_rgb_and_bad_ones_are_one_line_errors(tmp_path):
     """Pillow decodes: RGB as it is, RGBA without its alpha, gray and palette images as RGB, and the
-    PNGs this project writes (``parity.images.save_png``) back to their pixels; a 16-bit PNG, a JPEG
-    named .png, a truncated file and a second size are refused in one line."""
+    PNGs this project writes (``parity.images.save_png``) back to their pixels; 16-bit PNGs (gray, and
+    RGB, which Pillow would open as 8-bit), a JPEG named .png, a truncated file and a second size are
+    refused in one line."""
     Image = pytest.importorskip("PIL.Image")
     from parity.data import load_images
     from parity.images import save_png
@@ -94,13 +109,15 @@ def test_png_folders_are_read_in_name_order_as_rgb_and_bad_ones_are_one_line_err
         assert "\n" not in str(info.value)
 
     refused("deep", lambda p: Image.fromarray(rgb[0][..., 0].astype(np.uint16) * 257).save(p),
-            r"b.png: expected an 8-bit PNG \(gray, palette or RGB, alpha allowed\); received PNG in mode I;16")
-    refused("jpeg", lambda p: Image.fromarray(rgb[0]).save(p, format="JPEG"), "b.png: expected an 8-bit PNG .*received JPEG")
+            r"b.png: expected a PNG of 8 bits a sample at most \(gray, palette or RGB, alpha allowed\); received PNG in "
+            r"mode I;16, 16 bits a sample")
+    refused("deep_rgb", lambda p: _png16(p, rgb[0].astype(np.uint16) * 257), "b.png: .*received PNG in mode RGB, 16 bits a sample")
+    refused("jpeg", lambda p: Image.fromarray(rgb[0]).save(p, format="JPEG"), "b.png: expected a PNG of 8 bits .*received JPEG")
     refused("cut", lambda p: p.write_bytes((folder / "b.png").read_bytes()[:60]), "b.png: expected a PNG image; it could not be read")
     refused("sizes", lambda p: Image.fromarray(rgb[0][:5]).save(p), r"b.png: expected every image \(6, 5\) like the first")
 
 
-def test_a_run_trains_on_a_png_folder_and_its_files_name_no_input(tmp_path):
+def test_a_run_trains_on_a_png_folder_and_its_files_name_no_input(tmp_path, capsys):
     """``--data`` a PNG folder; ``--out`` that folder (the samples would join its images), or a folder
     whose ``last.safetensors`` is the ``--init-from`` file, refused in one line before any work."""
     Image = pytest.importorskip("PIL.Image")
@@ -117,7 +134,9 @@ def test_a_run_trains_on_a_png_folder_and_its_files_name_no_input(tmp_path):
     out = str(tmp_path / "run")
     assert main(["train", "--data", str(folder), *TINY, "--steps", "2", "--out", out]) == 0
     listing = sorted(os.listdir(folder))
+    capsys.readouterr()
     assert main(["train", "--data", str(folder), *TINY, "--steps", "2", "--out", str(folder), "--sample-every", "1"]) == 2
+    assert f"error: --out {folder} is the folder --data names; expected a folder that holds no input" in capsys.readouterr().err
     assert sorted(os.listdir(folder)) == listing
     again = tmp_path / "again"
     again.mkdir()
@@ -125,6 +144,7 @@ def test_a_run_trains_on_a_png_folder_and_its_files_name_no_input(tmp_path):
     before = (again / "last.safetensors").read_bytes()
     assert main(["train", "--data", str(folder), *TINY, "--steps", "2", "--init-from", str(again / "last.safetensors"),
                  "--out", str(again)]) == 2
+    assert "names the same file as --init-from" in capsys.readouterr().err
     assert os.listdir(again) == ["last.safetensors"] and (again / "last.safetensors").read_bytes() == before
 
 
