@@ -34,15 +34,15 @@ def main() -> None:
 
     case = SUITES[args.suite]()[args.case]
     module = get_backend("tf")
-    with module.parity_mode("cpu"):
-        exact = protocol.run(module, case, "float64")
-        own = protocol.run(module, case, "float32")
-        draws = [{k: max_abs_diff(v, exact[k]) for k, v in protocol.run(module, case.perturbed(s), "float32").items()
+    with module.parity_mode("cpu"):  # the reference's runs as the harness makes them (the naive sampler only)
+        exact = protocol.run(module, case, "float64", cached_draw=False)
+        own = protocol.run(module, case, "float32", cached_draw=False)
+        draws = [{k: max_abs_diff(v, exact[k]) for k, v in protocol.run(module, case.perturbed(s), "float32", cached_draw=False).items()
                   if k in exact and v.shape == exact[k].shape} for s in range(args.draws)]
     rows = []
     for k, r64 in exact.items():
         scale = finite_max(r64)
-        if not scale:
+        if not scale or k not in own or any(k not in d for d in draws):
             continue
         errors = np.array([d[k] for d in draws])
         gap = max_abs_diff(own[k], r64)

@@ -60,4 +60,6 @@ def assert_twins_agree_in_float64(ref: tuple[float, dict[str, np.ndarray]], othe
     er, eo = tr.backend.export_weights(mr), to.backend.export_weights(mo)
     for k in er:
         np.testing.assert_array_equal(eo[k], er[k], err_msg=k)
+    for k, v in moved.items():  # the live weights are the moved ones, in both twins
+        np.testing.assert_array_equal(er[k], v, err_msg=k)
     return er
