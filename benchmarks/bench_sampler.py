@@ -13,6 +13,7 @@ minutes on this CPU, hence the extrapolation; ``--cached-rows`` equal to H times
     python -m benchmarks.bench_sampler                    # 32x32, R=5, F=160, M=10, batch 1 and 16, CPU
     python -m benchmarks.bench_sampler --size tiny        # seconds; what the tests run
     python -m benchmarks.bench_sampler --model h12_noup_smallkey --size snail --attn-rep 2
+    python -m benchmarks.bench_sampler --model h12_noup_smallkey --size snail-released --batch 1   # the released size
 
 ``--model`` a PixelSNAIL spec: its cached step costs more as the raster goes on (the attention reads
 every earlier key), so the cached sampler is timed over the whole draw (``--cached-rows`` is H).
@@ -31,7 +32,7 @@ from typing import Any, Callable
 from benchmarks.bench_block import run_worker
 from gated_spec.pixelsnail import SPECS as PIXELSNAIL_SPECS
 
-SIZES = {"pixelcnn": (5, 160, 32), "snail": (2, 64, 16), "tiny": (1, 8, 8)}  # R, F, H = W
+SIZES = {"pixelcnn": (5, 160, 32), "snail": (2, 64, 16), "snail-released": (4, 256, 32), "tiny": (1, 8, 8)}  # R, F, H = W
 M = 10
 
 
