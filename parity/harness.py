@@ -321,7 +321,7 @@ def record(path: str | os.PathLike, backend: str = "tf", device: str = "cpu",
         if progress:
             progress(f"[{i + 1}/{len(cases)}] {case.name}")
         results = run_backend(backend, case, device, mca_samples=mca_samples)
-        problems = record_problems(results, plausible_spread=not isinstance(case, TrainingCase))
+        problems = record_problems(case, results)
         if problems:
             inconsistent.append((case.name, problems))
         for k, v in case.arrays.items():
@@ -391,16 +391,18 @@ def load_record(path: str | os.PathLike) -> tuple[dict[str, Any], list[tuple[Cas
     return metadata, out
 
 
-def record_problems(results: Results, plausible_spread: bool = True) -> list[str]:
-    """What makes a recorded reference untrustworthy, tensor by tensor. The bound is derived from the
+def record_problems(case: Any, results: Results) -> list[str]:
+    """What makes ``case``'s recorded reference untrustworthy, tensor by tensor. The bound is derived from the
     record, so the record is checked first: its float32 and float64 results must hold NaN/Inf at the
     same positions, and must be within K times the recorded spread (or one ulp at scale) of each
     other, since the unperturbed float32 run is one more draw of that spread (the shipped records sit
     at 1.65x at most). The spread sets every bound of its tensor, so the record cannot vouch for it
     either: it must be finite and >= 0, at most ``SPREAD_UP_TO`` times the record's own float32 error
     (the gap, or ulps at scale), and no float32 error may exceed ``LOST_BITS_AT_MOST`` of the tensor's
-    scale (a reference shifted by 0.5 with its spread inflated to match passed before). Not for
-    ``plausible_spread=False`` (training cases, whose float32 runs are chaotic: see :func:`verify`)."""
+    scale (a reference shifted by 0.5 with its spread inflated to match passed before). Not for a
+    training case: 20 Adam steps amplify float32 rounding chaotically (measured: errors up to 1e-2 of
+    a tensor's scale, spreads 17 x the gap), so its spreads are not judged for plausibility."""
+    plausible_spread = not isinstance(case, TrainingCase)
     problems = []
     for tensor, r32 in results["float32"].items():
         r64, spreads = results["float64"][tensor], np.asarray(results[MCA][tensor], np.float64)
@@ -456,9 +458,7 @@ def verify(path: str | os.PathLike, backend: str = "torch", device: str = "cpu",
     for i, (case, ref) in enumerate(recorded):
         if progress:
             progress(f"[{i + 1}/{len(recorded)}] {case.name}")
-        # a training case's spreads are not judged for plausibility: 20 Adam steps amplify float32
-        # rounding chaotically (measured: errors up to 1e-2 of a tensor's scale, spreads 17 x the gap)
-        problems = record_problems(ref, plausible_spread=not isinstance(case, TrainingCase))
+        problems = record_problems(case, ref)
         if problems:
             raise ValueError(f"{path}: case {case.name!r} is not a consistent record ({len(problems)} tensor(s)), "
                              f"first {problems[0]}; record it again")
