@@ -37,16 +37,24 @@ def save_png_grid(images: np.ndarray, path: str | os.PathLike, columns: int | No
     save_png(grid(images, columns), path)
 
 
-def save_png(pixels: np.ndarray, path: str | os.PathLike) -> None:
-    """Write an (H, W, 3) uint8 image as an 8-bit RGB PNG; the file appears whole or not at all."""
+def png_bytes(pixels: np.ndarray) -> bytes:
+    """An (H, W, 3) uint8 image as the bytes of an 8-bit RGB PNG (uint16: a 16-bit one, big-endian
+    samples as PNG stores them)."""
     h, w, _ = pixels.shape
-    raw = b"".join(b"\x00" + pixels[y].tobytes() for y in range(h))  # filter type 0 per scanline
+    depth = 16 if pixels.dtype == np.uint16 else 8
+    rows = pixels.astype(">u2") if depth == 16 else pixels
+    raw = b"".join(b"\x00" + rows[y].tobytes() for y in range(h))  # filter type 0 per scanline
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
-    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-           + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, depth, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+
+
+def save_png(pixels: np.ndarray, path: str | os.PathLike) -> None:
+    """Write an (H, W, 3) uint8 image as an 8-bit RGB PNG; the file appears whole or not at all."""
+    png = png_bytes(pixels)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         f.write(png)
 

@@ -63,20 +63,6 @@ def test_npz_images_in_both_layouts_and_bad_ones_are_one_line_errors(tmp_path):
         load_images(str(tmp_path / "t.npz"))
 
 
-def _png16(path, pixels: np.ndarray) -> None:
-    """A 16-bit RGB PNG of ``pixels`` ``[H, W, 3]`` (Pillow writes none; Pillow reads one as 8-bit RGB)."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    height, width, _ = pixels.shape
-    rows = b"".join(b"\0" + row.astype(">u2").tobytes() for row in pixels)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0))
-                     + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
-
-
 def test_png_folders_are_read_in_name_order_as_rgb_and_bad_ones_are_one_line_errors(tmp_path):
     """Pillow decodes: RGB as it is, RGBA without its alpha, gray and palette images as RGB, and the
     PNGs this project writes (``parity.images.save_png``) back to their pixels; 16-bit PNGs (gray, and
@@ -84,7 +70,7 @@ def test_png_folders_are_read_in_name_order_as_rgb_and_bad_ones_are_one_line_err
     refused in one line."""
     Image = pytest.importorskip("PIL.Image")
     from parity.data import load_images
-    from parity.images import save_png
+    from parity.images import png_bytes, save_png
 
     rgb = np.random.default_rng(0).integers(0, 256, (5, 6, 5, 3), dtype=np.uint8)
     folder = tmp_path / "pngs"
@@ -111,7 +97,8 @@ def test_png_folders_are_read_in_name_order_as_rgb_and_bad_ones_are_one_line_err
     refused("deep", lambda p: Image.fromarray(rgb[0][..., 0].astype(np.uint16) * 257).save(p),
             r"b.png: expected a PNG of 8 bits a sample at most \(gray, palette or RGB, alpha allowed\); received PNG in "
             r"mode I;16, 16 bits a sample")
-    refused("deep_rgb", lambda p: _png16(p, rgb[0].astype(np.uint16) * 257), "b.png: .*received PNG in mode RGB, 16 bits a sample")
+    refused("deep_rgb", lambda p: p.write_bytes(png_bytes(rgb[0].astype(np.uint16) * 257)),  # Pillow writes no 16-bit RGB
+            "b.png: .*received PNG in mode RGB, 16 bits a sample")
     refused("jpeg", lambda p: Image.fromarray(rgb[0]).save(p, format="JPEG"), "b.png: expected a PNG of 8 bits .*received JPEG")
     refused("cut", lambda p: p.write_bytes((folder / "b.png").read_bytes()[:60]), "b.png: expected a PNG image; it could not be read")
     refused("sizes", lambda p: Image.fromarray(rgb[0][:5]).save(p), r"b.png: expected every image \(6, 5\) like the first")
